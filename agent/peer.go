@@ -1,0 +1,123 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Peer is the process on the other end of a Unix socket connection, as the
+// kernel reports it (SO_PEERCRED): it cannot be forged by the client.
+type Peer struct {
+	PID int32
+	UID uint32
+	GID uint32
+	// Groups are the peer's supplementary groups, read from /proc at connect
+	// time; empty when /proc is not readable.
+	Groups []uint32
+}
+
+type peerKey struct{}
+
+// peerFromConn reads SO_PEERCRED from a Unix socket connection.
+func peerFromConn(c net.Conn) (*Peer, error) {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return nil, errors.New("not a Unix socket connection")
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	if serr != nil {
+		return nil, fmt.Errorf("SO_PEERCRED: %w", serr)
+	}
+	p := &Peer{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid}
+	p.Groups = procGroups(cred.Pid)
+	return p, nil
+}
+
+// procGroups reads the supplementary groups of pid, so allow_gids can name
+// a group the client is a member of and not only its primary group.
+func procGroups(pid int32) []uint32 {
+	f, err := os.Open("/proc/" + strconv.Itoa(int(pid)) + "/status")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), "Groups:")
+		if !ok {
+			continue
+		}
+		var gs []uint32
+		for _, f := range strings.Fields(rest) {
+			if g, err := strconv.ParseUint(f, 10, 32); err == nil {
+				gs = append(gs, uint32(g))
+			}
+		}
+		return gs
+	}
+	return nil
+}
+
+// connContext stores the peer of each accepted Unix connection in the
+// request context; http.Server calls it once per connection.
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	p, err := peerFromConn(c)
+	if err != nil {
+		return ctx
+	}
+	return context.WithValue(ctx, peerKey{}, p)
+}
+
+// peerFrom returns the peer stored by connContext, or nil.
+func peerFrom(ctx context.Context) *Peer {
+	p, _ := ctx.Value(peerKey{}).(*Peer)
+	return p
+}
+
+// AllowList is a set of uids and gids. An empty list allows every peer that
+// the socket's file permissions let in.
+type AllowList struct {
+	UIDs []int
+	GIDs []int
+}
+
+// Empty reports whether the list places no restriction.
+func (l AllowList) Empty() bool { return len(l.UIDs) == 0 && len(l.GIDs) == 0 }
+
+// Allows reports whether p's uid, primary gid or a supplementary group is listed.
+func (l AllowList) Allows(p *Peer) bool {
+	if l.Empty() {
+		return true
+	}
+	if p == nil {
+		return false
+	}
+	if slices.Contains(l.UIDs, int(p.UID)) || slices.Contains(l.GIDs, int(p.GID)) {
+		return true
+	}
+	for _, g := range p.Groups {
+		if slices.Contains(l.GIDs, int(g)) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,261 @@
+package agent
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+)
+
+// DeviceRole is the name of the role the IoT role alias gives: the one
+// GET /v1/credentials serves.
+const DeviceRole = "device"
+
+// Credentials is the JSON the local endpoints answer: the container
+// credentials shape every AWS SDK reads from AWS_CONTAINER_CREDENTIALS_FULL_URI.
+type Credentials struct {
+	AccessKeyID     string `json:"AccessKeyId"`
+	SecretAccessKey string `json:"SecretAccessKey"`
+	Token           string `json:"Token"`
+	Expiration      string `json:"Expiration"`
+}
+
+// apiError is the JSON body of every error answer.
+type apiError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// role is one set of credentials the agent serves.
+type role struct {
+	name     string
+	provider aws.CredentialsProvider
+	// allow narrows the socket's allow list for this role.
+	allow AllowList
+	// retryAfter says when a failed role may have credentials again.
+	retryAfter func() time.Duration
+}
+
+// roleSet looks roles up by name; the agent swaps it whole on reload.
+type roleSet map[string]*role
+
+// api serves the Unix socket: credentials, status and the MQTT endpoints.
+type api struct {
+	roles  func() roleSet
+	allow  func() AllowList
+	status func(context.Context) any
+	mqtt   http.Handler // nil when [mqtt] is not configured
+	log    *slog.Logger
+}
+
+func (a *api) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/credentials", func(w http.ResponseWriter, r *http.Request) {
+		a.credentials(w, r, DeviceRole)
+	})
+	mux.HandleFunc("GET /v1/credentials/{role}", func(w http.ResponseWriter, r *http.Request) {
+		a.credentials(w, r, r.PathValue("role"))
+	})
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, a.status(r.Context()))
+	})
+	mqtt := func(w http.ResponseWriter, r *http.Request) {
+		if a.mqtt == nil {
+			writeError(w, http.StatusNotFound, "mqtt_not_configured", "this agent has no [mqtt] section; set mqtt.endpoint to share an MQTT session")
+			return
+		}
+		a.mqtt.ServeHTTP(w, r)
+	}
+	mux.HandleFunc("/v1/mqtt/", mqtt)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+"; see GET /v1/credentials, /v1/credentials/{role}, /v1/status")
+	})
+	return a.checkPeer(mux)
+}
+
+// checkPeer refuses peers outside the socket's allow list before any handler
+// runs; per-role lists are checked in credentials.
+func (a *api) checkPeer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := peerFrom(r.Context())
+		if !a.allow().Allows(p) {
+			a.refuse(w, r, p)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (a *api) refuse(w http.ResponseWriter, r *http.Request, p *Peer) {
+	uid, gid := "unknown", "unknown"
+	if p != nil {
+		uid, gid = strconv.FormatUint(uint64(p.UID), 10), strconv.FormatUint(uint64(p.GID), 10)
+	}
+	a.log.Warn("refused a local peer", "uid", uid, "gid", gid, "path", r.URL.Path)
+	writeError(w, http.StatusForbidden, "peer_not_allowed",
+		"uid "+uid+" (gid "+gid+") is not in the allow list; add it to serve.allow_uids or allow_gids (or the role's own lists)")
+}
+
+func (a *api) credentials(w http.ResponseWriter, r *http.Request, name string) {
+	rl, ok := a.roles()[name]
+	if !ok {
+		writeError(w, http.StatusNotFound, "unknown_role", "no role "+strconv.Quote(name)+" is configured; add a [[role]] with that name")
+		return
+	}
+	if p := peerFrom(r.Context()); p != nil && !rl.allow.Allows(p) {
+		a.refuse(w, r, p)
+		return
+	}
+	serveCredentials(w, r, rl)
+}
+
+// serveCredentials answers one role's credentials, or 503 with Retry-After
+// when there are no valid ones yet: never an expired credential.
+func serveCredentials(w http.ResponseWriter, r *http.Request, rl *role) {
+	c, err := rl.provider.Retrieve(r.Context())
+	if err != nil {
+		retry := 5 * time.Second
+		if rl.retryAfter != nil {
+			if d := rl.retryAfter(); d > 0 {
+				retry = d
+			}
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retry.Seconds()))))
+		writeError(w, http.StatusServiceUnavailable, "no_credentials",
+			"no valid credentials for role "+strconv.Quote(rl.name)+" yet: "+err.Error())
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, toJSON(c))
+}
+
+func toJSON(c aws.Credentials) Credentials {
+	return Credentials{
+		AccessKeyID:     c.AccessKeyID,
+		SecretAccessKey: c.SecretAccessKey,
+		Token:           c.SessionToken,
+		Expiration:      c.Expires.UTC().Format(time.RFC3339),
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"code":"internal","message":"cannot encode the answer"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, apiError{Code: code, Message: msg})
+}
+
+// containerAPI is the optional loopback endpoint that AWS SDKs reach through
+// AWS_CONTAINER_CREDENTIALS_FULL_URI and AWS_CONTAINER_AUTHORIZATION_TOKEN.
+type containerAPI struct {
+	roles func() roleSet
+	token []byte
+	port  string
+	log   *slog.Logger
+}
+
+func (c *containerAPI) routes() http.Handler {
+	mux := http.NewServeMux()
+	device := func(w http.ResponseWriter, r *http.Request) {
+		c.serve(w, r, DeviceRole)
+	}
+	// The Greengrass Token Exchange Service path, so components written for
+	// Greengrass find their credentials here too.
+	mux.HandleFunc("GET /2016-11-01/credentialprovider/", device)
+	mux.HandleFunc("GET /2016-11-01/credentialprovider", device)
+	mux.HandleFunc("GET /v1/credentials", device)
+	mux.HandleFunc("GET /v1/credentials/{role}", func(w http.ResponseWriter, r *http.Request) {
+		c.serve(w, r, r.PathValue("role"))
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path)
+	})
+	return c.guard(mux)
+}
+
+// guard refuses anything that did not come straight from a local program:
+// a forwarded request, a Host that is not loopback (DNS rebinding) or a
+// missing or wrong token.
+func (c *containerAPI) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.Header.Values("X-Forwarded-For")) > 0 || len(r.Header.Values("Forwarded")) > 0 {
+			c.log.Warn("container endpoint refused a forwarded request", "remote", r.RemoteAddr)
+			writeError(w, http.StatusForbidden, "forwarded", "forwarded requests are refused; call the endpoint directly from this device")
+			return
+		}
+		if !loopbackHost(r.Host) {
+			c.log.Warn("container endpoint refused a non-loopback Host", "remote", r.RemoteAddr)
+			writeError(w, http.StatusForbidden, "bad_host", "the Host header must be a loopback address (127.0.0.1, ::1 or localhost)")
+			return
+		}
+		got := r.Header.Get("Authorization")
+		got = strings.TrimPrefix(got, "Bearer ")
+		if subtle.ConstantTimeCompare([]byte(got), c.token) != 1 {
+			c.log.Warn("container endpoint refused a request without the right token", "remote", r.RemoteAddr)
+			writeError(w, http.StatusUnauthorized, "bad_token",
+				"missing or wrong Authorization token; set AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE to serve.token_file")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (c *containerAPI) serve(w http.ResponseWriter, r *http.Request, name string) {
+	rl, ok := c.roles()[name]
+	if !ok {
+		writeError(w, http.StatusNotFound, "unknown_role", "no role "+strconv.Quote(name)+" is configured")
+		return
+	}
+	if !rl.allow.Empty() {
+		// A TCP peer has no uid to check, so a role narrowed to some local
+		// users is only served on the Unix socket.
+		writeError(w, http.StatusForbidden, "peer_not_allowed", "role "+strconv.Quote(name)+" has allow lists and is served on the Unix socket only")
+		return
+	}
+	serveCredentials(w, r, rl)
+}
+
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// newHTTPServer returns a server with the limits a daemon needs against slow
+// or malformed clients.
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ConnContext:       connContext,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}
+
+var errNoCredentials = errors.New("no valid credentials")

@@ -1,0 +1,90 @@
+package agent
+
+import (
+	"sort"
+	"time"
+
+	"github.com/tetherd/tether/store"
+)
+
+// Status is what GET /v1/status answers and `tether status` shows. It holds
+// no secret: credentials appear only as their expiry.
+type Status struct {
+	Version  string         `json:"version"`
+	Started  time.Time      `json:"started"`
+	Identity IdentityStatus `json:"identity"`
+	Roles    []RoleStatus   `json:"roles"`
+	Store    store.Health   `json:"store"`
+	// MQTT is the MQTT session's status, when [mqtt] is configured.
+	MQTT any `json:"mqtt,omitempty"`
+}
+
+// IdentityStatus describes the device identity.
+type IdentityStatus struct {
+	ThingName string    `json:"thing_name"`
+	Subject   string    `json:"subject"`
+	Issuer    string    `json:"issuer"`
+	Key       string    `json:"key"`
+	NotAfter  time.Time `json:"not_after"`
+}
+
+// RoleStatus is one role's credential state.
+type RoleStatus struct {
+	Name        string     `json:"name"`
+	Mode        string     `json:"mode"`
+	Valid       bool       `json:"valid"`
+	Expires     *time.Time `json:"expires,omitempty"`
+	LastRefresh *time.Time `json:"last_refresh,omitempty"`
+	NextRefresh *time.Time `json:"next_refresh,omitempty"`
+	LastError   string     `json:"last_error,omitempty"`
+	Refreshes   int        `json:"refreshes"`
+	Failures    int        `json:"failures"`
+	ClockError  string     `json:"clock_error,omitempty"`
+}
+
+// Status reports the agent's state.
+func (a *Agent) Status() Status {
+	st := Status{Version: a.opts.Version, Started: a.started.UTC()}
+	if leaf := a.id.Leaf(); leaf != nil {
+		st.Identity = IdentityStatus{
+			ThingName: a.cfg.Identity.ThingName,
+			Subject:   leaf.Subject.String(),
+			Issuer:    leaf.Issuer.String(),
+			Key:       a.id.KeyLocation(),
+			NotAfter:  leaf.NotAfter.UTC(),
+		}
+	}
+	names := make([]string, 0, len(a.refs))
+	for n := range a.refs {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		// The device role first, the others by name.
+		if (names[i] == DeviceRole) != (names[j] == DeviceRole) {
+			return names[i] == DeviceRole
+		}
+		return names[i] < names[j]
+	})
+	for _, n := range names {
+		rs := a.refs[n].Status()
+		r := RoleStatus{Name: n, Mode: rs.Mode.String(), Valid: rs.Valid, Refreshes: rs.Refreshes, Failures: rs.Failures,
+			Expires: timePtr(rs.Expires), LastRefresh: timePtr(rs.LastRefresh), NextRefresh: timePtr(rs.NextRefresh)}
+		if rs.LastError != nil {
+			r.LastError = rs.LastError.Error()
+		}
+		if rs.ClockError != nil {
+			r.ClockError = rs.ClockError.Error()
+		}
+		st.Roles = append(st.Roles, r)
+	}
+	st.Store = a.db.Health()
+	return st
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}

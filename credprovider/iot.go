@@ -1,0 +1,362 @@
+package credprovider
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+)
+
+// IoTCredentialSource is the Source of credentials returned by IoT.
+const IoTCredentialSource = "IoTCredentialProvider"
+
+// Limits of the x-amzn-iot-credential-duration-seconds header.
+const (
+	MinIoTDuration = 900 * time.Second
+	MaxIoTDuration = 43200 * time.Second
+)
+
+// DefaultIoTTimeout bounds one credentials request when IoTOptions.Timeout is 0.
+const DefaultIoTTimeout = 30 * time.Second
+
+// IoTOptions configures an IoT credentials provider.
+type IoTOptions struct {
+	// Endpoint is the account's credentials endpoint, host or host:port
+	// (port 443 by default), without a scheme: see
+	// `aws iot describe-endpoint --endpoint-type iot:CredentialProvider`.
+	Endpoint string
+	// RoleAlias names the IoT role alias to assume.
+	RoleAlias string
+	// ThingName is sent as x-amzn-iot-thingname. The service needs it when
+	// the policy uses thing variables; empty omits the header.
+	ThingName string
+	// Certificate is the device identity (chain plus a crypto.Signer key,
+	// which may live in a PKCS#11 token). Ignored if GetClientCertificate is
+	// set.
+	Certificate tls.Certificate
+	// GetClientCertificate supplies the identity per handshake, for
+	// identities that rotate. See also IoT.SetCertificate.
+	GetClientCertificate func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
+	// RootCAs verify the endpoint. Nil: the roots in CAFile, or if that is
+	// empty the embedded Amazon Root CA 1 and 3. The system trust store and
+	// the SSL_CERT_FILE, SSL_CERT_DIR and AWS_CA_BUNDLE variables are never
+	// consulted.
+	RootCAs *x509.CertPool
+	// CAFile is a PEM bundle of roots, used when RootCAs is nil, and named in
+	// verification errors.
+	CAFile string
+	// Duration requests a credential lifetime (900 s to 43200 s, whole
+	// seconds); 0 takes the role alias's configured duration.
+	Duration time.Duration
+	// Timeout bounds one request including connecting. Default 30 s.
+	Timeout time.Duration
+}
+
+// IoT is an aws.CredentialsProvider that exchanges a device certificate for
+// temporary credentials at the AWS IoT Core credentials provider. It keeps one
+// connection alive between requests. Wrap it in a Refresher (or let
+// config.LoadDefaultConfig wrap it in aws.CredentialsCache) to avoid fetching
+// per request.
+type IoT struct {
+	endpoint, roleAlias, thingName string
+	url                            string
+	duration                       string // header value, "" for none
+	caDesc                         string
+	timeout                        time.Duration
+	transport                      *http.Transport
+	client                         *http.Client
+	getCert                        atomic.Pointer[func(*tls.CertificateRequestInfo) (*tls.Certificate, error)]
+}
+
+var _ aws.CredentialsProvider = (*IoT)(nil)
+
+// NewIoT validates opts and returns the provider. Errors wrap ErrInvalidConfig
+// and name the option at fault.
+func NewIoT(opts IoTOptions) (*IoT, error) {
+	host, err := endpointHost(opts.Endpoint)
+	if err != nil {
+		return nil, err
+	}
+	if opts.RoleAlias == "" {
+		return nil, fmt.Errorf("%w: role_alias is empty: give the IoT role alias to assume", ErrInvalidConfig)
+	}
+	p := &IoT{
+		endpoint:  opts.Endpoint,
+		roleAlias: opts.RoleAlias,
+		thingName: opts.ThingName,
+		url:       "https://" + opts.Endpoint + "/role-aliases/" + url.PathEscape(opts.RoleAlias) + "/credentials",
+		timeout:   opts.Timeout,
+	}
+	if p.timeout == 0 {
+		p.timeout = DefaultIoTTimeout
+	}
+	if p.timeout < 0 {
+		return nil, fmt.Errorf("%w: IoTOptions.Timeout %v is negative", ErrInvalidConfig, opts.Timeout)
+	}
+	if d := opts.Duration; d != 0 {
+		if d < MinIoTDuration || d > MaxIoTDuration || d%time.Second != 0 {
+			return nil, fmt.Errorf("%w: duration %v: the credentials provider accepts whole seconds from %v to %v", ErrInvalidConfig, d, MinIoTDuration, MaxIoTDuration)
+		}
+		p.duration = strconv.FormatInt(int64(d/time.Second), 10)
+	}
+
+	switch {
+	case opts.GetClientCertificate != nil:
+		p.getCert.Store(&opts.GetClientCertificate)
+	case len(opts.Certificate.Certificate) > 0 && opts.Certificate.PrivateKey != nil:
+		p.SetCertificate(opts.Certificate)
+	default:
+		return nil, fmt.Errorf("%w: no device certificate: set IoTOptions.Certificate (certificate and private key) or GetClientCertificate", ErrInvalidConfig)
+	}
+
+	roots := opts.RootCAs
+	switch {
+	case roots != nil && opts.CAFile != "":
+		p.caDesc = "ca_file=" + opts.CAFile
+	case roots != nil:
+		p.caDesc = "ca_file=caller-supplied RootCAs"
+	case opts.CAFile != "":
+		if roots, err = LoadCAFile(opts.CAFile); err != nil {
+			return nil, err
+		}
+		p.caDesc = "ca_file=" + opts.CAFile
+	default:
+		roots = AmazonRootCAs()
+		p.caDesc = "ca_file=embedded Amazon Root CA 1 and 3"
+	}
+
+	p.transport = &http.Transport{
+		Proxy:       http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig: &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			ServerName: host, // SNI and the name verified
+			RootCAs:    roots,
+			GetClientCertificate: func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				return (*p.getCert.Load())(cri)
+			},
+		},
+		TLSHandshakeTimeout: p.timeout,
+		MaxIdleConns:        2,
+		MaxIdleConnsPerHost: 2,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	p.client = &http.Client{
+		Transport: p.transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse // the service never redirects; do not follow elsewhere
+		},
+	}
+	return p, nil
+}
+
+func endpointHost(ep string) (string, error) {
+	if ep == "" {
+		return "", fmt.Errorf("%w: credential_endpoint is empty: give the host from `aws iot describe-endpoint --endpoint-type iot:CredentialProvider`", ErrInvalidConfig)
+	}
+	if strings.Contains(ep, "/") {
+		return "", fmt.Errorf("%w: credential_endpoint %q: give host or host:port, without scheme or path", ErrInvalidConfig, ep)
+	}
+	host := ep
+	if strings.Contains(ep, ":") {
+		h, port, err := net.SplitHostPort(ep)
+		if err != nil {
+			return "", fmt.Errorf("%w: credential_endpoint %q: %v", ErrInvalidConfig, ep, err)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return "", fmt.Errorf("%w: credential_endpoint %q: port %q is not a number from 1 to 65535", ErrInvalidConfig, ep, port)
+		}
+		host = h
+	}
+	if host == "" {
+		return "", fmt.Errorf("%w: credential_endpoint %q has no host", ErrInvalidConfig, ep)
+	}
+	return host, nil
+}
+
+// SetCertificate replaces the device identity, e.g. after certificate
+// rotation, and closes idle connections so that the next request presents it.
+func (p *IoT) SetCertificate(cert tls.Certificate) {
+	f := func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }
+	p.getCert.Store(&f)
+	if p.transport != nil {
+		p.transport.CloseIdleConnections()
+	}
+}
+
+// CloseIdleConnections closes the kept-alive connection, if any.
+func (p *IoT) CloseIdleConnections() { p.transport.CloseIdleConnections() }
+
+// String describes the provider without any secret.
+func (p *IoT) String() string {
+	return fmt.Sprintf("IoT credentials provider (endpoint=%s role_alias=%s thing=%s)", p.endpoint, p.roleAlias, p.thingName)
+}
+
+// iotResponse is the credentials provider's answer.
+type iotResponse struct {
+	Credentials *struct {
+		AccessKeyID     string `json:"accessKeyId"`
+		SecretAccessKey string `json:"secretAccessKey"`
+		SessionToken    string `json:"sessionToken"`
+		Expiration      string `json:"expiration"`
+	} `json:"credentials"`
+}
+
+// maxBody bounds what is read from the endpoint; real answers are ~1.5 KiB.
+const maxBody = 64 << 10
+
+// Retrieve fetches new credentials. Failures are a *ServiceError (HTTP
+// status), a *TLSError (verification, permanent), a *ConnError (network or
+// timeout, retryable), or wrap ErrMalformedResponse; see IsRetryable.
+func (p *IoT) Retrieve(ctx context.Context) (aws.Credentials, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url, nil)
+	if err != nil {
+		return aws.Credentials{}, fmt.Errorf("%w: credential_endpoint %q: %v", ErrInvalidConfig, p.endpoint, err)
+	}
+	if p.thingName != "" {
+		req.Header.Set("x-amzn-iot-thingname", p.thingName)
+	}
+	if p.duration != "" {
+		req.Header.Set("x-amzn-iot-credential-duration-seconds", p.duration)
+	}
+	req.Header.Set("Accept", "application/json")
+
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return aws.Credentials{}, p.classify(ctx, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	if err != nil {
+		return aws.Credentials{}, p.classify(ctx, err)
+	}
+	if len(body) > maxBody {
+		return aws.Credentials{}, fmt.Errorf("credentials endpoint %s: %w: body exceeds %d bytes", p.endpoint, ErrMalformedResponse, maxBody)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return aws.Credentials{}, p.serviceError(resp, body)
+	}
+
+	var r iotResponse
+	if err := json.Unmarshal(body, &r); err != nil {
+		// The body may hold secrets: say what is wrong, never quote it.
+		return aws.Credentials{}, fmt.Errorf("credentials endpoint %s: %w: body is not the credentials JSON document", p.endpoint, ErrMalformedResponse)
+	}
+	c := r.Credentials
+	if c == nil {
+		return aws.Credentials{}, fmt.Errorf("credentials endpoint %s: %w: no \"credentials\" object", p.endpoint, ErrMalformedResponse)
+	}
+	var missing []string
+	for _, f := range []struct{ name, v string }{
+		{"accessKeyId", c.AccessKeyID}, {"secretAccessKey", c.SecretAccessKey},
+		{"sessionToken", c.SessionToken}, {"expiration", c.Expiration},
+	} {
+		if f.v == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(missing) > 0 {
+		return aws.Credentials{}, fmt.Errorf("credentials endpoint %s: %w: credentials lack %s", p.endpoint, ErrMalformedResponse, strings.Join(missing, ", "))
+	}
+	exp, err := time.Parse(time.RFC3339, c.Expiration)
+	if err != nil {
+		return aws.Credentials{}, fmt.Errorf("credentials endpoint %s: %w: expiration %q is not RFC 3339", p.endpoint, ErrMalformedResponse, c.Expiration)
+	}
+	return aws.Credentials{
+		AccessKeyID:     c.AccessKeyID,
+		SecretAccessKey: c.SecretAccessKey,
+		SessionToken:    c.SessionToken,
+		Source:          IoTCredentialSource,
+		CanExpire:       true,
+		Expires:         exp,
+	}, nil
+}
+
+func (p *IoT) serviceError(resp *http.Response, body []byte) error {
+	e := &ServiceError{Endpoint: p.endpoint, RoleAlias: p.roleAlias, StatusCode: resp.StatusCode}
+	var m struct {
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(body, &m) == nil && m.Message != "" {
+		e.Message = m.Message
+	} else {
+		e.Message = printablePrefix(body, 200)
+	}
+	if s := resp.Header.Get("Retry-After"); s != "" {
+		if n, err := strconv.Atoi(s); err == nil && n > 0 {
+			e.RetryAfter = time.Duration(n) * time.Second
+		}
+	}
+	return e
+}
+
+// printablePrefix makes an unexpected error body safe to put in an error: at
+// most n runes, control characters replaced.
+func printablePrefix(b []byte, n int) string {
+	var sb strings.Builder
+	for i := 0; len(b) > 0 && i < n; i++ {
+		r, size := utf8.DecodeRune(b)
+		b = b[size:]
+		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
+			r = ' '
+		}
+		sb.WriteRune(r)
+	}
+	return strings.TrimSpace(sb.String())
+}
+
+// classify turns a transport error into a TLSError (permanent) or a
+// ConnError (retryable).
+func (p *IoT) classify(ctx context.Context, err error) error {
+	tlsErr := func(problem TLSProblem) error {
+		return &TLSError{Endpoint: p.endpoint, Problem: problem, CA: p.caDesc, Err: err}
+	}
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var verify *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &unknownCA):
+		return tlsErr(TLSUntrustedServer)
+	case errors.As(err, &hostErr):
+		return tlsErr(TLSServerNameMismatch)
+	case errors.As(err, &invalid):
+		return tlsErr(TLSServerCertInvalid)
+	case errors.As(err, &verify):
+		return tlsErr(0)
+	}
+	// A server that refuses the client certificate sends a TLS alert, which
+	// surfaces as a "remote error" during the handshake or (TLS 1.3) on the
+	// first read.
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "remote error" {
+		msg := op.Err.Error()
+		if strings.Contains(msg, "certificate") || strings.Contains(msg, "access denied") {
+			return tlsErr(TLSClientCertRejected)
+		}
+		return tlsErr(0)
+	}
+	var rec tls.RecordHeaderError
+	if errors.As(err, &rec) {
+		return tlsErr(0) // not TLS at all, e.g. plain HTTP on that port
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return &ConnError{Endpoint: p.endpoint, Err: fmt.Errorf("no answer within %v: %w", p.timeout, context.DeadlineExceeded)}
+	}
+	return &ConnError{Endpoint: p.endpoint, Err: err}
+}

@@ -1,0 +1,310 @@
+//go:build cgo
+
+// Package hsmtest creates throw-away SoftHSM2 tokens for tests, in the style
+// of net/http/httptest: each token lives in t.TempDir() with its own
+// SOFTHSM2_CONF, has a random user PIN kept in a 0600 file, and disappears
+// with the test.
+//
+// SoftHSM reads SOFTHSM2_CONF from the process environment when the module
+// is initialised, so NewToken sets it with t.Setenv: tests that use it cannot
+// call t.Parallel, and must close every hsm.Key and hsm.Identity they open
+// (t.Cleanup) so the module is finalised before the next test's token.
+package hsmtest
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/pkcs11"
+	"github.com/tetherd/tether/hsm"
+)
+
+// Token is a SoftHSM2 token initialised for one test.
+type Token struct {
+	// Module is the SoftHSM2 PKCS#11 library.
+	Module string
+	// Conf is the SOFTHSM2_CONF file; TokenDir is its directories.tokendir.
+	Conf, TokenDir string
+	// Label is the token label; PINFile holds the user PIN (mode 0600).
+	Label, PINFile string
+}
+
+// NewToken initialises a token labelled label. It fails the test, naming the
+// Debian package, when SoftHSM2 is not installed.
+func NewToken(t testing.TB, label string) *Token {
+	t.Helper()
+	module := hsm.DefaultModule
+	if _, err := os.Stat(module); err != nil {
+		t.Fatalf("hsmtest: %s missing: install the Debian package softhsm2 (apt-get install softhsm2)", module)
+	}
+	dir := t.TempDir()
+	tk := &Token{
+		Module:   module,
+		Conf:     filepath.Join(dir, "softhsm2.conf"),
+		TokenDir: filepath.Join(dir, "tokens"),
+		Label:    label,
+		PINFile:  filepath.Join(dir, "pin"),
+	}
+	if err := os.Mkdir(tk.TokenDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	conf := fmt.Sprintf("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", tk.TokenDir)
+	if err := os.WriteFile(tk.Conf, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SOFTHSM2_CONF", tk.Conf)
+	pin, soPIN := randomPIN(t), randomPIN(t)
+	if err := os.WriteFile(tk.PINFile, []byte(pin+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := initToken(module, label, soPIN, pin); err != nil {
+		t.Fatalf("hsmtest: init token %q: %v", label, err)
+	}
+	return tk
+}
+
+func randomPIN(t testing.TB) string {
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// initToken uses C_InitToken and C_InitPIN rather than softhsm2-util, which
+// would need the PINs on its command line.
+func initToken(module, label, soPIN, pin string) error {
+	p := pkcs11.New(module)
+	if p == nil {
+		return fmt.Errorf("cannot load %s", module)
+	}
+	defer p.Destroy()
+	if err := p.Initialize(); err != nil {
+		if errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
+			return errors.New("the PKCS#11 module is still initialised by an earlier test: close every hsm.Key/hsm.Identity (t.Cleanup) before creating the next token")
+		}
+		return err
+	}
+	defer p.Finalize()
+	slots, err := p.GetSlotList(true)
+	if err != nil {
+		return err
+	}
+	free := -1
+	for _, s := range slots {
+		ti, err := p.GetTokenInfo(s)
+		if err == nil && ti.Flags&pkcs11.CKF_TOKEN_INITIALIZED == 0 {
+			free = int(s)
+			break
+		}
+	}
+	if free < 0 {
+		return errors.New("no free SoftHSM slot")
+	}
+	if err := p.InitToken(uint(free), soPIN, label); err != nil {
+		return fmt.Errorf("C_InitToken: %w", err)
+	}
+	// SoftHSM moves the new token to a slot of its own.
+	slots, err = p.GetSlotList(true)
+	if err != nil {
+		return err
+	}
+	for _, s := range slots {
+		ti, err := p.GetTokenInfo(s)
+		if err != nil || ti.Label != label {
+			continue
+		}
+		sh, err := p.OpenSession(s, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+		if err != nil {
+			return err
+		}
+		defer p.CloseSession(sh)
+		if err := p.Login(sh, pkcs11.CKU_SO, soPIN); err != nil {
+			return fmt.Errorf("SO login: %w", err)
+		}
+		if err := p.InitPIN(sh, pin); err != nil {
+			return fmt.Errorf("C_InitPIN: %w", err)
+		}
+		return p.Logout(sh)
+	}
+	return errors.New("initialised token not found")
+}
+
+// URI returns the RFC 7512 URI of object in the token, with module-path and
+// pin-source=file: set.
+func (tk *Token) URI(object string) string {
+	return "pkcs11:token=" + url.PathEscape(tk.Label) + ";object=" + url.PathEscape(object) +
+		"?module-path=" + tk.Module + "&pin-source=file:" + tk.PINFile
+}
+
+// GenerateKey creates a key pair labelled object in the token with
+// hsm.GenerateKey and returns its URI and public key.
+func (tk *Token) GenerateKey(t testing.TB, object string, kt hsm.KeyType) (string, crypto.PublicKey) {
+	t.Helper()
+	uri := tk.URI(object)
+	pub, err := hsm.GenerateKey(context.Background(), uri, kt)
+	if err != nil {
+		t.Fatalf("hsmtest: generate %s key %q: %v", kt, object, err)
+	}
+	return uri, pub
+}
+
+// Remove moves the token's files away, as if the token had been unplugged;
+// Restore puts them back.
+func (tk *Token) Remove(t testing.TB) {
+	t.Helper()
+	if err := os.Rename(tk.TokenDir, tk.TokenDir+".removed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(tk.TokenDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Restore undoes Remove.
+func (tk *Token) Restore(t testing.TB) {
+	t.Helper()
+	if err := os.Remove(tk.TokenDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tk.TokenDir+".removed", tk.TokenDir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// CloseAllSessions closes every session this process has on the token
+// (C_CloseAllSessions), which also logs it out: what a token reset or a
+// daemon sharing the module does to a running agent.
+func (tk *Token) CloseAllSessions(t testing.TB) {
+	t.Helper()
+	p := pkcs11.New(tk.Module)
+	if p == nil {
+		t.Fatalf("hsmtest: cannot load %s", tk.Module)
+	}
+	defer p.Destroy()
+	if err := p.Initialize(); err == nil {
+		// Nobody had the module open, so nobody has sessions to lose.
+		p.Finalize()
+		t.Fatal("hsmtest: CloseAllSessions: the module is not in use by this process")
+	}
+	slots, err := p.GetSlotList(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range slots {
+		if ti, err := p.GetTokenInfo(s); err == nil && ti.Label == tk.Label {
+			if err := p.CloseAllSessions(s); err != nil {
+				t.Fatalf("hsmtest: C_CloseAllSessions: %v", err)
+			}
+			return
+		}
+	}
+	t.Fatalf("hsmtest: token %q not found", tk.Label)
+}
+
+// ChangePIN sets a new random user PIN on the token (C_SetPIN) while the
+// module is in use, as an operator rotating the PIN would, and writes it to
+// PINFile. Keys opened before keep the old PIN in memory.
+func (tk *Token) ChangePIN(t testing.TB) {
+	t.Helper()
+	old, err := os.ReadFile(tk.PINFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin := randomPIN(t)
+	err = tk.withSession(func(p *pkcs11.Ctx, sh pkcs11.SessionHandle) error {
+		return p.SetPIN(sh, strings.TrimSpace(string(old)), pin)
+	})
+	if err != nil {
+		t.Fatalf("hsmtest: C_SetPIN: %v", err)
+	}
+	if err := os.WriteFile(tk.PINFile, []byte(pin+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// withSession runs f with a R/W session on the token, initialising the
+// module only if nobody in the process has.
+func (tk *Token) withSession(f func(*pkcs11.Ctx, pkcs11.SessionHandle) error) error {
+	p := pkcs11.New(tk.Module)
+	if p == nil {
+		return fmt.Errorf("cannot load %s", tk.Module)
+	}
+	defer p.Destroy()
+	if err := p.Initialize(); err == nil {
+		defer p.Finalize()
+	}
+	slots, err := p.GetSlotList(true)
+	if err != nil {
+		return err
+	}
+	for _, s := range slots {
+		if ti, err := p.GetTokenInfo(s); err == nil && ti.Label == tk.Label {
+			sh, err := p.OpenSession(s, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+			if err != nil {
+				return err
+			}
+			defer p.CloseSession(sh)
+			return f(p, sh)
+		}
+	}
+	return fmt.Errorf("token %q not found", tk.Label)
+}
+
+// Certificate issues a certificate for pub signed by issuer (a CA
+// certificate and its key), or self-signed when issuer is nil with signer
+// as the key, and writes it as PEM into a file in t.TempDir(). It returns
+// the file and the certificate.
+func Certificate(t testing.TB, cn string, pub crypto.PublicKey, issuer *x509.Certificate, signer crypto.Signer, notBefore, notAfter time.Time) (string, *x509.Certificate) {
+	t.Helper()
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: cn},
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  issuer == nil,
+		DNSNames:              []string{"localhost"},
+	}
+	parent := issuer
+	if parent == nil {
+		parent = tmpl
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
+	if err != nil {
+		t.Fatalf("hsmtest: certificate %q: %v", cn, err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.CreateTemp(t.TempDir(), "cert-*.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := pem.Encode(f, &pem.Block{Type: "CERTIFICATE", Bytes: der}); err != nil {
+		t.Fatal(err)
+	}
+	return f.Name(), c
+}

@@ -1,0 +1,205 @@
+// Package hsm provides the device identity: an X.509 certificate chain and a
+// private key that signs TLS handshakes, held either in PEM files or in a
+// PKCS#11 token (SoftHSM, tpm2-pkcs11, secure elements) addressed by an
+// RFC 7512 URI. It also derives or holds the AES-256-GCM key that seals the
+// agent's persisted state.
+//
+// PKCS#11 support needs cgo (the module is a shared library loaded with
+// dlopen); binaries built with CGO_ENABLED=0 return ErrPKCS11Unavailable for
+// "pkcs11:" keys and keep full PEM support.
+package hsm
+
+import (
+	"context"
+	"crypto"
+	"crypto/cipher"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+)
+
+// Errors callers tell apart with errors.Is. ErrTokenUnavailable is the only
+// transient one (exit status 1, retry later); every other error from Open is
+// a configuration error (exit status 2).
+var (
+	// ErrPKCS11Unavailable is returned by CGO_ENABLED=0 builds for pkcs11: keys.
+	ErrPKCS11Unavailable = errors.New("pkcs11: keys need the PKCS#11 build (tether-pkcs11-linux-*, built with cgo); this binary is static (CGO_ENABLED=0)")
+	// ErrTokenUnavailable means the token is absent, was removed, or its
+	// sessions were lost; the next use of the key tries to reopen it.
+	ErrTokenUnavailable = errors.New("pkcs11 token unavailable")
+	// ErrPINIncorrect means the token refused the PIN. It is never retried
+	// with the same PIN, since tokens lock after a few failures.
+	ErrPINIncorrect = errors.New("pkcs11 PIN incorrect")
+	// ErrKeyNotFound means no private key matched the URI's object/id.
+	ErrKeyNotFound = errors.New("pkcs11 key not found")
+	// ErrModule means the PKCS#11 module could not be loaded.
+	ErrModule = errors.New("pkcs11 module unusable")
+	// ErrBadKey means a PEM key or certificate file was refused.
+	ErrBadKey = errors.New("identity refused")
+)
+
+// Option configures Open and OpenKey.
+type Option func(*options)
+
+type options struct {
+	logger *slog.Logger
+	now    func() time.Time
+	getenv func(string) string
+}
+
+func buildOptions(opts []Option) options {
+	o := options{logger: slog.Default(), now: time.Now, getenv: os.Getenv}
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
+// WithLogger sets the logger for warnings (pin-value use, token reopened).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithNow sets the clock used to check the certificate's validity period.
+func WithNow(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// WithGetenv sets the environment lookup used for $CREDENTIALS_DIRECTORY;
+// it lets tests and embedders avoid touching the process environment.
+func WithGetenv(getenv func(string) string) Option { return func(o *options) { o.getenv = getenv } }
+
+// Key is a private key usable as a crypto.Signer, from a PEM file or a
+// PKCS#11 token. It is safe for concurrent use.
+type Key struct {
+	backend keyBackend
+}
+
+// keyBackend is what PEM and PKCS#11 keys have in common.
+type keyBackend interface {
+	crypto.Signer
+	sealer(ctx context.Context, label string) (cipher.AEAD, error)
+	location() string
+	close() error
+}
+
+// OpenKey opens a private key without a certificate: key is a PEM file path
+// or a "pkcs11:" URI. Close it when done.
+func OpenKey(ctx context.Context, key string, opts ...Option) (*Key, error) {
+	o := buildOptions(opts)
+	if IsURI(key) {
+		u, err := ParseURI(key)
+		if err != nil {
+			return nil, err
+		}
+		b, err := openPKCS11(ctx, u, o)
+		if err != nil {
+			return nil, err
+		}
+		return &Key{backend: b}, nil
+	}
+	b, err := openPEMKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return &Key{backend: b}, nil
+}
+
+// Public returns the public key.
+func (k *Key) Public() crypto.PublicKey { return k.backend.Public() }
+
+// Sign signs digest with the key; see crypto.Signer. PKCS#11 keys reopen
+// their token once when it was removed or its sessions were lost.
+func (k *Key) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return k.backend.Sign(rand, digest, opts)
+}
+
+// Location describes where the key lives, for display; it never holds a PIN.
+func (k *Key) Location() string { return k.backend.location() }
+
+// Sealer returns the AES-256-GCM AEAD for label; see Identity.Sealer.
+func (k *Key) Sealer(ctx context.Context, label string) (cipher.AEAD, error) {
+	return k.backend.sealer(ctx, label)
+}
+
+// Close releases the token sessions; PEM keys need nothing.
+func (k *Key) Close() error { return k.backend.close() }
+
+// Identity is a device certificate chain with its private key.
+type Identity struct {
+	key  *Key
+	cert tls.Certificate
+}
+
+// Open loads the certificate chain in certFile and the private key named by
+// key (a PEM file path or a "pkcs11:" URI), and checks that they belong
+// together and that the certificate is valid now.
+func Open(ctx context.Context, certFile, key string, opts ...Option) (*Identity, error) {
+	o := buildOptions(opts)
+	chain, err := loadChain(certFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkValidity(certFile, chain[0], o.now()); err != nil {
+		return nil, err
+	}
+	k, err := OpenKey(ctx, key, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkMatch(certFile, k.Location(), chain[0], k.Public()); err != nil {
+		k.Close()
+		return nil, err
+	}
+	der := make([][]byte, len(chain))
+	for i, c := range chain {
+		der[i] = c.Raw
+	}
+	return &Identity{key: k, cert: tls.Certificate{Certificate: der, PrivateKey: k, Leaf: chain[0]}}, nil
+}
+
+// Certificate returns the chain and key for tls.Config; Leaf is set and
+// PrivateKey is a crypto.Signer.
+func (id *Identity) Certificate() tls.Certificate { return id.cert }
+
+// Leaf returns the device certificate.
+func (id *Identity) Leaf() *x509.Certificate { return id.cert.Leaf }
+
+// Key returns the private key.
+func (id *Identity) Key() *Key { return id.key }
+
+// KeyLocation describes where the key lives, for display; it never holds a PIN.
+func (id *Identity) KeyLocation() string { return id.key.Location() }
+
+// Sealer returns an AES-256-GCM AEAD for sealing stored state under label.
+// For a PKCS#11 key the AES key lives in the token (sensitive, never
+// extractable) and is generated there on first use; for a PEM key it is
+// derived with HKDF-SHA256 from the private key, so it changes when the key
+// is replaced and sealed data then reads as undecryptable, not as garbage.
+//
+// The token-backed AEAD's Seal panics when the token fails even after a
+// reopen, because cipher.AEAD.Seal cannot return an error; use the package
+// function Seal to get that as an error instead.
+func (id *Identity) Sealer(ctx context.Context, label string) (cipher.AEAD, error) {
+	return id.key.Sealer(ctx, label)
+}
+
+// Close releases the token sessions.
+func (id *Identity) Close() error { return id.key.Close() }
+
+// Seal is a.Seal that returns a token failure as an error rather than a
+// panic; use it with AEADs from Sealer.
+func Seal(a cipher.AEAD, dst, nonce, plaintext, additionalData []byte) (out []byte, err error) {
+	if s, ok := a.(interface {
+		SealErr(dst, nonce, plaintext, additionalData []byte) ([]byte, error)
+	}); ok {
+		return s.SealErr(dst, nonce, plaintext, additionalData)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("seal: %v", r)
+		}
+	}()
+	return a.Seal(dst, nonce, plaintext, additionalData), nil
+}

@@ -1,0 +1,25 @@
+//go:build !cgo
+
+package hsm
+
+import (
+	"context"
+	"crypto"
+)
+
+// Object describes a token object; see the cgo build.
+type Object struct {
+	Class, Label, KeyType  string
+	ID                     []byte
+	Sensitive, Extractable bool
+}
+
+// List needs the PKCS#11 build.
+func List(context.Context, string, *URI, ...Option) ([]Slot, error) {
+	return nil, ErrPKCS11Unavailable
+}
+
+// GenerateKey needs the PKCS#11 build.
+func GenerateKey(context.Context, string, KeyType, ...Option) (crypto.PublicKey, error) {
+	return nil, ErrPKCS11Unavailable
+}

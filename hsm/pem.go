@@ -1,0 +1,191 @@
+package hsm
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/hkdf"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+// loadChain reads every CERTIFICATE block of file; the first is the leaf.
+func loadChain(file string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("%w: certificate %s: %w", ErrBadKey, file, err)
+	}
+	var chain []*x509.Certificate
+	rest := data
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			if len(chain) == 0 && isKeyBlock(b.Type) {
+				return nil, fmt.Errorf("%w: certificate %s holds a %s, not a certificate; is it the key file?", ErrBadKey, file, b.Type)
+			}
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%w: certificate %s, block %d: %w", ErrBadKey, file, len(chain)+1, err)
+		}
+		chain = append(chain, c)
+	}
+	if len(chain) == 0 {
+		return nil, fmt.Errorf("%w: certificate %s: no PEM \"CERTIFICATE\" block found; want the device certificate in PEM (-----BEGIN CERTIFICATE-----)", ErrBadKey, file)
+	}
+	return chain, nil
+}
+
+func isKeyBlock(t string) bool {
+	switch t {
+	case "PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY", "ENCRYPTED PRIVATE KEY":
+		return true
+	}
+	return false
+}
+
+// checkValidity refuses a certificate outside its validity period: AWS IoT
+// would refuse it too, with a far less helpful TLS alert.
+func checkValidity(file string, c *x509.Certificate, now time.Time) error {
+	const layout = "2006-01-02 15:04:05 UTC"
+	nb, na := c.NotBefore.UTC().Format(layout), c.NotAfter.UTC().Format(layout)
+	switch {
+	case now.Before(c.NotBefore):
+		return fmt.Errorf("%w: certificate %s is not valid yet: NotBefore %s, NotAfter %s, now %s; check the system clock (NTP) or the certificate", ErrBadKey, file, nb, na, now.UTC().Format(layout))
+	case now.After(c.NotAfter):
+		return fmt.Errorf("%w: certificate %s expired: NotBefore %s, NotAfter %s, now %s; install a renewed certificate", ErrBadKey, file, nb, na, now.UTC().Format(layout))
+	}
+	return nil
+}
+
+// checkMatch refuses a key that is not the certificate's.
+func checkMatch(certFile, keyLoc string, leaf *x509.Certificate, pub crypto.PublicKey) error {
+	k, ok := pub.(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !k.Equal(leaf.PublicKey) {
+		return fmt.Errorf("%w: private key %s does not match certificate %s (subject %q); pair the certificate with the key it was issued for", ErrBadKey, keyLoc, certFile, leaf.Subject.String())
+	}
+	return nil
+}
+
+// pemKey is a private key loaded from a PEM file.
+type pemKey struct {
+	file   string
+	signer crypto.Signer
+	pkcs8  []byte
+}
+
+// openPEMKey reads a PKCS#1, PKCS#8 or SEC1 private key. The file must not
+// be readable by group or others, since it is the device's identity.
+func openPEMKey(file string) (*pemKey, error) {
+	fi, err := os.Stat(file)
+	if err != nil {
+		return nil, fmt.Errorf("%w: private key %s: %w", ErrBadKey, file, err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%w: private key %s is readable by group or others (mode %04o); run chmod 600 %s", ErrBadKey, file, fi.Mode().Perm(), file)
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("%w: private key %s: %w", ErrBadKey, file, err)
+	}
+	rest := data
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type == "ENCRYPTED PRIVATE KEY" || b.Headers["Proc-Type"] == "4,ENCRYPTED" {
+			return nil, fmt.Errorf("%w: private key %s is encrypted; tether needs it unencrypted with mode 0600 (openssl pkey -in %s -out NEW), or keep it in a PKCS#11 token", ErrBadKey, file, file)
+		}
+		var key any
+		switch b.Type {
+		case "PRIVATE KEY":
+			key, err = x509.ParsePKCS8PrivateKey(b.Bytes)
+		case "RSA PRIVATE KEY":
+			key, err = x509.ParsePKCS1PrivateKey(b.Bytes)
+		case "EC PRIVATE KEY":
+			key, err = x509.ParseECPrivateKey(b.Bytes)
+		default:
+			// "EC PARAMETERS" (openssl ecparam -genkey) and certificates
+			// bundled with the key are skipped.
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: private key %s: %s block: %w", ErrBadKey, file, b.Type, err)
+		}
+		signer, err := checkKeyType(file, key)
+		if err != nil {
+			return nil, err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			return nil, fmt.Errorf("%w: private key %s: %w", ErrBadKey, file, err)
+		}
+		return &pemKey{file: file, signer: signer, pkcs8: der}, nil
+	}
+	if bytes.Contains(data, []byte("-----BEGIN")) {
+		return nil, fmt.Errorf("%w: private key %s: no PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block; is it the certificate file?", ErrBadKey, file)
+	}
+	return nil, fmt.Errorf("%w: private key %s: no PEM block found; want a PEM private key (PKCS#8, PKCS#1 or SEC1)", ErrBadKey, file)
+}
+
+// checkKeyType accepts what AWS IoT accepts for device certificates.
+func checkKeyType(file string, key any) (crypto.Signer, error) {
+	switch k := key.(type) {
+	case *ecdsa.PrivateKey:
+		if k.Curve != elliptic.P256() && k.Curve != elliptic.P384() {
+			return nil, fmt.Errorf("%w: private key %s: EC curve %s not supported; use P-256 or P-384", ErrBadKey, file, k.Curve.Params().Name)
+		}
+		return k, nil
+	case *rsa.PrivateKey:
+		if k.N.BitLen() < 2048 {
+			return nil, fmt.Errorf("%w: private key %s: RSA %d bits is too short; use 2048 or more", ErrBadKey, file, k.N.BitLen())
+		}
+		return k, nil
+	default:
+		return nil, fmt.Errorf("%w: private key %s: key type %T not supported; use EC P-256/P-384 or RSA", ErrBadKey, file, key)
+	}
+}
+
+func (k *pemKey) Public() crypto.PublicKey { return k.signer.Public() }
+
+func (k *pemKey) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return k.signer.Sign(rand, digest, opts)
+}
+
+func (k *pemKey) location() string { return k.file }
+func (k *pemKey) close() error     { return nil }
+
+// sealer derives the AES-256 key from the private key so nothing else needs
+// storing; the label separates keys for different uses.
+func (k *pemKey) sealer(_ context.Context, label string) (cipher.AEAD, error) {
+	return derivedAEAD(k.pkcs8, label)
+}
+
+func derivedAEAD(secret []byte, label string) (cipher.AEAD, error) {
+	key, err := hkdf.Key(sha256.New, secret, nil, label, 32)
+	if err != nil {
+		return nil, fmt.Errorf("sealer %q: %w", label, err)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("sealer %q: %w", label, err)
+	}
+	return cipher.NewGCM(block)
+}

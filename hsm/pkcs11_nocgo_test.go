@@ -1,0 +1,18 @@
+//go:build !cgo
+
+package hsm_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/tetherd/tether/hsm"
+)
+
+func TestStaticBuildRefusesPKCS11(t *testing.T) {
+	_, err := hsm.OpenKey(context.Background(), "pkcs11:token=t;object=o")
+	require.ErrorIs(t, err, hsm.ErrPKCS11Unavailable)
+	assert.Equal(t, "pkcs11: keys need the PKCS#11 build (tether-pkcs11-linux-*, built with cgo); this binary is static (CGO_ENABLED=0)", err.Error())
+}

@@ -1,0 +1,275 @@
+package hsm
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// DefaultModule is the PKCS#11 module used when a URI names none: SoftHSM2 as
+// Debian, Ubuntu, Yocto and Buildroot install it.
+const DefaultModule = "/usr/lib/softhsm/libsofthsm2.so"
+
+// URI is a parsed RFC 7512 PKCS#11 URI, restricted to the attributes tether
+// uses to address one key in one token.
+type URI struct {
+	// Token, Serial and SlotID select the token; at most one of them is used
+	// (Token wins over Serial, Serial over SlotID). HasSlotID tells whether
+	// SlotID was given.
+	Token     string
+	Serial    string
+	SlotID    uint
+	HasSlotID bool
+
+	// Object is the CKA_LABEL and ID the CKA_ID (raw bytes) of the key.
+	Object string
+	ID     []byte
+
+	// Type is the object class asked for ("private", "public", "cert",
+	// "secret-key", "data"); empty means any.
+	Type string
+
+	// ModulePath is the PKCS#11 shared library (query attribute module-path).
+	ModulePath string
+
+	// PINSource is where the user PIN comes from: "file:PATH" or
+	// "credential:NAME" (systemd LoadCredential).
+	PINSource string
+
+	// PINValue is a PIN written in the URI itself. It is accepted because
+	// RFC 7512 defines it, but it leaks into configuration files and process
+	// listings; Open warns when it is used.
+	PINValue string
+}
+
+// IsURI reports whether s is a PKCS#11 URI rather than a file name.
+func IsURI(s string) bool { return strings.HasPrefix(s, "pkcs11:") }
+
+// ParseURI parses an RFC 7512 PKCS#11 URI. Unknown path attributes are
+// refused (a typo such as "lable=" would otherwise select the wrong key);
+// unknown query attributes are refused too.
+func ParseURI(s string) (*URI, error) {
+	if !IsURI(s) {
+		return nil, fmt.Errorf("pkcs11 URI %q: must start with \"pkcs11:\"", redact(s))
+	}
+	rest := strings.TrimPrefix(s, "pkcs11:")
+	path, query, _ := strings.Cut(rest, "?")
+	u := &URI{}
+	for attr := range strings.SplitSeq(path, ";") {
+		if attr == "" {
+			continue
+		}
+		name, raw, ok := strings.Cut(attr, "=")
+		if !ok {
+			return nil, fmt.Errorf("pkcs11 URI %s: path attribute %q has no '='", redact(s), name)
+		}
+		val, err := url.PathUnescape(raw)
+		if err != nil {
+			return nil, fmt.Errorf("pkcs11 URI %s: attribute %s: bad percent-encoding: %w", redact(s), name, err)
+		}
+		switch name {
+		case "token":
+			u.Token = val
+		case "serial":
+			u.Serial = val
+		case "slot-id":
+			n, err := strconv.ParseUint(val, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("pkcs11 URI %s: slot-id %q is not a decimal number", redact(s), val)
+			}
+			u.SlotID, u.HasSlotID = uint(n), true
+		case "object":
+			u.Object = val
+		case "id":
+			u.ID = []byte(val)
+		case "type":
+			switch val {
+			case "private", "public", "cert", "secret-key", "data":
+				u.Type = val
+			default:
+				return nil, fmt.Errorf("pkcs11 URI %s: type %q: want private, public, cert, secret-key or data", redact(s), val)
+			}
+		case "manufacturer", "model", "library-description", "library-manufacturer",
+			"library-version", "slot-description", "slot-manufacturer":
+			// Informational attributes that p11-kit and p11tool print; they
+			// never narrow the choice further than token/serial do here.
+		default:
+			return nil, fmt.Errorf("pkcs11 URI %s: unknown path attribute %q (known: token, serial, slot-id, object, id, type)", redact(s), name)
+		}
+	}
+	for attr := range strings.SplitSeq(query, "&") {
+		if attr == "" {
+			continue
+		}
+		name, raw, _ := strings.Cut(attr, "=")
+		val, err := url.PathUnescape(raw)
+		if err != nil {
+			return nil, fmt.Errorf("pkcs11 URI %s: query attribute %s: bad percent-encoding: %w", redact(s), name, err)
+		}
+		switch name {
+		case "module-path":
+			u.ModulePath = val
+		case "pin-source":
+			u.PINSource = val
+		case "pin-value":
+			u.PINValue = val
+		default:
+			return nil, fmt.Errorf("pkcs11 URI %s: unknown query attribute %q (known: module-path, pin-source, pin-value)", redact(s), name)
+		}
+	}
+	if u.ModulePath == "" {
+		u.ModulePath = DefaultModule
+	}
+	return u, nil
+}
+
+// String formats u as a URI without any PIN value, for logs and errors.
+func (u *URI) String() string {
+	var path []string
+	add := func(k, v string) { path = append(path, k+"="+escape(v)) }
+	if u.Token != "" {
+		add("token", u.Token)
+	}
+	if u.Serial != "" {
+		add("serial", u.Serial)
+	}
+	if u.HasSlotID {
+		path = append(path, "slot-id="+strconv.FormatUint(uint64(u.SlotID), 10))
+	}
+	if u.Object != "" {
+		add("object", u.Object)
+	}
+	if len(u.ID) > 0 {
+		var b strings.Builder
+		for _, c := range u.ID {
+			fmt.Fprintf(&b, "%%%02x", c)
+		}
+		path = append(path, "id="+b.String())
+	}
+	if u.Type != "" {
+		add("type", u.Type)
+	}
+	var q []string
+	if u.ModulePath != "" {
+		q = append(q, "module-path="+escape(u.ModulePath))
+	}
+	if u.PINSource != "" {
+		q = append(q, "pin-source="+escape(u.PINSource))
+	}
+	if u.PINValue != "" {
+		q = append(q, "pin-value=REDACTED")
+	}
+	s := "pkcs11:" + strings.Join(path, ";")
+	if len(q) > 0 {
+		s += "?" + strings.Join(q, "&")
+	}
+	return s
+}
+
+// selector describes how u picks its token, for errors.
+func (u *URI) selector() string {
+	switch {
+	case u.Token != "":
+		return fmt.Sprintf("token=%q", u.Token)
+	case u.Serial != "":
+		return fmt.Sprintf("serial=%q", u.Serial)
+	case u.HasSlotID:
+		return fmt.Sprintf("slot-id=%d", u.SlotID)
+	}
+	return "no token= in the URI (matching any)"
+}
+
+// escape percent-encodes everything RFC 7512 does not allow unescaped in an
+// attribute value; '/' and ':' stay readable in paths.
+func escape(v string) string {
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9',
+			strings.IndexByte("-._~/:", c) >= 0:
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+// redact hides a pin-value in a raw URI string so that parse errors can quote
+// the URI.
+func redact(s string) string {
+	i := strings.Index(s, "pin-value=")
+	if i < 0 {
+		return s
+	}
+	j := strings.IndexByte(s[i:], '&')
+	if j < 0 {
+		return s[:i] + "pin-value=REDACTED"
+	}
+	return s[:i] + "pin-value=REDACTED" + s[i+j:]
+}
+
+// ErrPINSource marks a PIN that could not be read: file missing, too open,
+// credential absent, unknown scheme.
+var ErrPINSource = errors.New("pkcs11 PIN source unusable")
+
+// readPIN returns the PIN the URI points at; "" when the URI names none (the
+// token may not need a login). The PIN is never part of the returned error.
+func (u *URI) readPIN(getenv func(string) string) (string, error) {
+	src := u.PINSource
+	if src == "" {
+		return u.PINValue, nil
+	}
+	var path string
+	switch {
+	case strings.HasPrefix(src, "file:"):
+		path = strings.TrimPrefix(src, "file:")
+		// file:///etc/x and file:/etc/x both name /etc/x.
+		if strings.HasPrefix(path, "//") {
+			path = strings.TrimPrefix(path, "//")
+		}
+	case strings.HasPrefix(src, "credential:"):
+		name := strings.TrimPrefix(src, "credential:")
+		dir := getenv("CREDENTIALS_DIRECTORY")
+		if dir == "" {
+			return "", fmt.Errorf("%w: pin-source=%s: $CREDENTIALS_DIRECTORY is not set; add LoadCredential=%s:/etc/tether/pin (or SetCredentialEncrypted=) to the systemd unit", ErrPINSource, src, name)
+		}
+		if name == "" || strings.ContainsRune(name, '/') {
+			return "", fmt.Errorf("%w: pin-source=%s: credential name must be a plain file name", ErrPINSource, src)
+		}
+		// systemd already restricts the credentials directory to the
+		// service, so the mode check below is skipped for it.
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return "", fmt.Errorf("%w: pin-source=%s: %w", ErrPINSource, src, err)
+		}
+		return trimPIN(b), nil
+	case strings.HasPrefix(src, "/"):
+		path = src
+	default:
+		return "", fmt.Errorf("%w: pin-source=%q: want file:PATH or credential:NAME", ErrPINSource, src)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("%w: PIN file %s: %w", ErrPINSource, path, err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("%w: PIN file %s is readable by group or others (mode %04o); run chmod 600 %s", ErrPINSource, path, fi.Mode().Perm(), path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%w: PIN file %s: %w", ErrPINSource, path, err)
+	}
+	pin := trimPIN(b)
+	if pin == "" {
+		return "", fmt.Errorf("%w: PIN file %s is empty", ErrPINSource, path)
+	}
+	return pin, nil
+}
+
+func trimPIN(b []byte) string { return strings.TrimRight(string(b), "\r\n") }

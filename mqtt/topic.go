@@ -1,0 +1,117 @@
+package mqtt
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// AWS IoT Core limits checked before a message is queued, so that a message
+// the broker would refuse is refused locally, with the rule named, instead of
+// blocking the outbox or vanishing later.
+const (
+	MaxTopicBytes   = 256        // topic length in UTF-8 bytes
+	MaxTopicSlashes = 7          // "7 forward slashes": at most 8 levels
+	MaxPayloadBytes = 128 * 1024 // 128 KiB per publish
+)
+
+// ErrInvalid is wrapped by every RuleError; check with errors.Is.
+var ErrInvalid = errors.New("invalid MQTT request")
+
+// RuleError is a refusal that names the rule broken. Code is a stable
+// machine-readable name, used as the "code" of the HTTP error body.
+type RuleError struct {
+	Code    string // e.g. "topic_too_long"
+	Message string
+}
+
+func (e *RuleError) Error() string { return e.Message }
+
+// Unwrap makes errors.Is(err, ErrInvalid) true.
+func (e *RuleError) Unwrap() error { return ErrInvalid }
+
+func rule(code, format string, args ...any) error {
+	return &RuleError{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// ValidatePublish checks a publication against the AWS IoT Core rules:
+// non-empty valid UTF-8 topic without wildcards or NUL, at most 256 bytes and
+// 7 slashes, payload at most 128 KiB, QoS 0 or 1 (AWS IoT does not support
+// QoS 2).
+func ValidatePublish(topic string, payload []byte, qos byte) error {
+	if err := validateName(topic, "topic"); err != nil {
+		return err
+	}
+	if strings.ContainsAny(topic, "+#") {
+		return rule("topic_wildcard", "topic %q contains a wildcard (+ or #): wildcards are only allowed in subscriptions", topic)
+	}
+	if len(payload) > MaxPayloadBytes {
+		return rule("payload_too_large", "payload is %d bytes; AWS IoT Core accepts at most %d bytes (128 KiB) per message", len(payload), MaxPayloadBytes)
+	}
+	return validateQoS(qos)
+}
+
+func validateQoS(qos byte) error {
+	if qos > 1 {
+		return rule("qos_unsupported", "QoS %d is not supported: use 0 or 1 (AWS IoT Core does not support QoS 2)", qos)
+	}
+	return nil
+}
+
+// ValidateFilter checks a subscription filter: the topic rules, plus
+// wildcard placement (+ alone in its level, # alone and last).
+func ValidateFilter(filter string) error {
+	if err := validateName(filter, "filter"); err != nil {
+		return err
+	}
+	levels := strings.Split(filter, "/")
+	for i, l := range levels {
+		switch {
+		case l == "#" && i != len(levels)-1:
+			return rule("filter_invalid", "filter %q: # must be the last level", filter)
+		case l != "+" && l != "#" && strings.ContainsAny(l, "+#"):
+			return rule("filter_invalid", "filter %q: a wildcard (+ or #) must fill a whole level, e.g. a/+/c or a/#", filter)
+		}
+	}
+	return nil
+}
+
+func validateName(s, what string) error {
+	switch {
+	case s == "":
+		return rule(what+"_empty", "%s is empty: give one, e.g. dt/gw-0001/temperature", what)
+	case !utf8.ValidString(s):
+		return rule(what+"_not_utf8", "%s is not valid UTF-8", what)
+	case strings.ContainsRune(s, 0):
+		return rule(what+"_invalid", "%s contains a NUL character", what)
+	case len(s) > MaxTopicBytes:
+		return rule(what+"_too_long", "%s is %d bytes; AWS IoT Core allows at most %d", what, len(s), MaxTopicBytes)
+	case strings.Count(s, "/") > MaxTopicSlashes:
+		return rule(what+"_too_deep", "%s %q has %d slashes; AWS IoT Core allows at most %d (8 levels)", what, s, strings.Count(s, "/"), MaxTopicSlashes)
+	}
+	return nil
+}
+
+// Match reports whether topic matches the subscription filter.
+func Match(filter, topic string) bool {
+	// Wildcards at the first level do not match $-topics (MQTT 4.7.2).
+	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
+		return false
+	}
+	for {
+		f, frest, fmore := strings.Cut(filter, "/")
+		if f == "#" {
+			return true
+		}
+		t, trest, tmore := strings.Cut(topic, "/")
+		if f != "+" && f != t {
+			return false
+		}
+		if !fmore || !tmore {
+			// "a/#" also matches "a".
+			return fmore == tmore || (!tmore && frest == "#")
+		}
+		filter, topic = frest, trest
+	}
+}

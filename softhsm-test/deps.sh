@@ -1,0 +1,26 @@
+#!/bin/sh
+# Installs the Debian packages tether's tests and demo use. As root it installs
+# what is missing; otherwise it names what is missing and fails.
+set -eu
+
+packages="softhsm2 opensc gnutls-bin openssl mosquitto mosquitto-clients awscli python3-boto3 systemd util-linux ca-certificates"
+cross="gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross qemu-user-static"
+case "${1:-}" in --cross) packages="$packages $cross" ;; esac
+
+missing=""
+for p in $packages; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "make deps: missing Debian packages:$missing" >&2
+	echo "make deps: run 'sudo apt-get install$missing' (or run make as root)" >&2
+	exit 1
+fi
+echo "make deps: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null; }; then
+	echo "make deps: apt-get could not install:$missing" >&2
+	exit 1
+fi
