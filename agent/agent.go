@@ -154,23 +154,7 @@ func start(ctx context.Context, cfg *Config, opts Options) (a *Agent, err error)
 
 func (a *Agent) buildRoles() error {
 	cfg := a.cfg
-	var roots = credprovider.AmazonRootCAs()
-	if cfg.AWS.CAFile != "" {
-		p, err := credprovider.LoadCAFile(cfg.AWS.CAFile)
-		if err != nil {
-			return configFailure("aws.ca_file: %w", err)
-		}
-		roots = p
-	}
-	cert := a.id.Certificate()
-	iot, err := credprovider.NewIoT(credprovider.IoTOptions{
-		Endpoint:    cfg.AWS.CredentialEndpoint,
-		RoleAlias:   cfg.AWS.RoleAlias,
-		ThingName:   cfg.Identity.ThingName,
-		Certificate: cert,
-		RootCAs:     roots,
-		Duration:    cfg.AWS.Duration.Duration,
-	})
+	iot, err := credprovider.NewIoT(iotOptions(cfg, a.id))
 	if err != nil {
 		return configFailure("aws: %w", err)
 	}
@@ -182,6 +166,29 @@ func (a *Agent) buildRoles() error {
 	}
 	a.roles[DeviceRole] = &role{name: DeviceRole, provider: dev, retryAfter: retryAfter(dev)}
 	return a.buildExtraRoles(dev)
+}
+
+// iotOptions is the device role's provider configuration, shared by the
+// daemon and `tether credential-process --direct`.
+func iotOptions(cfg *Config, id *hsm.Identity) credprovider.IoTOptions {
+	return credprovider.IoTOptions{
+		Endpoint:    cfg.AWS.CredentialEndpoint,
+		RoleAlias:   cfg.AWS.RoleAlias,
+		ThingName:   cfg.Identity.ThingName,
+		Certificate: id.Certificate(),
+		CAFile:      cfg.AWS.CAFile,
+		Duration:    cfg.AWS.Duration.Duration,
+	}
+}
+
+// NewDeviceProvider returns the device role's IoT credentials provider for
+// cfg, without refresh: what `tether credential-process --direct` uses.
+func NewDeviceProvider(cfg *Config, id *hsm.Identity) (*credprovider.IoT, error) {
+	p, err := credprovider.NewIoT(iotOptions(cfg, id))
+	if err != nil {
+		return nil, configFailure("aws: %w", err)
+	}
+	return p, nil
 }
 
 // refresher wraps p in the refresh engine with the configured rules,

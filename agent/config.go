@@ -351,7 +351,6 @@ func displayKey(key string) string {
 
 func (c *Config) applyDefaults() {
 	a := &c.AWS
-	a.Duration.orDefault(time.Hour)
 	a.AdvisoryWindow.orDefault(15 * time.Minute)
 	a.MandatoryWindow.orDefault(30 * time.Second)
 	if a.Refresh == "" {
@@ -446,7 +445,9 @@ func (c *Config) validate(v *validator) {
 		v.fail("aws.role_alias", "%q is not a valid role alias (1-128 of letters, digits and =,@-_)", a.RoleAlias)
 	}
 	v.caFile("aws.ca_file", a.CAFile)
-	v.duration("aws.duration", a.Duration.Duration, 15*time.Minute, 12*time.Hour)
+	if a.Duration.IsSet() {
+		v.duration("aws.duration", a.Duration.Duration, 15*time.Minute, 12*time.Hour)
+	}
 	if a.Refresh != "eager" && a.Refresh != "deferred" {
 		v.fail("aws.refresh", "%q is not a refresh mode; use \"eager\" or \"deferred\"", a.Refresh)
 	}

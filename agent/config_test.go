@@ -40,7 +40,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	dir := writeIdentityFiles(t)
 	c, err := ParseConfig("t.toml", []byte(minimalConfig(dir)))
 	require.NoError(t, err)
-	assert.Equal(t, time.Hour, c.AWS.Duration.Duration)
+	assert.Zero(t, c.AWS.Duration.Duration, "no duration asked: the role alias decides")
 	assert.Equal(t, 15*time.Minute, c.AWS.AdvisoryWindow.Duration)
 	assert.Equal(t, 30*time.Second, c.AWS.MandatoryWindow.Duration)
 	assert.Equal(t, "eager", c.AWS.Refresh)

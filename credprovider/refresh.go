@@ -106,7 +106,8 @@ type RefreshOptions struct {
 	// call Retrieve or Seed (Status is fine).
 	OnChange func(Status)
 	// OnRefresh is called with the credentials exactly as issued after
-	// each successful fetch, e.g. to persist them for Seed after a restart.
+	// each successful fetch, before any caller waiting for them returns,
+	// e.g. to persist them for Seed after a restart.
 	OnRefresh func(aws.Credentials)
 }
 
@@ -371,23 +372,23 @@ func (r *Refresher) fetch(ctx context.Context, f *flight) {
 	}
 	f.err = err
 	r.fl = nil
-	// Waiters wake now and take r.mu once it is released below, before
-	// OnChange runs.
-	close(f.done)
 	failures, next := r.failures, r.nextAttempt
 	r.unlock(true)
-	r.poke()
 
+	// Hooks run before the waiters wake, so a caller that got these
+	// credentials from Retrieve knows they were persisted.
 	if err != nil {
 		r.o.Logger.Warn("credentials refresh failed", "error", err, "retryable", IsRetryable(err),
 			"failures", failures, "next_attempt", next.Round(0))
-		return
+	} else {
+		r.o.Logger.Info("credentials refreshed", "source", creds.Source, "expires", creds.Expires,
+			"serve_until", e.serveUntil.Round(0), "next_refresh", e.refreshAt.Round(0), "lifetime_assumed", e.assumed)
+		if r.o.OnRefresh != nil {
+			r.o.OnRefresh(creds)
+		}
 	}
-	r.o.Logger.Info("credentials refreshed", "source", creds.Source, "expires", creds.Expires,
-		"serve_until", e.serveUntil.Round(0), "next_refresh", e.refreshAt.Round(0), "lifetime_assumed", e.assumed)
-	if r.o.OnRefresh != nil {
-		r.o.OnRefresh(creds)
-	}
+	close(f.done)
+	r.poke()
 }
 
 // newEntry validates creds and schedules their refresh. seeded credentials
@@ -583,8 +584,10 @@ func (r *Refresher) statusLocked(now time.Time) Status {
 		Failures:      r.failures,
 		TotalFailures: r.total,
 	}
-	if r.clockErr != nil {
-		st.ClockError = r.clockErr
+	// Judged afresh: a Status taken right after NTP stepped the clock
+	// must not still report it unsynchronised.
+	if now.Before(r.o.NotBefore) {
+		st.ClockError = &ClockError{Now: now.Round(0), NotBefore: r.o.NotBefore}
 	}
 	if e := r.cur; e != nil && e.validAt(now) {
 		st.Valid = true

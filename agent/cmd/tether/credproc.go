@@ -89,21 +89,7 @@ func directCredentials(ctx context.Context, file, role string, timeout time.Dura
 		return creds, exitUsage
 	}
 	defer id.Close()
-	roots := credprovider.AmazonRootCAs()
-	if cfg.AWS.CAFile != "" {
-		if roots, err = credprovider.LoadCAFile(cfg.AWS.CAFile); err != nil {
-			fmt.Fprintf(stderr, "tether credential-process: aws.ca_file: %v\n", err)
-			return creds, exitUsage
-		}
-	}
-	p, err := credprovider.NewIoT(credprovider.IoTOptions{
-		Endpoint:    cfg.AWS.CredentialEndpoint,
-		RoleAlias:   cfg.AWS.RoleAlias,
-		ThingName:   cfg.Identity.ThingName,
-		Certificate: id.Certificate(),
-		RootCAs:     roots,
-		Duration:    cfg.AWS.Duration.Duration,
-	})
+	p, err := agent.NewDeviceProvider(cfg, id)
 	if err != nil {
 		fmt.Fprintf(stderr, "tether credential-process: %v\n", err)
 		return creds, exitUsage

@@ -1,0 +1,255 @@
+package credprovider_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tetherd/tether/credprovider"
+	"github.com/tetherd/tether/credprovider/clocktest"
+)
+
+// runEager starts r.Run and returns a channel of every Status OnChange saw.
+func runEager(t *testing.T, p aws.CredentialsProvider, clk *clocktest.Clock, opts credprovider.RefreshOptions) (*credprovider.Refresher, <-chan credprovider.Status) {
+	t.Helper()
+	changes := make(chan credprovider.Status, 1000)
+	opts.Mode = credprovider.Eager
+	opts.OnChange = func(st credprovider.Status) { changes <- st }
+	r := newRefresher(t, p, clk, opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		assert.ErrorIs(t, <-done, context.Canceled)
+	})
+	return r, changes
+}
+
+// next returns the next Status after a fetch attempt.
+func nextAttempt(t *testing.T, changes <-chan credprovider.Status) credprovider.Status {
+	t.Helper()
+	for {
+		select {
+		case st := <-changes:
+			if st.Refreshes+st.TotalFailures > 0 {
+				return st
+			}
+		case <-t.Context().Done():
+			t.Fatal("no refresh attempt")
+		}
+	}
+}
+
+func TestRunRefreshesAheadOfExpiry(t *testing.T) {
+	clk := clocktest.New(t0)
+	p := &scripted{clk: clk, lifetime: time.Hour}
+	r, changes := runEager(t, p, clk, credprovider.RefreshOptions{})
+
+	st := nextAttempt(t, changes) // Run fetches at once: no credentials yet
+	assert.Equal(t, 1, st.Refreshes)
+	require.NoError(t, clk.BlockUntil(t.Context(), 1))
+	next, _ := clk.Next()
+	assert.Equal(t, t0.Add(45*time.Minute), next, "Run sleeps until the advisory window")
+
+	for i := 2; i <= 4; i++ {
+		clk.Set(next)
+		st = nextAttempt(t, changes)
+		assert.Equal(t, i, st.Refreshes)
+		c, err := r.Retrieve(t.Context())
+		require.NoError(t, err)
+		assert.Equal(t, "AKID"+string(rune('0'+i)), c.AccessKeyID)
+		require.NoError(t, clk.BlockUntil(t.Context(), 1))
+		next, _ = clk.Next()
+		assert.Equal(t, clk.Now().Add(45*time.Minute), next)
+	}
+	assert.EqualValues(t, 4, p.calls.Load())
+}
+
+func TestRunRetriesWithBackoffWhileServing(t *testing.T) {
+	clk := clocktest.New(t0)
+	p := &scripted{clk: clk, lifetime: time.Hour}
+	r, changes := runEager(t, p, clk, credprovider.RefreshOptions{Rand: func() float64 { return 0.999999999 }})
+	nextAttempt(t, changes)
+	require.NoError(t, clk.BlockUntil(t.Context(), 1))
+	p.set(time.Hour, errTransient)
+	next, _ := clk.Next()
+	// The jitter draw moved the refresh 10% of 45 min earlier.
+	assert.Equal(t, t0.Add(45*time.Minute-time.Duration(0.999999999*0.1*float64(45*time.Minute))), next)
+
+	for i := 1; i <= 5; i++ {
+		clk.Set(next)
+		st := nextAttempt(t, changes)
+		require.Equal(t, i, st.Failures)
+		require.NoError(t, clk.BlockUntil(t.Context(), 1))
+		next, _ = clk.Next()
+		assert.InDelta(t, float64(time.Second<<i), float64(next.Sub(clk.Now())), float64(time.Millisecond), "backoff after failure %d", i)
+		c, err := r.Retrieve(t.Context())
+		require.NoError(t, err)
+		assert.Equal(t, "AKID1", c.AccessKeyID, "valid credentials keep being served")
+	}
+	p.set(time.Hour, nil)
+	clk.Set(next)
+	st := nextAttempt(t, changes)
+	assert.Equal(t, 2, st.Refreshes)
+	assert.Zero(t, st.Failures)
+}
+
+func TestRunTwiceFails(t *testing.T) {
+	clk := clocktest.New(t0)
+	p := &scripted{clk: clk, lifetime: time.Hour}
+	r, changes := runEager(t, p, clk, credprovider.RefreshOptions{})
+	nextAttempt(t, changes)
+	require.Error(t, r.Run(t.Context()))
+}
+
+func TestEagerRetrieveNeverWaitsInAdvisoryWindow(t *testing.T) {
+	clk := clocktest.New(t0)
+	started := make(chan struct{}, 2)
+	p := &scripted{clk: clk, lifetime: time.Hour, started: started}
+	r := newRefresher(t, p, clk, credprovider.RefreshOptions{Mode: credprovider.Eager})
+	_, err := r.Retrieve(t.Context())
+	require.NoError(t, err)
+	<-started
+
+	gate := make(chan struct{})
+	p.mu.Lock()
+	p.gate = gate
+	p.mu.Unlock()
+	clk.Set(t0.Add(50 * time.Minute))
+	c, err := r.Retrieve(t.Context()) // returns while the refresh is blocked
+	require.NoError(t, err)
+	assert.Equal(t, "AKID1", c.AccessKeyID)
+	<-started // the refresh was started in the background
+	close(gate)
+}
+
+func TestSeed(t *testing.T) {
+	seed := func(left time.Duration) aws.Credentials {
+		return aws.Credentials{AccessKeyID: "SEED", SecretAccessKey: "s", SessionToken: "t", CanExpire: true, Expires: t0.Add(left)}
+	}
+	for _, tc := range []struct {
+		name      string
+		creds     aws.Credentials
+		wantErr   string
+		wantFetch bool // a Retrieve right after fetches
+	}{
+		{"fresh", seed(time.Hour), "", false},
+		{"inside advisory window", seed(10 * time.Minute), "", true},
+		{"inside mandatory window", seed(20 * time.Second), "within 30s of now", false},
+		{"expired", seed(-time.Hour), "within 30s of now", false},
+		{"no secret", aws.Credentials{AccessKeyID: "SEED"}, "without an access key ID or secret", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := clocktest.New(t0)
+			p := &scripted{clk: clk, lifetime: time.Hour}
+			r := newRefresher(t, p, clk, credprovider.RefreshOptions{Mode: credprovider.Deferred})
+			err := r.Seed(tc.creds)
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
+				assert.False(t, r.Status().Valid)
+				return
+			}
+			require.NoError(t, err)
+			c, err := r.Retrieve(t.Context())
+			require.NoError(t, err)
+			if tc.wantFetch {
+				assert.Equal(t, "AKID1", c.AccessKeyID)
+			} else {
+				assert.Equal(t, "SEED", c.AccessKeyID)
+				assert.Zero(t, p.calls.Load())
+			}
+		})
+	}
+}
+
+func TestStaticCredentialsNeverRefresh(t *testing.T) {
+	clk := clocktest.New(t0)
+	var calls int
+	p := aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+		calls++
+		return aws.Credentials{AccessKeyID: "STATIC", SecretAccessKey: "s"}, nil
+	})
+	r := newRefresher(t, p, clk, credprovider.RefreshOptions{Mode: credprovider.Deferred})
+	for range 3 {
+		c, err := r.Retrieve(t.Context())
+		require.NoError(t, err)
+		assert.Equal(t, "STATIC", c.AccessKeyID)
+		clk.Advance(1000 * time.Hour)
+	}
+	assert.Equal(t, 1, calls)
+	assert.True(t, r.Status().NextRefresh.IsZero())
+}
+
+func TestProviderHandingOutStaleCredentials(t *testing.T) {
+	clk := clocktest.New(t0)
+	p := &scripted{clk: clk, lifetime: 10 * time.Second} // as seen by a clock running ahead
+	r := newRefresher(t, p, clk, credprovider.RefreshOptions{Mode: credprovider.Deferred})
+	_, err := r.Retrieve(t.Context())
+	require.ErrorIs(t, err, credprovider.ErrNoCredentials)
+	assert.ErrorContains(t, err, "clock is ahead")
+	assert.Equal(t, 1, r.Status().Failures)
+}
+
+// TestUnsynchronisedClock: before the release date the wall clock is not
+// trusted: the error is reported, fresh credentials are served for the
+// shortest lifetime AWS issues measured from the fetch, stored ones are
+// refused, and trust returns with a synchronised clock.
+func TestUnsynchronisedClock(t *testing.T) {
+	boot := time.Date(1970, 1, 1, 0, 0, 42, 0, time.UTC) // an RTC-less gateway
+	clk := clocktest.New(boot)
+	realNow := t0
+	p := aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+		return aws.Credentials{AccessKeyID: "AKID", SecretAccessKey: "s", CanExpire: true, Expires: realNow.Add(time.Hour)}, nil
+	})
+	changes := make(chan credprovider.Status, 100)
+	r := newRefresher(t, p, clk, credprovider.RefreshOptions{Mode: credprovider.Deferred, OnChange: func(st credprovider.Status) { changes <- st }})
+
+	c, err := r.Retrieve(t.Context())
+	require.NoError(t, err)
+	st := r.Status()
+	require.ErrorIs(t, st.ClockError, credprovider.ErrClockUnsynchronised)
+	assert.ErrorContains(t, st.ClockError, "1970-01-01T00:00:42Z")
+	assert.Equal(t, realNow.Add(time.Hour), st.Expires, "Status keeps the issued expiry")
+	assert.Equal(t, boot.Add(15*time.Minute-30*time.Second), st.ServeUntil)
+	assert.Equal(t, st.ServeUntil, c.Expires, "consumers get an expiry in this machine's time")
+	assert.Equal(t, boot.Add(7*time.Minute+30*time.Second), st.NextRefresh, "half-life of the assumed 15 min")
+
+	require.ErrorIs(t, r.Seed(aws.Credentials{AccessKeyID: "OLD", SecretAccessKey: "s", CanExpire: true, Expires: realNow.Add(time.Hour)}), credprovider.ErrClockUnsynchronised)
+
+	clk.Advance(15*time.Minute - 30*time.Second)
+	assert.False(t, r.Status().Valid, "not served past the assumed lifetime")
+
+	// NTP sets the clock: trust returns, the change is announced.
+	clk.Set(realNow.Add(time.Minute))
+	st = r.Status()
+	assert.NoError(t, st.ClockError)
+	_, err = r.Retrieve(t.Context())
+	require.NoError(t, err)
+	st = r.Status()
+	assert.NoError(t, st.ClockError)
+	assert.Equal(t, realNow.Add(time.Hour-30*time.Second), st.ServeUntil)
+	var sawCleared bool
+	for len(changes) > 0 {
+		if s := <-changes; s.ClockError == nil {
+			sawCleared = true
+		}
+	}
+	assert.True(t, sawCleared, "OnChange reported the clock becoming trusted")
+}
+
+func TestOnRefreshGetsIssuedCredentials(t *testing.T) {
+	clk := clocktest.New(t0)
+	p := &scripted{clk: clk, lifetime: time.Hour}
+	var got []aws.Credentials
+	r := newRefresher(t, p, clk, credprovider.RefreshOptions{Mode: credprovider.Deferred, OnRefresh: func(c aws.Credentials) { got = append(got, c) }})
+	c, err := r.Retrieve(t.Context())
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Equal(t, t0.Add(time.Hour), got[0].Expires, "issued expiry, for persisting and Seed")
+	assert.Equal(t, t0.Add(time.Hour-30*time.Second), c.Expires)
+}
