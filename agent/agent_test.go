@@ -18,104 +18,33 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tetherd/tether/agent/agenttest"
 	"github.com/tetherd/tether/credprovider/iotcredtest"
 )
 
-// harness is one agent, in process, against the IoT Core simulator over real
-// TLS on 127.0.0.1, with a real NOTIFY_SOCKET to observe READY=1.
+// harness is one agent, in process, in an agenttest.Env.
 type harness struct {
+	*agenttest.Env
 	t      *testing.T
-	dir    string
-	sim    *iotcredtest.Server
-	config string // path
-	socket string
-	notify *net.UnixConn
 	cancel context.CancelFunc
 	done   chan error
 	reload chan struct{}
 }
 
-const testAlias = "gateway-role"
-
-// newHarness writes a PKI, a device identity and a configuration into a
-// private directory and starts the simulator; extra is appended to the TOML.
 func newHarness(t *testing.T, lifetime time.Duration, extra string) *harness {
-	t.Helper()
-	dir := t.TempDir()
-	sim, err := iotcredtest.NewServer(iotcredtest.WithRoleAlias(testAlias, lifetime))
-	require.NoError(t, err)
-	t.Cleanup(sim.Close)
-	require.NoError(t, sim.PKI.WriteFiles(dir))
-	dev, err := sim.PKI.NewDevice("gw-0001", iotcredtest.ECDSAP256)
-	require.NoError(t, err)
-	certFile, keyFile, err := dev.WriteFiles(dir)
-	require.NoError(t, err)
-	h := &harness{t: t, dir: dir, sim: sim, socket: filepath.Join(dir, "tether.sock"), reload: make(chan struct{}, 1)}
-	h.config = filepath.Join(dir, "tether.toml")
-	h.writeConfig(fmt.Sprintf(`
-[identity]
-thing_name  = "gw-0001"
-certificate = %q
-private_key = %q
-
-[aws]
-region              = "eu-west-1"
-credential_endpoint = %q
-role_alias          = %q
-ca_file             = %q
-mandatory_window    = "30s"
-
-[serve]
-socket     = %q
-token_file = %q
-
-[state]
-path = %q
-%s`, certFile, keyFile, sim.Endpoint, testAlias, filepath.Join(dir, "ca.crt"), h.socket,
-		filepath.Join(dir, "token"), filepath.Join(dir, "state.db"), extra))
-	h.listenNotify()
-	return h
-}
-
-func (h *harness) writeConfig(s string) {
-	require.NoError(h.t, os.WriteFile(filepath.Join(h.dir, "tether.toml"), []byte(s), 0o600))
-}
-
-// listenNotify opens the datagram socket systemd would, and points
-// NOTIFY_SOCKET at it.
-func (h *harness) listenNotify() {
-	path := filepath.Join(h.dir, "notify.sock")
-	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	require.NoError(h.t, err)
-	h.t.Cleanup(func() { c.Close() })
-	h.notify = c
-	h.t.Setenv("NOTIFY_SOCKET", path)
-}
-
-// waitNotify reads datagrams until one contains want.
-func (h *harness) waitNotify(want string) string {
-	h.t.Helper()
-	buf := make([]byte, 4096)
-	h.notify.SetReadDeadline(time.Now().Add(30 * time.Second))
-	for {
-		n, err := h.notify.Read(buf)
-		require.NoError(h.t, err, "waiting for %q on NOTIFY_SOCKET", want)
-		if msg := string(buf[:n]); strings.Contains(msg, want) {
-			return msg
-		}
-	}
+	return &harness{Env: agenttest.New(t, lifetime, extra), t: t, reload: make(chan struct{}, 1)}
 }
 
 // start runs the agent and waits for READY=1.
 func (h *harness) start() {
 	h.t.Helper()
-	cfg, err := LoadConfig(h.config)
+	cfg, err := LoadConfig(h.Config)
 	require.NoError(h.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	h.done = make(chan error, 1)
 	go func() { h.done <- Run(ctx, cfg, Options{Reload: h.reload, Version: "test"}) }()
-	h.waitNotify("READY=1")
+	h.WaitNotify("READY=1")
 	h.t.Cleanup(h.stop)
 }
 
@@ -137,7 +66,7 @@ func (h *harness) stop() {
 // get asks the socket and returns status and body.
 func (h *harness) get(path string) (int, []byte, http.Header) {
 	h.t.Helper()
-	resp, err := SocketClient(h.socket).Get("http://tether" + path)
+	resp, err := SocketClient(h.Socket).Get("http://tether" + path)
 	require.NoError(h.t, err)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
@@ -159,7 +88,7 @@ func TestAgentServesDeviceCredentials(t *testing.T) {
 	h.start()
 
 	c := h.credentials("/v1/credentials")
-	grants := h.sim.Grants()
+	grants := h.Sim.Grants()
 	require.Len(t, grants, 1, "one fetch at start-up")
 	assert.Equal(t, grants[0].AccessKeyID, c.AccessKeyID)
 	assert.Equal(t, "gw-0001", grants[0].ThingName)
@@ -169,7 +98,7 @@ func TestAgentServesDeviceCredentials(t *testing.T) {
 	// until Expiration never use them in the last 30 s.
 	assert.WithinDuration(t, grants[0].Expiration.Add(-30*time.Second), exp, time.Second)
 
-	st, err := os.Stat(h.socket)
+	st, err := os.Stat(h.Socket)
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o660), st.Mode().Perm(), "socket mode")
 
@@ -191,7 +120,7 @@ func TestAgentMalformedHTTPDoesNotHurt(t *testing.T) {
 	h := newHarness(t, time.Hour, "")
 	h.start()
 	for _, garbage := range []string{"\x00\x01\x02garbage\r\n\r\n", "GET /v1/credentials HTTP/9.9\r\nHost: x\r\n\r\n", strings.Repeat("A", 70000) + "\r\n\r\n", "POST /v1/credentials HTTP/1.1\r\nContent-Length: -5\r\n\r\n"} {
-		c, err := net.Dial("unix", h.socket)
+		c, err := net.Dial("unix", h.Socket)
 		require.NoError(t, err)
 		c.Write([]byte(garbage))
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -209,13 +138,12 @@ func TestAgentRefusesPeerOutsideAllowList(t *testing.T) {
 	}
 	h := newHarness(t, time.Hour, "")
 	// Only root may ask; the role "narrow" is for uid 0 alone as well.
-	cfg, _ := os.ReadFile(h.config)
-	h.writeConfig(strings.Replace(string(cfg), "[serve]\n", "[serve]\nallow_uids = [0]\n", 1))
+	h.WriteConfig("", "[serve]\n", "[serve]\nallow_uids = [0]\n")
 	// t.TempDir's folders are 0700: open them to the other user.
-	require.NoError(t, os.Chmod(h.dir, 0o755))
-	require.NoError(t, os.Chmod(filepath.Dir(h.dir), 0o755))
+	require.NoError(t, os.Chmod(h.Dir, 0o755))
+	require.NoError(t, os.Chmod(filepath.Dir(h.Dir), 0o755))
 	h.start()
-	require.NoError(t, os.Chmod(h.socket, 0o666), "let the other user reach the socket: the allow list, not the file mode, must refuse it")
+	require.NoError(t, os.Chmod(h.Socket, 0o666), "let the other user reach the socket: the allow list, not the file mode, must refuse it")
 
 	// Debian's python3 as uid 65534 (nobody), a real other process.
 	script := `import socket,sys
@@ -227,7 +155,7 @@ while True:
     if not b: break
     out+=b
 print(out.decode())`
-	out, err := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script, h.socket).CombinedOutput()
+	out, err := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script, h.Socket).CombinedOutput()
 	require.NoError(t, err, string(out))
 	assert.Contains(t, string(out), "403 Forbidden")
 	assert.Contains(t, string(out), "uid 65534")
@@ -242,9 +170,9 @@ func TestAgentWarmRestartWithSimulatorDown(t *testing.T) {
 	h.start()
 	first := h.credentials("/v1/credentials")
 	h.stop()
-	h.sim.Close()
+	h.Sim.Close()
 
-	raw, err := os.ReadFile(filepath.Join(h.dir, "state.db"))
+	raw, err := os.ReadFile(filepath.Join(h.Dir, "state.db"))
 	require.NoError(t, err)
 	require.NotEmpty(t, first.SecretAccessKey)
 	assert.False(t, bytes.Contains(raw, []byte(first.SecretAccessKey)), "the state file holds the secret key in plaintext")
@@ -257,7 +185,7 @@ func TestAgentWarmRestartWithSimulatorDown(t *testing.T) {
 
 func TestAgentNoCredentialsYet(t *testing.T) {
 	h := newHarness(t, time.Hour, "")
-	h.sim.Fail(1000, iotcredtest.FaultUnavailable)
+	h.Sim.Fail(1000, iotcredtest.FaultUnavailable)
 	h.start()
 	code, body, hdr := h.get("/v1/credentials")
 	assert.Equal(t, http.StatusServiceUnavailable, code, string(body))
@@ -266,14 +194,13 @@ func TestAgentNoCredentialsYet(t *testing.T) {
 }
 
 func TestAgentContainerEndpoint(t *testing.T) {
-	port := freePort(t)
+	port := agenttest.FreePort(t)
 	h := newHarness(t, time.Hour, "")
-	cfg, _ := os.ReadFile(h.config)
-	h.writeConfig(strings.Replace(string(cfg), "[serve]\n", fmt.Sprintf("[serve]\ncontainer_endpoint = \"127.0.0.1:%d\"\n", port), 1))
+	h.WriteConfig("", "[serve]\n", fmt.Sprintf("[serve]\ncontainer_endpoint = \"127.0.0.1:%d\"\n", port))
 	h.start()
-	token, err := os.ReadFile(filepath.Join(h.dir, "token"))
+	token, err := os.ReadFile(filepath.Join(h.Dir, "token"))
 	require.NoError(t, err)
-	st, err := os.Stat(filepath.Join(h.dir, "token"))
+	st, err := os.Stat(filepath.Join(h.Dir, "token"))
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o640), st.Mode().Perm())
 
@@ -318,20 +245,17 @@ func TestAgentContainerEndpoint(t *testing.T) {
 func TestAgentReload(t *testing.T) {
 	h := newHarness(t, time.Hour, "")
 	h.start()
-	good, err := os.ReadFile(h.config)
-	require.NoError(t, err)
-
 	// An invalid configuration is refused and the old one keeps serving.
-	h.writeConfig(string(good) + "bogus = 1\n")
+	h.WriteConfig("bogus = 1\n")
 	h.reload <- struct{}{}
-	h.waitNotify("RELOADING=1")
-	h.waitNotify("READY=1")
+	h.WaitNotify("RELOADING=1")
+	h.WaitNotify("READY=1")
 	h.credentials("/v1/credentials")
 
 	// A valid one is taken.
-	h.writeConfig(strings.Replace(string(good), "[aws]\n", "[aws]\nrefresh = \"deferred\"\n", 1))
+	h.WriteConfig("", "[aws]\n", "[aws]\nrefresh = \"deferred\"\n")
 	h.reload <- struct{}{}
-	h.waitNotify("READY=1")
+	h.WaitNotify("READY=1")
 	code, body, _ := h.get("/v1/status")
 	require.Equal(t, http.StatusOK, code)
 	assert.Contains(t, string(body), `"mode":"deferred"`)
@@ -345,7 +269,7 @@ func TestAgentStartupErrors(t *testing.T) {
 		want   string
 	}{
 		{"socket directory missing", func(h *harness, cfg string) string {
-			return strings.Replace(cfg, h.socket, filepath.Join(h.dir, "nope", "t.sock"), 1)
+			return strings.Replace(cfg, h.Socket, filepath.Join(h.Dir, "nope", "t.sock"), 1)
 		}, 2, "does not exist"},
 		{"container port in use", func(h *harness, cfg string) string {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -354,20 +278,20 @@ func TestAgentStartupErrors(t *testing.T) {
 			return strings.Replace(cfg, "[serve]\n", fmt.Sprintf("[serve]\ncontainer_endpoint = %q\n", ln.Addr().String()), 1)
 		}, 1, "address already in use"},
 		{"token file not writable", func(h *harness, cfg string) string {
-			return strings.Replace(cfg, "[serve]\n", fmt.Sprintf("[serve]\ncontainer_endpoint = \"127.0.0.1:%d\"\n", freePort(h.t)), 1) +
+			return strings.Replace(cfg, "[serve]\n", fmt.Sprintf("[serve]\ncontainer_endpoint = \"127.0.0.1:%d\"\n", agenttest.FreePort(h.t)), 1) +
 				"" // token dir replaced below
 		}, 1, "serve.token_file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, time.Hour, "")
-			b, _ := os.ReadFile(h.config)
+			b, _ := os.ReadFile(h.Config)
 			cfg := tt.mutate(h, string(b))
 			if tt.name == "token file not writable" {
-				cfg = strings.Replace(cfg, filepath.Join(h.dir, "token"), "/proc/tether-token", 1)
+				cfg = strings.Replace(cfg, filepath.Join(h.Dir, "token"), "/proc/tether-token", 1)
 			}
-			h.writeConfig(cfg)
-			c, err := LoadConfig(h.config)
+			require.NoError(t, os.WriteFile(h.Config, []byte(cfg), 0o600))
+			c, err := LoadConfig(h.Config)
 			require.NoError(t, err)
 			err = Run(context.Background(), c, Options{})
 			require.Error(t, err)
@@ -380,10 +304,3 @@ func TestAgentStartupErrors(t *testing.T) {
 	}
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}

@@ -144,6 +144,8 @@ type Session struct {
 	rejects     uint64
 	dropped     uint64
 	subs        map[string]map[*Subscription]struct{} // filter → local subscribers
+	subIDs      map[string]int                        // filter → MQTT v5 subscription identifier
+	nextSubID   int
 	closed      bool
 	attemptHook func()
 }
@@ -212,6 +214,7 @@ func New(ctx context.Context, cfg Config) (*Session, error) {
 		state:    StateConnecting,
 		since:    time.Now(),
 		subs:     make(map[string]map[*Subscription]struct{}),
+		subIDs:   make(map[string]int),
 	}
 	s.d = newDelivery(cfg.Outbox, s)
 	ctx, s.cancel = context.WithCancel(ctx)

@@ -148,21 +148,30 @@ func (s *Session) Subscribe(ctx context.Context, filter string) (*Subscription, 
 
 var errRefused = errors.New("subscription refused")
 
+// subscribeBroker subscribes each filter in its own SUBSCRIBE packet, so
+// that each carries its MQTT v5 subscription identifier: a broker that sends
+// one copy per matching subscription (mosquitto does) tags each copy, and
+// route gives it only to the consumers of that filter.
 func (s *Session) subscribeBroker(ctx context.Context, cm *autopaho.ConnectionManager, filters ...string) error {
-	opts := make([]paho.SubscribeOptions, len(filters))
-	for i, f := range filters {
-		opts[i] = paho.SubscribeOptions{Topic: f, QoS: 1}
-	}
-	sa, err := cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: opts})
-	if sa != nil {
-		for i, rc := range sa.Reasons {
-			if rc >= 0x80 && i < len(filters) {
-				return fmt.Errorf("mqtt: %w: broker refused filter %q (reason 0x%02x): check the device policy allows iot:Subscribe on it", errRefused, filters[i], rc)
-			}
+	for _, f := range filters {
+		s.mu.Lock()
+		id, ok := s.subIDs[f]
+		if !ok {
+			s.nextSubID++
+			id = s.nextSubID
+			s.subIDs[f] = id
 		}
-	}
-	if err != nil {
-		return fmt.Errorf("mqtt: subscribe %v at %s: %w", filters, s.endpoint, err)
+		s.mu.Unlock()
+		sa, err := cm.Subscribe(ctx, &paho.Subscribe{
+			Subscriptions: []paho.SubscribeOptions{{Topic: f, QoS: 1}},
+			Properties:    &paho.SubscribeProperties{SubscriptionIdentifier: &id},
+		})
+		if sa != nil && len(sa.Reasons) > 0 && sa.Reasons[0] >= 0x80 {
+			return fmt.Errorf("mqtt: %w: broker refused filter %q (reason 0x%02x): check the device policy allows iot:Subscribe on it", errRefused, f, sa.Reasons[0])
+		}
+		if err != nil {
+			return fmt.Errorf("mqtt: subscribe %q at %s: %w", f, s.endpoint, err)
+		}
 	}
 	return nil
 }
@@ -184,9 +193,16 @@ func (s *Session) route(pr paho.PublishReceived) (bool, error) {
 			msg.Properties.User = append(msg.Properties.User, UserProperty{Key: u.Key, Value: u.Value})
 		}
 	}
+	var subID *int
+	if p.Properties != nil {
+		subID = p.Properties.SubscriptionIdentifier
+	}
 	var targets []*Subscription
 	s.mu.Lock()
 	for f, m := range s.subs {
+		if subID != nil && s.subIDs[f] != *subID {
+			continue
+		}
 		if Match(f, p.Topic) {
 			for sub := range m {
 				targets = append(targets, sub)

@@ -32,9 +32,10 @@ func tool(t *testing.T, name string) string {
 }
 
 // stageUnits copies the units into a temporary directory with ExecStart
-// pointing at an executable that exists (verify checks it), and optionally
-// the pkcs11 drop-in and extra lines appended to the service.
-func stageUnits(t *testing.T, dropIn bool, extraService string) string {
+// pointing at an executable that exists (verify checks it), with the named
+// optional drop-ins from systemd/tether.service.d and extra lines appended to
+// the service.
+func stageUnits(t *testing.T, dropIns []string, extraService string) string {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "tether")
@@ -54,11 +55,13 @@ func stageUnits(t *testing.T, dropIn bool, extraService string) string {
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "tether.socket"), sock, 0o644))
 
-	if dropIn {
-		conf, err := os.ReadFile("systemd/tether.service.d/pkcs11-pin.conf")
-		require.NoError(t, err)
+	if len(dropIns) > 0 {
 		require.NoError(t, os.Mkdir(filepath.Join(dir, "tether.service.d"), 0o755))
-		require.NoError(t, os.WriteFile(filepath.Join(dir, "tether.service.d", "pkcs11-pin.conf"), conf, 0o644))
+	}
+	for _, name := range dropIns {
+		conf, err := os.ReadFile(filepath.Join("systemd/tether.service.d", name))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "tether.service.d", name), conf, 0o644))
 	}
 	return dir
 }
@@ -77,24 +80,29 @@ func verify(t *testing.T, dir string) string {
 	return strings.TrimSpace(string(out))
 }
 
+// unitCases are the shipped combinations: the plain unit and each optional
+// drop-in an installer may add.
+var unitCases = []struct {
+	name    string
+	dropIns []string
+}{
+	{"service and socket", nil},
+	{"with the pkcs11 PIN drop-in", []string{"pkcs11-pin.conf"}},
+	{"with the TPM drop-in", []string{"tpm2.conf"}},
+	{"with both drop-ins", []string{"pkcs11-pin.conf", "tpm2.conf"}},
+}
+
 func TestUnitsVerifyClean(t *testing.T) {
-	cases := []struct {
-		name   string
-		dropIn bool
-	}{
-		{"service and socket", false},
-		{"with the pkcs11 PIN drop-in", true},
-	}
-	for _, tc := range cases {
+	for _, tc := range unitCases {
 		t.Run(tc.name, func(t *testing.T) {
-			assert.Empty(t, verify(t, stageUnits(t, tc.dropIn, "")))
+			assert.Empty(t, verify(t, stageUnits(t, tc.dropIns, "")))
 		})
 	}
 }
 
 // TestVerifyDetectsMistakes shows the clean result above is meaningful.
 func TestVerifyDetectsMistakes(t *testing.T) {
-	out := verify(t, stageUnits(t, false, "ProtectSystm=strict\n"))
+	out := verify(t, stageUnits(t, nil, "ProtectSystm=strict\n"))
 	assert.Contains(t, out, "ProtectSystm")
 }
 
@@ -114,12 +122,17 @@ func exposure(t *testing.T, dir string) float64 {
 }
 
 func TestUnitExposure(t *testing.T) {
-	got := exposure(t, stageUnits(t, false, ""))
-	assert.LessOrEqual(t, got, 2.0, "systemd-analyze security exposure of tether.service")
-	t.Logf("exposure %.1f", got)
+	for _, tc := range unitCases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := exposure(t, stageUnits(t, tc.dropIns, ""))
+			assert.LessOrEqual(t, got, 2.0, "systemd-analyze security exposure of tether.service")
+			t.Logf("exposure %.1f", got)
+		})
+	}
 
 	// The same measurement notices a weakened unit, so the bound is a real check.
-	weak := exposure(t, stageUnits(t, false, "ProtectSystem=no\nCapabilityBoundingSet=~\nPrivateDevices=no\nPrivateUsers=no\nRestrictNamespaces=no\nSystemCallFilter=\n"))
+	got := exposure(t, stageUnits(t, nil, ""))
+	weak := exposure(t, stageUnits(t, nil, "ProtectSystem=no\nCapabilityBoundingSet=~\nPrivateDevices=no\nPrivateUsers=no\nRestrictNamespaces=no\nSystemCallFilter=\n"))
 	assert.Greater(t, weak, got)
 }
 

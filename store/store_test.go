@@ -8,11 +8,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // newSealer returns the same AEAD construction hsm.Identity.Sealer returns
@@ -532,4 +535,34 @@ func BenchmarkCredentials(b *testing.B) {
 	}
 	per := time.Since(start) / time.Duration(b.N)
 	b.ReportMetric(float64(per)/float64(perBaseline), "x-raw-bbolt-get")
+}
+
+// TestClassifyOpenErrors covers the failures this machine cannot produce for
+// real in a test running as root (permission denied, read-only file system,
+// disk full): they are the operator's to fix and must not be mistaken for a
+// corrupt file, which would be moved aside.
+func TestClassifyOpenErrors(t *testing.T) {
+	path := "/var/lib/tether/state.db"
+	pe := func(errno syscall.Errno) error { return &fs.PathError{Op: "open", Path: path, Err: errno} }
+	cases := []struct {
+		name    string
+		err     error
+		want    error
+		message string
+	}{
+		{"permission denied", pe(syscall.EACCES), ErrUnusable, "writable by the tether user"},
+		{"read-only file system", pe(syscall.EROFS), ErrUnusable, "writable by the tether user"},
+		{"disk full", pe(syscall.ENOSPC), ErrUnusable, "free space"},
+		{"lock held", berrors.ErrTimeout, ErrLocked, "another tether"},
+		{"not a bolt file", berrors.ErrInvalid, errCorrupt, "invalid database"},
+		{"checksum", berrors.ErrChecksum, errCorrupt, "checksum"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := classifyOpen(path, tc.err)
+			require.ErrorIs(t, got, tc.want)
+			assert.Contains(t, got.Error(), path)
+			assert.Contains(t, got.Error(), tc.message)
+		})
+	}
 }

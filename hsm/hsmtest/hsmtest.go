@@ -43,11 +43,18 @@ type Token struct {
 	Label, PINFile string
 }
 
+// ModuleEnv names the environment variable that points NewToken at another
+// SoftHSM2 build, e.g. the arm64 one unpacked for softhsm-test/arm64-test.sh.
+const ModuleEnv = "HSMTEST_SOFTHSM2_MODULE"
+
 // NewToken initialises a token labelled label. It fails the test, naming the
 // Debian package, when SoftHSM2 is not installed.
 func NewToken(t testing.TB, label string) *Token {
 	t.Helper()
 	module := hsm.DefaultModule
+	if m := os.Getenv(ModuleEnv); m != "" {
+		module = m
+	}
 	if _, err := os.Stat(module); err != nil {
 		t.Fatalf("hsmtest: %s missing: install the Debian package softhsm2 (apt-get install softhsm2)", module)
 	}

@@ -1,0 +1,141 @@
+// Package agenttest sets up what a tether agent needs in tests, in the
+// style of net/http/httptest: the IoT Core simulator over real TLS on
+// 127.0.0.1, a test PKI, a device identity, a configuration file in a
+// private directory, and a real NOTIFY_SOCKET to observe READY=1 on.
+package agenttest
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tetherd/tether/credprovider/iotcredtest"
+)
+
+// RoleAlias is the role alias the simulator grants.
+const RoleAlias = "gateway-role"
+
+// ThingName is the device's thing name.
+const ThingName = "gw-0001"
+
+// Env is one agent's surroundings. Everything lives in Dir and is removed
+// with the test.
+type Env struct {
+	T   testing.TB
+	Dir string
+	Sim *iotcredtest.Server
+	// Config is the configuration file; Socket, State and Token the paths
+	// it names.
+	Config, Socket, State, Token string
+	// CertFile and KeyFile are the device identity (PEM, key mode 0600).
+	CertFile, KeyFile string
+	// NotifySocket is the datagram socket NOTIFY_SOCKET names.
+	NotifySocket string
+
+	notify *net.UnixConn
+	base   string
+}
+
+// New starts the simulator with a role alias whose credentials live for
+// lifetime and writes a configuration for it; extra is appended to the TOML.
+// It sets NOTIFY_SOCKET with t.Setenv, so tests using it cannot be parallel.
+func New(t testing.TB, lifetime time.Duration, extra string) *Env {
+	t.Helper()
+	dir := t.TempDir()
+	sim, err := iotcredtest.NewServer(iotcredtest.WithRoleAlias(RoleAlias, lifetime))
+	if err != nil {
+		t.Fatalf("agenttest: simulator: %v", err)
+	}
+	t.Cleanup(sim.Close)
+	if err := sim.PKI.WriteFiles(dir); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := sim.PKI.NewDevice(ThingName, iotcredtest.ECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &Env{T: t, Dir: dir, Sim: sim,
+		Config: filepath.Join(dir, "tether.toml"), Socket: filepath.Join(dir, "tether.sock"),
+		State: filepath.Join(dir, "state.db"), Token: filepath.Join(dir, "token")}
+	if e.CertFile, e.KeyFile, err = dev.WriteFiles(dir); err != nil {
+		t.Fatal(err)
+	}
+	e.base = fmt.Sprintf(`
+[identity]
+thing_name  = %q
+certificate = %q
+private_key = %q
+
+[aws]
+region              = "eu-west-1"
+credential_endpoint = %q
+role_alias          = %q
+ca_file             = %q
+
+[serve]
+socket     = %q
+token_file = %q
+
+[state]
+path = %q
+`, ThingName, e.CertFile, e.KeyFile, sim.Endpoint, RoleAlias, filepath.Join(dir, "ca.crt"), e.Socket, e.Token, e.State)
+	e.WriteConfig(extra)
+	e.listenNotify()
+	return e
+}
+
+// WriteConfig rewrites the configuration: the base, edited by each
+// old→new pair in edits, then extra appended.
+func (e *Env) WriteConfig(extra string, edits ...string) {
+	e.T.Helper()
+	s := e.base
+	for i := 0; i+1 < len(edits); i += 2 {
+		s = strings.Replace(s, edits[i], edits[i+1], 1)
+	}
+	if err := os.WriteFile(e.Config, []byte(s+extra), 0o600); err != nil {
+		e.T.Fatal(err)
+	}
+}
+
+func (e *Env) listenNotify() {
+	e.NotifySocket = filepath.Join(e.Dir, "notify.sock")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: e.NotifySocket, Net: "unixgram"})
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	e.T.Cleanup(func() { c.Close() })
+	e.notify = c
+	e.T.Setenv("NOTIFY_SOCKET", e.NotifySocket)
+}
+
+// WaitNotify reads sd_notify datagrams until one contains want, and returns
+// it. It fails the test after 30 s.
+func (e *Env) WaitNotify(want string) string {
+	e.T.Helper()
+	buf := make([]byte, 4096)
+	e.notify.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for {
+		n, err := e.notify.Read(buf)
+		if err != nil {
+			e.T.Fatalf("agenttest: waiting for %q on NOTIFY_SOCKET: %v", want, err)
+		}
+		if msg := string(buf[:n]); strings.Contains(msg, want) {
+			return msg
+		}
+	}
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
