@@ -25,13 +25,13 @@ import (
 // harness is one agent, in process, in an agenttest.Env.
 type harness struct {
 	*agenttest.Env
-	t      *testing.T
+	t      testing.TB
 	cancel context.CancelFunc
 	done   chan error
 	reload chan struct{}
 }
 
-func newHarness(t *testing.T, lifetime time.Duration, extra string) *harness {
+func newHarness(t testing.TB, lifetime time.Duration, extra string) *harness {
 	return &harness{Env: agenttest.New(t, lifetime, extra), t: t, reload: make(chan struct{}, 1)}
 }
 

@@ -107,3 +107,21 @@ func TestRedacted(t *testing.T) {
 	assert.Equal(t, "pkcs11:token=t;object=k?module-path=/m.so&pin-value=REDACTED", got)
 	assert.Equal(t, "/etc/tether/device.key", Redacted("/etc/tether/device.key"))
 }
+
+// TestPackagedConfig checks that the default /etc/tether/tether.toml we ship
+// uses only keys the parser knows and is wrong only in the paths a device
+// provides.
+func TestPackagedConfig(t *testing.T) {
+	b, err := os.ReadFile("../packaging/tether.toml")
+	require.NoError(t, err)
+	_, err = ParseConfig("tether.toml", b)
+	if err == nil {
+		return
+	}
+	var ce *ConfigError
+	require.ErrorAs(t, err, &ce)
+	for _, fe := range ce.Errors {
+		assert.Contains(t, []string{"identity.certificate", "identity.private_key"}, fe.Key, fe.Error())
+		assert.Contains(t, fe.Issue, "no such file", fe.Error())
+	}
+}
