@@ -106,8 +106,8 @@ type RefreshOptions struct {
 	// call Retrieve or Seed (Status is fine).
 	OnChange func(Status)
 	// OnRefresh is called with the credentials exactly as issued after
-	// each successful fetch, before any caller waiting for them returns,
-	// e.g. to persist them for Seed after a restart.
+	// each successful fetch, before any caller can be served them, e.g. to
+	// persist them for Seed after a restart.
 	OnRefresh func(aws.Credentials)
 }
 
@@ -344,6 +344,11 @@ func (r *Refresher) fetch(ctx context.Context, f *flight) {
 	ctx, cancel := context.WithTimeout(ctx, r.o.FetchTimeout)
 	creds, err := r.p.Retrieve(ctx)
 	cancel()
+	if err == nil && r.o.OnRefresh != nil {
+		// Persist before publishing: once any caller can be served these
+		// credentials, a crash must not lose them.
+		r.o.OnRefresh(creds)
+	}
 
 	r.mu.Lock()
 	now := r.o.Clock.Now()
@@ -375,17 +380,12 @@ func (r *Refresher) fetch(ctx context.Context, f *flight) {
 	failures, next := r.failures, r.nextAttempt
 	r.unlock(true)
 
-	// Hooks run before the waiters wake, so a caller that got these
-	// credentials from Retrieve knows they were persisted.
 	if err != nil {
 		r.o.Logger.Warn("credentials refresh failed", "error", err, "retryable", IsRetryable(err),
 			"failures", failures, "next_attempt", next.Round(0))
 	} else {
 		r.o.Logger.Info("credentials refreshed", "source", creds.Source, "expires", creds.Expires,
 			"serve_until", e.serveUntil.Round(0), "next_refresh", e.refreshAt.Round(0), "lifetime_assumed", e.assumed)
-		if r.o.OnRefresh != nil {
-			r.o.OnRefresh(creds)
-		}
 	}
 	close(f.done)
 	r.poke()

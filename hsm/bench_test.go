@@ -156,4 +156,3 @@ func BenchmarkSign(b *testing.B) {
 	b.ReportMetric(tok4/tok1, "token-4/1")
 	b.ReportMetric(pem1/tok1, "pem/token")
 }
-

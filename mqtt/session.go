@@ -39,7 +39,7 @@ const (
 	DefaultMinBackoff       = time.Second
 	DefaultMaxBackoff       = 2 * time.Minute
 	DefaultConnectTimeout   = 10 * time.Second
-	DefaultStableAfter      = 10 * time.Second
+	DefaultStableAfter      = time.Second
 	DefaultSubscriberBuffer = 256
 	// ALPNProtocol is what AWS IoT Core expects for MQTT with X.509 on port 443.
 	ALPNProtocol = "x-amzn-mqtt-ca"
@@ -337,7 +337,17 @@ func (s *Session) onUp(cm *autopaho.ConnectionManager, ca *paho.Connack) {
 		filters = append(filters, f)
 	}
 	s.mu.Unlock()
+	upAt := s.upAt
 	s.log.Info("mqtt connected", "session_present", ca.SessionPresent)
+	// The backoff restarts only once the connection has proved stable, so a
+	// broker that accepts and drops us at once is still backed off from.
+	time.AfterFunc(s.cfg.StableAfter, func() {
+		s.mu.Lock()
+		if s.state == StateConnected && s.upAt.Equal(upAt) {
+			s.failures = 0
+		}
+		s.mu.Unlock()
+	})
 	if len(filters) > 0 {
 		// OnConnectionUp must not block: restore subscriptions aside. The
 		// broker may have kept them (session present), but re-subscribing is

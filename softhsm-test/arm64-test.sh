@@ -8,7 +8,9 @@
 #     them with dpkg-deb -x into a work folder: nothing arm64 is installed
 #  3. runs the binary with qemu-aarch64-static, LD_LIBRARY_PATH pointing at
 #     /usr/aarch64-linux-gnu/lib and the unpacked libraries (qemu's -L hangs
-#     here), and hsmtest told to use the unpacked module. Tokens are created
+#     here; the binary is started through the cross ld-linux-aarch64.so.1,
+#     since its /lib interpreter does not exist on the host), and hsmtest
+#     told to use the unpacked module. Tokens are created
 #     by the arm64 test binary itself (C_InitToken), so no host tool touches
 #     them.
 #
@@ -45,7 +47,7 @@ cd "$work"
 # arm64 module, so it stays on the native run.
 LD_LIBRARY_PATH="/usr/aarch64-linux-gnu/lib:$work/root/usr/lib/aarch64-linux-gnu:$(dirname "$module")" \
 HSMTEST_SOFTHSM2_MODULE=$module \
-	qemu-aarch64-static ./hsm.test -test.v -test.skip 'TestTokenKeyAttributes' "$@" 2>&1 | tee "$work/test.log" |
+	qemu-aarch64-static /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ./hsm.test -test.v -test.skip 'TestTokenKeyAttributes' "$@" 2>&1 | tee "$work/test.log" |
 	grep -E '^(=== RUN|--- |PASS|FAIL|ok)' || true
 grep -q '^PASS$' "$work/test.log" || { echo "$0: arm64 tests failed; log: $work/test.log" >&2; exit 1; }
 echo "arm64: PASS ($work/test.log)"

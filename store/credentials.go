@@ -1,6 +1,7 @@
 package store
 
 import (
+	"crypto/cipher"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -61,8 +62,13 @@ func (db *DB) PutCredentials(role string, c aws.Credentials) error {
 	if _, err := rand.Read(val[1:]); err != nil {
 		return fmt.Errorf("store: nonce for role %q: %w", role, err)
 	}
-	val = db.sealer.Seal(val, val[1:], plain, additionalData(role))
+	val, err = seal(db.sealer, val, val[1:], plain, additionalData(role))
 	clear(plain)
+	if err != nil {
+		err = fmt.Errorf("store: seal credentials for role %q: %w", role, err)
+		db.setErr(err)
+		return err
+	}
 
 	err = db.bolt.Update(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketCredentials).Put([]byte(role), val)
@@ -172,4 +178,20 @@ func (db *DB) mapErr(err error) error {
 		return ErrClosed
 	}
 	return err
+}
+
+// errSealer is an AEAD whose Seal can fail, such as one whose key lives in a
+// hardware token (hsm's token sealer): cipher.AEAD.Seal has no error return,
+// so such sealers offer SealErr and panic in Seal.
+type errSealer interface {
+	SealErr(dst, nonce, plaintext, additionalData []byte) ([]byte, error)
+}
+
+// seal uses SealErr when the sealer offers it, so a token fault is an error
+// the caller logs rather than a panic that takes the agent down.
+func seal(a cipher.AEAD, dst, nonce, plaintext, additionalData []byte) ([]byte, error) {
+	if s, ok := a.(errSealer); ok {
+		return s.SealErr(dst, nonce, plaintext, additionalData)
+	}
+	return a.Seal(dst, nonce, plaintext, additionalData), nil
 }

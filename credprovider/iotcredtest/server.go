@@ -252,11 +252,12 @@ func (s *Server) TrustCA(ca *x509.Certificate) {
 	s.trusted = append(s.trusted, ca)
 }
 
-// Fail makes the next n requests fail with f (after any faults queued
-// before).
+// Fail makes the next n requests fail with f, replacing any faults still
+// queued; Fail(0, f) clears them.
 func (s *Server) Fail(n int, f Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.faults = s.faults[:0]
 	for range n {
 		s.faults = append(s.faults, f)
 	}
@@ -380,7 +381,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		s.signalLocked()
 		s.mu.Unlock()
 		if r.Context().Err() != nil {
-			return
+			// The client gave up; returning normally would send an
+			// empty 200 if the connection is still writable.
+			panic(http.ErrAbortHandler)
 		}
 	}
 

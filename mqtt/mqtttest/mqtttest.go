@@ -9,6 +9,7 @@ package mqtttest
 
 import (
 	"bufio"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -107,6 +108,10 @@ func (p *PKI) Issue(t testing.TB, cn string, server bool) (certPEM, keyPEM []byt
 	}
 	return pemBlock("CERTIFICATE", der), pemBlock("PRIVATE KEY", k8)
 }
+
+// Signer is the CA's private key, for issuing device certificates for keys
+// held elsewhere (e.g. in a PKCS#11 token).
+func (p *PKI) Signer() crypto.Signer { return p.caKey }
 
 // ClientCertificate issues a device certificate for cn as a tls.Certificate.
 func (p *PKI) ClientCertificate(t testing.TB, cn string) tls.Certificate {

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tetherd/tether/agent/agenttest"
+)
+
+// median runs f n times and returns the median duration.
+func median(n int, f func() time.Duration) time.Duration {
+	ds := make([]time.Duration, n)
+	for i := range ds {
+		ds[i] = f()
+	}
+	slices.Sort(ds)
+	return ds[n/2]
+}
+
+func timeRun(b *testing.B, name string, args ...string) time.Duration {
+	t0 := time.Now()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		b.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return time.Since(t0)
+}
+
+// BenchmarkCredentialProcess: `tether credential-process` through a running
+// agent, median of 20, next to `tether version` (the same binary's start-up
+// and exit) in the same run. Target ≤ 8 ms.
+func BenchmarkCredentialProcess(b *testing.B) {
+	e := agenttest.New(b, time.Hour, "")
+	startAgentB(b, e)
+	for b.Loop() {
+		cp := median(20, func() time.Duration { return timeRun(b, tetherBin, "credential-process", "--socket", e.Socket) })
+		base := median(20, func() time.Duration { return timeRun(b, tetherBin, "version") })
+		b.ReportMetric(float64(cp.Microseconds())/1000, "credential-process-ms")
+		b.ReportMetric(float64(base.Microseconds())/1000, "version-ms")
+		b.ReportMetric(float64(cp)/float64(base), "ratio")
+	}
+}
+
+// BenchmarkStartup: exec to READY=1 with a warm credential cache, median of
+// 5, next to `tether version` in the same run. Target ≤ 100 ms.
+func BenchmarkStartup(b *testing.B) {
+	e := agenttest.New(b, time.Hour, "")
+	p := startAgentB(b, e)
+	stopAgentB(p)
+	e.Sim.Close() // warm: served from the cache, not the network
+	for b.Loop() {
+		ready := median(5, func() time.Duration {
+			t0 := time.Now()
+			p := startAgentB(b, e)
+			d := time.Since(t0)
+			stopAgentB(p)
+			return d
+		})
+		base := median(5, func() time.Duration { return timeRun(b, tetherBin, "version") })
+		b.ReportMetric(float64(ready.Microseconds())/1000, "start-to-ready-ms")
+		b.ReportMetric(float64(ready)/float64(base), "ratio-to-version")
+	}
+}
+
+// BenchmarkMemory: the agent's RSS and PSS idle and after 1,000,000 requests,
+// next to a bare Go HTTP server on a Unix socket, idle, in the same run.
+// Targets: ≤ 12 MB RSS idle; growth ≤ 2 MB.
+func BenchmarkMemory(b *testing.B) {
+	e := agenttest.New(b, time.Hour, "")
+	p := startAgentB(b, e)
+	base := startBareServer(b)
+	for b.Loop() {
+		rss, pss := memory(b, p.Process.Pid)
+		brss, _ := memory(b, base.Process.Pid)
+		b.ReportMetric(rss/1024, "idle-rss-MB")
+		b.ReportMetric(pss/1024, "idle-pss-MB")
+		b.ReportMetric(brss/1024, "bare-server-rss-MB")
+		b.ReportMetric(rss/brss, "rss-ratio")
+		n := 1_000_000
+		if s := os.Getenv("TETHER_BENCH_REQUESTS"); s != "" {
+			n, _ = strconv.Atoi(s)
+		}
+		r := agenttest.Load(b, e.Socket, "/v1/credentials", 8, time.Hour, n)
+		after, _ := memory(b, p.Process.Pid)
+		b.ReportMetric(float64(r.Requests), "requests")
+		b.ReportMetric((after-rss)/1024, "rss-growth-MB")
+	}
+}
+
+// memory reads VmRSS and Pss (kB) of pid.
+func memory(b *testing.B, pid int) (rss, pss float64) {
+	read := func(file, key string) float64 {
+		f, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), file))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if rest, ok := strings.CutPrefix(sc.Text(), key+":"); ok {
+				v, _ := strconv.ParseFloat(strings.Fields(rest)[0], 64)
+				return v
+			}
+		}
+		return 0
+	}
+	return read("status", "VmRSS"), read("smaps_rollup", "Pss")
+}
+
+func startAgentB(b *testing.B, e *agenttest.Env) *exec.Cmd {
+	cmd := exec.Command(tetherBin, "run", "-c", e.Config)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { stopAgentB(cmd) })
+	e.WaitNotify("READY=1")
+	return cmd
+}
+
+func stopAgentB(cmd *exec.Cmd) {
+	if cmd.ProcessState == nil {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	}
+}
+
+const bareServer = `package main
+
+import (
+	"net"
+	"net/http"
+	"os"
+)
+
+func main() {
+	ln, err := net.Listen("unix", os.Args[1])
+	if err != nil {
+		panic(err)
+	}
+	os.Stdout.WriteString("ready\n")
+	http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("{}"))
+	}))
+}
+`
+
+// startBareServer builds and starts the minimal Go HTTP server baseline.
+func startBareServer(b *testing.B) *exec.Cmd {
+	dir := b.TempDir()
+	src := filepath.Join(dir, "bare.go")
+	if err := os.WriteFile(src, []byte(bareServer), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	bin := filepath.Join(dir, "bare")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, src)
+	build.Dir = dir
+	build.Env = append(os.Environ(), "GO111MODULE=off")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("building the bare server: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, filepath.Join(dir, "bare.sock"))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	bufio.NewReader(out).ReadString('\n')
+	return cmd
+}

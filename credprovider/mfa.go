@@ -1,0 +1,139 @@
+package credprovider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
+)
+
+// TokenProvider returns a current MFA token code. AssumeRole calls it on
+// every refresh, since a code is good for one use within about 30 s.
+type TokenProvider func(ctx context.Context) (string, error)
+
+// ErrNoMFACode is wrapped when an MFA token source produced no code.
+var ErrNoMFACode = errors.New("credprovider: no MFA code")
+
+// MFACommand returns a TokenProvider that runs argv (no shell; argv[0] an
+// absolute path) with the timeout (0: DefaultCommandTimeout) and takes the
+// last standalone 6-digit number it prints on standard output as the code.
+// A command that fails, hangs or prints no code yields a *CommandError that
+// carries its standard error, never its output.
+func MFACommand(argv []string, timeout time.Duration) (TokenProvider, error) {
+	if err := checkArgv("mfa_command", argv); err != nil {
+		return nil, err
+	}
+	argv = append([]string(nil), argv...)
+	return func(ctx context.Context) (string, error) {
+		out, err := runCommand(ctx, "mfa_command", argv, timeout)
+		if err != nil {
+			return "", err
+		}
+		code := lastCode(string(out))
+		if code == "" {
+			return "", &CommandError{Field: "mfa_command", Path: argv[0],
+				Problem: "printed no 6-digit code on standard output", Err: ErrNoMFACode}
+		}
+		return code, nil
+	}, nil
+}
+
+// lastCode returns the last run of exactly six digits in s, or "".
+func lastCode(s string) string {
+	runs := strings.FieldsFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+	for i := len(runs) - 1; i >= 0; i-- {
+		if len(runs[i]) == 6 {
+			return runs[i]
+		}
+	}
+	return ""
+}
+
+// TOTPFile returns a TokenProvider that computes RFC 6238 codes from the
+// secret in path, for unattended gateways: the file holds a base32 secret (as
+// shown when the virtual MFA device was created) or an otpauth:// URI. The
+// file is read at each call and refused if group or others can access it.
+// now is the clock (nil: time.Now).
+func TOTPFile(path string, now func() time.Time) (TokenProvider, error) {
+	if path == "" {
+		return nil, fmt.Errorf("%w: mfa_totp_file is empty", ErrInvalidConfig)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	if _, _, err := readTOTP(path); err != nil {
+		return nil, err
+	}
+	return func(context.Context) (string, error) {
+		secret, opts, err := readTOTP(path)
+		if err != nil {
+			return "", err
+		}
+		code, err := totp.GenerateCodeCustom(secret, now(), opts)
+		if err != nil {
+			// The library's errors never quote the secret.
+			return "", fmt.Errorf("%w: mfa_totp_file %s: %v", ErrInvalidConfig, path, err)
+		}
+		return code, nil
+	}, nil
+}
+
+// CheckSecretFile returns an error if path is not a regular file that only
+// its owner may access.
+func CheckSecretFile(field, path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("%w: %s %s: %v", ErrInvalidConfig, field, path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%w: %s %s is not a regular file", ErrInvalidConfig, field, path)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("%w: %s %s has mode %04o: it holds a secret, so only its owner may access it; chmod 600 it", ErrInvalidConfig, field, path, st.Mode().Perm())
+	}
+	return nil
+}
+
+func readTOTP(path string) (string, totp.ValidateOpts, error) {
+	opts := totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
+	if err := CheckSecretFile("mfa_totp_file", path); err != nil {
+		return "", opts, err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", opts, fmt.Errorf("%w: mfa_totp_file %s: %v", ErrInvalidConfig, path, unwrapPath(err))
+	}
+	s := strings.TrimSpace(string(b))
+	if strings.HasPrefix(s, "otpauth://") {
+		k, err := otp.NewKeyFromURL(s)
+		if err != nil || k.Type() != "totp" || k.Secret() == "" {
+			return "", opts, fmt.Errorf("%w: mfa_totp_file %s: not a valid otpauth://totp/ URI", ErrInvalidConfig, path)
+		}
+		opts.Period, opts.Digits, opts.Algorithm = uint(k.Period()), k.Digits(), k.Algorithm()
+		s = k.Secret()
+	}
+	s = strings.ToUpper(strings.Map(func(r rune) rune {
+		if unicode.IsSpace(r) || r == '-' {
+			return -1 // secrets are often shown in groups
+		}
+		return r
+	}, s))
+	if s == "" {
+		return "", opts, fmt.Errorf("%w: mfa_totp_file %s is empty: write the virtual MFA device's base32 secret into it", ErrInvalidConfig, path)
+	}
+	return s, opts, nil
+}
+
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# make bench: every figure is measured next to a baseline in the same run and
+# reported as a ratio, because the machines are shared and noisy. Nothing here
+# asserts a time; see each Benchmark's doc comment for what it compares.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${BENCH_OUT:-bench.out}
+: > "$out"
+run() {
+	echo "== $*" | tee -a "$out"
+	go test -run '^$' -count=1 "$@" 2>&1 | grep -E '^(Benchmark|ok|FAIL|---|panic)' | tee -a "$out"
+}
+run -bench . ./credprovider/...
+run -bench . ./hsm/...
+run -bench . ./store/...
+run -bench . ./mqtt/...
+run -bench . -timeout 30m ./agent/...
+echo "figures written to $out"
