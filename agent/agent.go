@@ -458,12 +458,3 @@ func unwrapSyscall(err error) error {
 	}
 	return err
 }
-
-// buildExtraRoles adds the [[role]] sections, each assumed with STS from its
-// source and refreshed like the device role.
-func (a *Agent) buildExtraRoles(device aws.CredentialsProvider) error {
-	if len(a.cfg.Roles) > 0 {
-		return configFailure("role: [[role]] sections are not supported by this build yet")
-	}
-	return nil
-}

@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -607,6 +608,7 @@ func (c *Config) validateRoles(v *validator) {
 		}
 		v.ids(key+".allow_uids", r.AllowUIDs)
 		v.ids(key+".allow_gids", r.AllowGIDs)
+		v.roleExtras(key, r)
 	}
 	// A role may not, through its sources, depend on itself.
 	for i := range c.Roles {
@@ -624,6 +626,77 @@ func (c *Config) validateRoles(v *validator) {
 			}
 			seen[src] = true
 			cur = c.Roles[j].Source
+		}
+	}
+}
+
+var sourceIdentityRE = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
+
+// roleExtras checks what STS would refuse and combinations that make no
+// sense, so that `tether config check` reports them before anything starts.
+func (v *validator) roleExtras(key string, r *RoleConfig) {
+	custom := len(r.CredentialCommand) > 0
+	webID := r.WebIdentityTokenFile != ""
+	if custom {
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"role_arn", r.RoleARN != ""}, {"web_identity_token_file", webID}, {"mfa_serial", r.MFASerial != ""},
+			{"external_id", r.ExternalID != ""}, {"policy", r.Policy != ""}, {"policy_arns", len(r.PolicyARNs) > 0}, {"tags", len(r.Tags) > 0}} {
+			if f.set {
+				v.fail(key+"."+f.name, "is set, but credential_command supplies the credentials itself; remove one of them")
+			}
+		}
+	}
+	if webID && r.MFASerial != "" {
+		v.fail(key+".mfa_serial", "AssumeRoleWithWebIdentity takes no MFA; remove mfa_serial or web_identity_token_file")
+	}
+	if webID && (len(r.Tags) > 0 || r.ExternalID != "" || r.SourceIdentity != "") {
+		v.fail(key+".web_identity_token_file", "AssumeRoleWithWebIdentity takes no tags, external_id or source_identity; remove them")
+	}
+	if len(r.MFACommand) > 0 && r.MFATOTPFile != "" {
+		v.fail(key+".mfa_command", "and mfa_totp_file are both set; keep one token source")
+	}
+	if r.MFATOTPFile != "" && filepath.IsAbs(r.MFATOTPFile) {
+		if st, err := os.Stat(r.MFATOTPFile); err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o077 != 0 {
+			v.fail(key+".mfa_totp_file", "%s has mode %04o but holds a secret; chmod 600 it", r.MFATOTPFile, st.Mode().Perm())
+		}
+	}
+	// Credentials of a role (the IoT credentials provider's included) may
+	// assume another role only for up to an hour: AWS's role-chaining cap.
+	chained := r.Source == "device" || strings.HasPrefix(r.Source, "role:")
+	if chained && !custom && !webID && r.Duration.Duration > time.Hour {
+		v.fail(key+".duration", "%s exceeds 1h, the longest session AWS grants to a role assumed with another role's credentials (source %q); use 1h or less", r.Duration.Duration, r.Source)
+	}
+	if r.Policy != "" {
+		if !json.Valid([]byte(r.Policy)) {
+			v.fail(key+".policy", "is not valid JSON; give an IAM policy document")
+		} else if len(r.Policy) > 2048 {
+			v.fail(key+".policy", "is %d bytes; STS accepts at most 2048", len(r.Policy))
+		}
+	}
+	if len(r.PolicyARNs) > 10 {
+		v.fail(key+".policy_arns", "has %d ARNs; STS accepts at most 10", len(r.PolicyARNs))
+	}
+	if len(r.Tags) > 50 {
+		v.fail(key+".tags", "has %d tags; STS accepts at most 50", len(r.Tags))
+	}
+	for k, val := range r.Tags {
+		if k == "" || len(k) > 128 || len(val) > 256 {
+			v.fail(key+".tags", "tag %q: keys are 1-128 characters, values at most 256", k)
+		}
+	}
+	for _, k := range r.TransitiveTagKeys {
+		if _, ok := r.Tags[k]; !ok {
+			v.fail(key+".transitive_tag_keys", "%q is not a key of tags", k)
+		}
+	}
+	if r.SourceIdentity != "" && !sourceIdentityRE.MatchString(r.SourceIdentity) {
+		v.fail(key+".source_identity", "%q is not valid (2-64 of letters, digits and +=,.@-)", r.SourceIdentity)
+	}
+	if name, ok := strings.CutPrefix(r.Source, "profile:"); ok && name != "" && !custom && !webID {
+		if err := checkProfile(name); err != nil {
+			v.fail(key+".source", "%v", err)
 		}
 	}
 }

@@ -187,12 +187,30 @@ func TestStaticCredentialsNeverRefresh(t *testing.T) {
 
 func TestProviderHandingOutStaleCredentials(t *testing.T) {
 	clk := clocktest.New(t0)
-	p := &scripted{clk: clk, lifetime: 10 * time.Second} // as seen by a clock running ahead
+	p := &scripted{clk: clk, lifetime: -time.Second} // as seen by a clock running ahead
 	r := newRefresher(t, p, clk, credprovider.RefreshOptions{Mode: credprovider.Deferred})
 	_, err := r.Retrieve(t.Context())
 	require.ErrorIs(t, err, credprovider.ErrNoCredentials)
 	assert.ErrorContains(t, err, "clock is ahead")
 	assert.Equal(t, 1, r.Status().Failures)
+}
+
+// TestSecondsLongCredentials: a test issuer or custom source handing out
+// credentials that live for seconds gets a mandatory window of a quarter of
+// their lifetime, so they are served, refreshed at half-life, and never
+// served in their last quarter.
+func TestSecondsLongCredentials(t *testing.T) {
+	clk := clocktest.New(t0)
+	p := &scripted{clk: clk, lifetime: 30 * time.Second}
+	r := newRefresher(t, p, clk, credprovider.RefreshOptions{Mode: credprovider.Deferred, Jitter: -1})
+	c, err := r.Retrieve(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, t0.Add(30*time.Second-7500*time.Millisecond), c.Expires, "served until three quarters of the lifetime")
+	assert.Equal(t, t0.Add(15*time.Second), r.Status().NextRefresh, "half-life rule")
+	clk.Advance(16 * time.Second)
+	c2, err := r.Retrieve(t.Context())
+	require.NoError(t, err)
+	assert.NotEqual(t, c.AccessKeyID, c2.AccessKeyID)
 }
 
 // TestUnsynchronisedClock: before the release date the wall clock is not

@@ -2,7 +2,6 @@ package mqtt
 
 import (
 	"context"
-	"crypto/tls"
 	"path/filepath"
 	"testing"
 	"time"
@@ -83,5 +82,3 @@ func receive(t testing.TB, sub *Subscription) Message {
 		return Message{}
 	}
 }
-
-var _ = tls.Certificate{}

@@ -29,8 +29,7 @@ func TestKill9Child(t *testing.T) {
 	if os.Getenv(childEnv) == "" {
 		t.Skip("helper process for TestKill9")
 	}
-	s, ob := childSession(t)
-	_ = ob
+	s, _ := childSession(t)
 	w := bufio.NewWriter(os.Stdout)
 	for i := 0; ; i++ {
 		if _, err := s.Publish(context.Background(), "k9/x", []byte(strconv.Itoa(i)), 1); err != nil {

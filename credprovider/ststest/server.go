@@ -89,8 +89,9 @@ type principal struct {
 // Option configures a Server.
 type Option func(*Server)
 
-// WithClock makes the server judge expiry and issue credentials by now
-// instead of time.Now.
+// WithClock makes the server issue credentials and judge their expiry by now
+// instead of time.Now. The age of a signature is still judged by the real
+// clock, the one the SDK signs with.
 func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
 
 // WithRegion sets the region the server signs for (default us-east-1);
@@ -343,9 +344,11 @@ func (s *Server) verify(r *http.Request, body []byte, now time.Time) (*principal
 	if err != nil {
 		return nil, sender(400, "IncompleteSignature", "X-Amz-Date is missing or malformed")
 	}
-	if d := now.Sub(signed); d > 15*time.Minute || d < -15*time.Minute {
+	// The SDK signs with the real clock, so the request's age is judged by
+	// it too, whatever WithClock says.
+	if real := time.Now(); real.Sub(signed) > 15*time.Minute || signed.Sub(real) > 15*time.Minute {
 		return nil, sender(403, "SignatureDoesNotMatch", "Signature expired: %s is now earlier than %s (%s - 15 min.)",
-			signed.Format("20060102T150405Z"), now.Add(-15*time.Minute).UTC().Format("20060102T150405Z"), now.UTC().Format("20060102T150405Z"))
+			signed.Format("20060102T150405Z"), real.Add(-15*time.Minute).UTC().Format("20060102T150405Z"), real.UTC().Format("20060102T150405Z"))
 	}
 
 	// Recompute the signature over exactly the headers the client signed.

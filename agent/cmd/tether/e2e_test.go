@@ -331,3 +331,36 @@ func TestAgentStartFailures(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(stderr, "\n"), stderr)
 	assert.Contains(t, stderr, "state")
 }
+
+// TestRefreshShortLived: with 30-second credentials from the simulator, for
+// two minutes every credential served is unexpired and at least three
+// distinct ones were served. The poll interval paces the clients; nothing
+// waits on a sleep to happen.
+func TestRefreshShortLived(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two minutes of real refreshes; run without -short")
+	}
+	e := agenttest.New(t, 30*time.Second, "")
+	startAgent(t, e)
+	seen := map[string]bool{}
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	end := time.Now().Add(2 * time.Minute)
+	for n := 0; time.Now().Before(end); n++ {
+		c := served(t, e.Socket, "device")
+		exp, err := time.Parse(time.RFC3339, c.Expiration)
+		require.NoError(t, err)
+		now := time.Now()
+		require.True(t, exp.After(now), "request %d served credentials that expired at %s (now %s)", n, exp, now)
+		// The simulator's own record says when they really expire.
+		for _, g := range e.Sim.Grants() {
+			if g.AccessKeyID == c.AccessKeyID {
+				require.True(t, g.Expiration.After(now), "served %s after its real expiry", c.AccessKeyID)
+			}
+		}
+		seen[c.AccessKeyID] = true
+		<-tick.C
+	}
+	assert.GreaterOrEqual(t, len(seen), 3, "distinct credentials served in two minutes")
+	t.Logf("%d distinct credentials served, %d issued", len(seen), len(e.Sim.Grants()))
+}

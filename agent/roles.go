@@ -1,0 +1,158 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+
+	"github.com/tetherd/tether/credprovider"
+)
+
+// mfaTimeout bounds one run of an mfa_command: a code is good for ~30 s, so
+// a command that takes longer is of no use anyway.
+const mfaTimeout = 30 * time.Second
+
+// buildExtraRoles adds the [[role]] sections, each built from its source and
+// refreshed like the device role. Roles sourced from other roles are built
+// after them (validation has ruled out loops and unknown sources); the SDK's
+// shared configuration is loaded only for roles whose source is a profile.
+func (a *Agent) buildExtraRoles(device aws.CredentialsProvider) error {
+	built := map[string]aws.CredentialsProvider{DeviceRole: device}
+	profiles := map[string]aws.CredentialsProvider{}
+	pending := append([]RoleConfig(nil), a.cfg.Roles...)
+	for len(pending) > 0 {
+		var next []RoleConfig
+		for _, r := range pending {
+			var source aws.CredentialsProvider
+			switch {
+			case strings.HasPrefix(r.Source, "role:"):
+				s, ok := built[strings.TrimPrefix(r.Source, "role:")]
+				if !ok {
+					next = append(next, r)
+					continue
+				}
+				source = s
+			case strings.HasPrefix(r.Source, "profile:"):
+				name := strings.TrimPrefix(r.Source, "profile:")
+				if needsSource(&r) {
+					s, ok := profiles[name]
+					if !ok {
+						var err error
+						if s, err = profileCredentials(name, r.Region); err != nil {
+							return configFailure("role %s: source: %w", r.Name, err)
+						}
+						profiles[name] = s
+					}
+					source = s
+				}
+			default:
+				source = device
+			}
+			p, err := roleProvider(&r, source)
+			if err != nil {
+				return configFailure("role %s: %w", r.Name, err)
+			}
+			ref, err := a.refresher(r.Name, p)
+			if err != nil {
+				return err
+			}
+			built[r.Name] = ref
+			a.roles[r.Name] = &role{name: r.Name, provider: ref, retryAfter: retryAfter(ref),
+				allow: AllowList{UIDs: r.AllowUIDs, GIDs: r.AllowGIDs}}
+		}
+		if len(next) == len(pending) {
+			return configFailure("role %s: source %s cannot be resolved (a loop?)", next[0].Name, next[0].Source)
+		}
+		pending = next
+	}
+	return nil
+}
+
+// needsSource reports whether r signs its requests with a source's
+// credentials: credential_command and web identity roles do not.
+func needsSource(r *RoleConfig) bool {
+	return len(r.CredentialCommand) == 0 && r.WebIdentityTokenFile == ""
+}
+
+// profileCredentials resolves a profile of the shared config files with the
+// SDK's own providers (static keys, SSO, assume role, credential_process).
+func profileCredentials(profile, region string) (aws.CredentialsProvider, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithSharedConfigProfile(profile), config.WithRegion(region))
+	if err != nil {
+		var missing config.SharedConfigProfileNotExistError
+		if errors.As(err, &missing) {
+			return nil, fmt.Errorf("profile %q is not in the shared config files (%s); add it or fix the source", profile, strings.Join(sharedConfigFiles(), ", "))
+		}
+		return nil, fmt.Errorf("profile %q: %w", profile, err)
+	}
+	if cfg.Credentials == nil {
+		return nil, fmt.Errorf("profile %q resolves to no credentials", profile)
+	}
+	return cfg.Credentials, nil
+}
+
+// roleProvider returns the credentials provider a [[role]] describes.
+func roleProvider(r *RoleConfig, source aws.CredentialsProvider) (aws.CredentialsProvider, error) {
+	sts := credprovider.STSOptions{Region: r.Region, Endpoint: r.STSEndpoint}
+	switch {
+	case len(r.CredentialCommand) > 0:
+		return credprovider.NewCommand(credprovider.CommandOptions{Argv: r.CredentialCommand})
+	case r.WebIdentityTokenFile != "":
+		return credprovider.NewWebIdentity(credprovider.WebIdentityOptions{
+			STSOptions: sts, RoleARN: r.RoleARN, SessionName: r.SessionName, TokenFile: r.WebIdentityTokenFile,
+			Duration: r.Duration.Duration, Policy: r.Policy, PolicyARNs: r.PolicyARNs,
+		})
+	}
+	o := credprovider.AssumeRoleOptions{
+		STSOptions: sts, RoleARN: r.RoleARN, SessionName: r.SessionName, Duration: r.Duration.Duration,
+		ExternalID: r.ExternalID, Policy: r.Policy, PolicyARNs: r.PolicyARNs, Tags: r.Tags,
+		TransitiveTagKeys: r.TransitiveTagKeys, SourceIdentity: r.SourceIdentity, MFASerial: r.MFASerial,
+	}
+	var err error
+	switch {
+	case len(r.MFACommand) > 0:
+		o.MFAToken, err = credprovider.MFACommand(r.MFACommand, mfaTimeout)
+	case r.MFATOTPFile != "":
+		o.MFAToken, err = credprovider.TOTPFile(r.MFATOTPFile, nil)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return credprovider.NewAssumeRole(source, o)
+}
+
+// sharedConfigFiles names the files the SDK reads profiles from, for errors.
+func sharedConfigFiles() []string {
+	files := []string{config.DefaultSharedConfigFilename(), config.DefaultSharedCredentialsFilename()}
+	if f := os.Getenv("AWS_CONFIG_FILE"); f != "" {
+		files[0] = f
+	}
+	if f := os.Getenv("AWS_SHARED_CREDENTIALS_FILE"); f != "" {
+		files[1] = f
+	}
+	return files
+}
+
+// checkProfile reports whether the shared config files define profile; it
+// is called by validation only when a role's source is that profile.
+func checkProfile(profile string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := config.LoadSharedConfigProfile(ctx, profile)
+	var missing config.SharedConfigProfileNotExistError
+	if errors.As(err, &missing) {
+		return fmt.Errorf("profile %q is not in the shared config files (%s); add it or fix the source", profile, strings.Join(sharedConfigFiles(), ", "))
+	}
+	if err != nil {
+		return fmt.Errorf("profile %q: %v", profile, err)
+	}
+	return nil
+}
