@@ -25,6 +25,7 @@ import (
 
 	"github.com/tetherd/tether/credprovider"
 	"github.com/tetherd/tether/hsm"
+	"github.com/tetherd/tether/mqtt"
 	"github.com/tetherd/tether/platform"
 	"github.com/tetherd/tether/store"
 )
@@ -71,8 +72,10 @@ type Agent struct {
 
 	id    *hsm.Identity
 	db    *store.DB
-	roles roleSet
-	refs  map[string]*credprovider.Refresher
+	roles  roleSet
+	refs   map[string]*credprovider.Refresher
+	outbox *store.Outbox
+	mqtt   *mqtt.Session
 
 	started time.Time
 	ready   atomic.Bool
@@ -147,6 +150,9 @@ func start(ctx context.Context, cfg *Config, opts Options) (a *Agent, err error)
 		return nil, runtimeFailure("state: %w", err)
 	}
 	if err := a.buildRoles(); err != nil {
+		return nil, err
+	}
+	if err := a.startMQTT(ctx); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -275,6 +281,9 @@ func (a *Agent) serve(ctx context.Context, unixLn net.Listener) (*Config, error)
 		status: func(ctx context.Context) any { return a.Status() },
 		log:    a.log,
 	}
+	if a.mqtt != nil {
+		api.mqtt = mqtt.NewHTTPHandler(a.mqtt)
+	}
 	servers := []*http.Server{newHTTPServer(api.routes(), a.log)}
 	listeners := []net.Listener{unixLn}
 	if containerLn != nil {
@@ -387,10 +396,22 @@ func (a *Agent) statusLine() string {
 			parts = append(parts, n+" pending")
 		}
 	}
+	if a.mqtt != nil {
+		ms := a.mqtt.Status()
+		parts = append(parts, fmt.Sprintf("mqtt %s, outbox %d", ms.State, ms.Outbox.Depth))
+	}
 	return strings.Join(parts, ", ")
 }
 
 func (a *Agent) close() {
+	if a.mqtt != nil {
+		if err := a.mqtt.Close(); err != nil {
+			a.log.Warn("closing the MQTT session", "err", err)
+		}
+	}
+	if a.outbox != nil {
+		a.outbox.Close()
+	}
 	if a.db != nil {
 		if err := a.db.Close(); err != nil {
 			a.log.Warn("closing the state store", "err", err)

@@ -4,6 +4,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/tetherd/tether/mqtt"
 	"github.com/tetherd/tether/store"
 )
 
@@ -16,7 +17,7 @@ type Status struct {
 	Roles    []RoleStatus   `json:"roles"`
 	Store    store.Health   `json:"store"`
 	// MQTT is the MQTT session's status, when [mqtt] is configured.
-	MQTT any `json:"mqtt,omitempty"`
+	MQTT *mqtt.Status `json:"mqtt,omitempty"`
 }
 
 // IdentityStatus describes the device identity.
@@ -78,6 +79,10 @@ func (a *Agent) Status() Status {
 		st.Roles = append(st.Roles, r)
 	}
 	st.Store = a.db.Health()
+	if a.mqtt != nil {
+		ms := a.mqtt.Status()
+		st.MQTT = &ms
+	}
 	return st
 }
 

@@ -70,9 +70,16 @@ func printStatus(w io.Writer, st *agent.Status, now time.Time) {
 	if s.MovedAside != "" {
 		fmt.Fprintf(tw, "  moved aside\t%s\n", s.MovedAside)
 	}
-	if st.MQTT != nil {
-		b, _ := json.Marshal(st.MQTT)
-		fmt.Fprintf(tw, "mqtt\t%s\n", b)
+	if m := st.MQTT; m != nil {
+		fmt.Fprintf(tw, "mqtt %s\t%s since %s (%s), %d reconnects\n", m.ClientID, m.State, m.Since.Format(time.RFC3339), in(now, m.Since), m.Reconnects)
+		if m.LastError != "" {
+			fmt.Fprintf(tw, "  last error\t%s\n", m.LastError)
+		}
+		oldest := "empty"
+		if !m.Outbox.Oldest.IsZero() {
+			oldest = "oldest " + now.Sub(m.Outbox.Oldest).Round(time.Second).String() + " old"
+		}
+		fmt.Fprintf(tw, "  outbox\t%d messages, %d bytes, %s\n", m.Outbox.Depth, m.Outbox.Bytes, oldest)
 	}
 	tw.Flush()
 }

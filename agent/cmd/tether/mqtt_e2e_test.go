@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tetherd/tether/agent"
+	"github.com/tetherd/tether/agent/agenttest"
+	"github.com/tetherd/tether/mqtt/mqtttest"
+)
+
+// TestMQTTThroughTheAgent: mosquitto with mTLS and MQTT v5; the agent's one
+// session carries a publish from `tether mqtt publish` back to
+// `tether mqtt subscribe`, with the same device identity that fetches the
+// credentials.
+func TestMQTTThroughTheAgent(t *testing.T) {
+	broker := mqtttest.NewBroker(t, mqtttest.Options{})
+	e := agenttest.New(t, time.Hour, "")
+	cert, key := broker.PKI.ClientFiles(t, agenttest.ThingName)
+	e.Sim.TrustCA(broker.PKI.CA)
+	e.WriteConfig(fmt.Sprintf("\n[mqtt]\nendpoint = %q\nca_file = %q\n", broker.Addr, broker.CAFile),
+		e.CertFile, cert, e.KeyFile, key)
+	startAgent(t, e)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sub := exec.CommandContext(ctx, tetherBin, "mqtt", "subscribe", "--socket", e.Socket, "--topic", "dt/gw-0001/#", "--count", "1")
+	out, err := sub.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, sub.Start())
+	// Wait until the agent holds the local subscriber and is connected.
+	waitStatus(t, e.Socket, func(st *agent.Status) bool {
+		return st.MQTT != nil && st.MQTT.Subscribers == 1 && st.MQTT.State == "connected"
+	})
+
+	code, _, stderr := tether(t, nil, "mqtt", "publish", "--socket", e.Socket, "--topic", "dt/gw-0001/echo", "--qos", "1", "--message", "hello")
+	require.Equal(t, 0, code, stderr)
+
+	line, err := bufio.NewReader(out).ReadString('\n')
+	require.NoError(t, err)
+	var msg struct {
+		Topic   string `json:"topic"`
+		Payload string `json:"payload"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(line), &msg), line)
+	assert.Equal(t, "dt/gw-0001/echo", msg.Topic)
+	p, _ := base64.StdEncoding.DecodeString(msg.Payload)
+	assert.Equal(t, "hello", string(p))
+	require.NoError(t, sub.Wait())
+
+	t.Run("bad topics are refused with the rule", func(t *testing.T) {
+		for _, topic := range []string{"a/#", strings.Repeat("x", 257), "a/b/c/d/e/f/g/h/i"} {
+			code, _, stderr := tether(t, nil, "mqtt", "publish", "--socket", e.Socket, "--topic", topic, "--message", "x")
+			assert.NotEqual(t, 0, code)
+			assert.Equal(t, 1, strings.Count(stderr, "\n"), stderr)
+		}
+	})
+	code, status, _ := tether(t, nil, "status", "--socket", e.Socket)
+	require.Equal(t, 0, code)
+	assert.Contains(t, status, "connected since")
+	assert.Contains(t, status, "outbox")
+}
+
+// waitStatus polls the agent's status until ok holds, for at most 30 s.
+func waitStatus(t *testing.T, socket string, ok func(*agent.Status) bool) {
+	t.Helper()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(30 * time.Second)
+	for {
+		st, err := agent.FetchStatus(context.Background(), socket)
+		require.NoError(t, err)
+		if ok(st) {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			b, _ := json.Marshal(st)
+			t.Fatalf("status never reached the expected state: %s", b)
+		}
+	}
+}
