@@ -70,8 +70,8 @@ type Agent struct {
 	opts Options
 	log  *slog.Logger
 
-	id    *hsm.Identity
-	db    *store.DB
+	id     *hsm.Identity
+	db     *store.DB
 	roles  roleSet
 	refs   map[string]*credprovider.Refresher
 	outbox *store.Outbox

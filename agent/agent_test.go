@@ -303,4 +303,3 @@ func TestAgentStartupErrors(t *testing.T) {
 		})
 	}
 }
-
