@@ -665,7 +665,7 @@ func (v *validator) roleExtras(key string, r *RoleConfig) {
 	// Credentials of a role (the IoT credentials provider's included) may
 	// assume another role only for up to an hour: AWS's role-chaining cap.
 	chained := r.Source == "device" || strings.HasPrefix(r.Source, "role:")
-	if chained && !custom && !webID && r.Duration.Duration > time.Hour {
+	if chained && !custom && !webID && r.Duration.Duration > time.Hour && r.Duration.Duration <= 12*time.Hour {
 		v.fail(key+".duration", "%s exceeds 1h, the longest session AWS grants to a role assumed with another role's credentials (source %q); use 1h or less", r.Duration.Duration, r.Source)
 	}
 	if r.Policy != "" {

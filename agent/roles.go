@@ -146,10 +146,13 @@ func sharedConfigFiles() []string {
 func checkProfile(profile string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := config.LoadSharedConfigProfile(ctx, profile)
+	files := sharedConfigFiles()
+	_, err := config.LoadSharedConfigProfile(ctx, profile, func(o *config.LoadSharedConfigOptions) {
+		o.ConfigFiles, o.CredentialsFiles = files[:1], files[1:]
+	})
 	var missing config.SharedConfigProfileNotExistError
 	if errors.As(err, &missing) {
-		return fmt.Errorf("profile %q is not in the shared config files (%s); add it or fix the source", profile, strings.Join(sharedConfigFiles(), ", "))
+		return fmt.Errorf("profile %q is not in the shared config files (%s); add it or fix the source", profile, strings.Join(files, ", "))
 	}
 	if err != nil {
 		return fmt.Errorf("profile %q: %v", profile, err)

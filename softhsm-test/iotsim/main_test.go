@@ -93,7 +93,7 @@ func TestSimulatorUsageErrors(t *testing.T) {
 		want string
 	}{
 		{"nothing", nil, "required"},
-		{"bad lifetime", append(base, "-role-alias", "r=5m"), `-role-alias "r=5m"`},
+		{"bad lifetime", append(base, "-role-alias", "r=5s"), `-role-alias "r=5s"`},
 		{"no name", append(base, "-role-alias", "=1h"), `-role-alias "=1h"`},
 		{"key missing", []string{"-ca", filepath.Join(dir, "ca.crt"), "-cert", filepath.Join(dir, "server.crt"), "-key", "/nonexistent", "-role-alias", "r=1h"}, "/nonexistent"},
 		{"ca not PEM", []string{"-ca", filepath.Join(dir, "server.key"), "-cert", filepath.Join(dir, "server.crt"), "-key", filepath.Join(dir, "server.key"), "-role-alias", "r=1h"}, "no PEM CERTIFICATE"},

@@ -87,7 +87,7 @@ func printStatus(w io.Writer, st *agent.Status, now time.Time) {
 // in says how far t is from now, "in 5m" or "3m ago".
 func in(now, t time.Time) string {
 	d := t.Sub(now).Round(time.Second)
-	if d < 0 {
+	if d <= 0 {
 		return (-d).String() + " ago"
 	}
 	return "in " + d.String()
