@@ -19,6 +19,8 @@ import (
 
 	toml "github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
+
+	"github.com/tetherd/tether/platform"
 )
 
 // DefaultConfigPath is where tether looks for its configuration when -c is not given.
@@ -211,6 +213,12 @@ func LoadConfig(path string) (*Config, error) {
 // ParseConfig decodes and validates a configuration held in memory; name is
 // used in error messages.
 func ParseConfig(name string, b []byte) (*Config, error) {
+	return parseConfig(name, b, platform.Directories())
+}
+
+// parseConfig is ParseConfig with the service manager's directories, which
+// give the defaults of paths the file leaves out.
+func parseConfig(name string, b []byte, dirs platform.Dirs) (*Config, error) {
 	c := &Config{File: name}
 	lines, perr := keyLines(b)
 	if perr != nil {
@@ -232,7 +240,7 @@ func ParseConfig(name string, b []byte) (*Config, error) {
 		return nil, &ConfigError{Errors: []*FieldError{tomlError(name, err)}}
 	}
 	v := &validator{file: name, lines: lines}
-	c.applyDefaults()
+	c.applyDefaults(dirs)
 	c.validate(v)
 	if len(v.errs) > 0 {
 		return nil, &ConfigError{Errors: v.errs}
@@ -350,7 +358,10 @@ func displayKey(key string) string {
 	return out.String()
 }
 
-func (c *Config) applyDefaults() {
+// applyDefaults fills what the file left out; paths default into the
+// directories systemd made for the unit ($STATE_DIRECTORY,
+// $RUNTIME_DIRECTORY) when it runs tether.
+func (c *Config) applyDefaults(dirs platform.Dirs) {
 	a := &c.AWS
 	a.AdvisoryWindow.orDefault(15 * time.Minute)
 	a.MandatoryWindow.orDefault(30 * time.Second)
@@ -358,10 +369,10 @@ func (c *Config) applyDefaults() {
 		a.Refresh = "eager"
 	}
 	if c.Serve.Socket == "" {
-		c.Serve.Socket = "/run/tether/tether.sock"
+		c.Serve.Socket = filepath.Join(dirs.Runtime, "tether.sock")
 	}
 	if c.Serve.TokenFile == "" {
-		c.Serve.TokenFile = "/run/tether/token"
+		c.Serve.TokenFile = filepath.Join(dirs.Runtime, "token")
 	}
 	m := &c.MQTT
 	if m.Port == 0 {
@@ -380,7 +391,7 @@ func (c *Config) applyDefaults() {
 		m.OutboxMaxBytes = 64 << 20
 	}
 	if c.State.Path == "" {
-		c.State.Path = "/var/lib/tether/state.db"
+		c.State.Path = filepath.Join(dirs.State, "state.db")
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"

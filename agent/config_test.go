@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/tetherd/tether/platform"
 )
 
 // writeIdentityFiles makes the files a configuration refers to, so validation
@@ -48,6 +50,18 @@ func TestParseConfigDefaults(t *testing.T) {
 	assert.Equal(t, "/var/lib/tether/state.db", c.State.Path)
 	assert.Equal(t, 8883, c.MQTT.Port)
 	assert.Equal(t, "gw-0001", c.MQTT.ClientID)
+}
+
+func TestParseConfigDefaultsFollowSystemdDirectories(t *testing.T) {
+	dir := writeIdentityFiles(t)
+	dirs := platform.DirectoriesFrom(func(k string) string {
+		return map[string]string{"STATE_DIRECTORY": "/var/lib/x", "RUNTIME_DIRECTORY": "/run/x"}[k]
+	})
+	c, err := parseConfig("t.toml", []byte(minimalConfig(dir)), dirs)
+	require.NoError(t, err)
+	assert.Equal(t, "/var/lib/x/state.db", c.State.Path)
+	assert.Equal(t, "/run/x/tether.sock", c.Serve.Socket)
+	assert.Equal(t, "/run/x/token", c.Serve.TokenFile)
 }
 
 func TestParseConfigErrors(t *testing.T) {
