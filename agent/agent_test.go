@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -302,4 +303,25 @@ func TestAgentStartupErrors(t *testing.T) {
 			assert.NotContains(t, err.Error(), "\n")
 		})
 	}
+}
+
+// TestAgentNotifiesSystemd: READY=1 with the credential state in STATUS=,
+// watchdog pings while healthy, STOPPING=1 on the way out — all read from a
+// real NOTIFY_SOCKET.
+func TestAgentNotifiesSystemd(t *testing.T) {
+	h := newHarness(t, time.Hour, "")
+	t.Setenv("WATCHDOG_USEC", "200000")
+	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+	cfg, err := LoadConfig(h.Config)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, Options{}) }()
+	ready := h.WaitNotify("READY=1")
+	assert.Contains(t, ready, "STATUS=")
+	h.WaitNotify("WATCHDOG=1")
+	h.WaitNotify("WATCHDOG=1")
+	cancel()
+	h.WaitNotify("STOPPING=1")
+	require.NoError(t, <-done)
 }

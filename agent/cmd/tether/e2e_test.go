@@ -364,3 +364,44 @@ func TestRefreshShortLived(t *testing.T) {
 	assert.GreaterOrEqual(t, len(seen), 3, "distinct credentials served in two minutes")
 	t.Logf("%d distinct credentials served, %d issued", len(seen), len(e.Sim.Grants()))
 }
+
+// TestSocketActivation: systemd's own systemd-socket-activate holds the
+// socket (as tether.socket would) and starts the agent on the first
+// connection, passing the listener as LISTEN_FDS with the name "api".
+func TestSocketActivation(t *testing.T) {
+	activate, err := exec.LookPath("systemd-socket-activate")
+	require.NoError(t, err, "systemd-socket-activate missing: install the Debian package systemd")
+	e := agenttest.New(t, time.Hour, "")
+	sock := filepath.Join(e.Dir, "activated.sock")
+	cmd := exec.Command(activate, "--listen="+sock, "--fdname=api", tetherBin, "run", "-c", e.Config)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+		}
+	}
+	t.Cleanup(stop)
+	// The socket exists before the agent runs; the first request starts it.
+	waitFor(t, func() bool { _, err := os.Stat(sock); return err == nil })
+	c, err := agent.FetchCredentials(context.Background(), sock, "device")
+	require.NoError(t, err)
+	assert.Equal(t, e.Sim.Grants()[0].AccessKeyID, c.AccessKeyID)
+	stop()
+	assert.Contains(t, stderr.String(), "using the socket passed by the service manager")
+	_, err = os.Stat(e.Socket)
+	assert.True(t, os.IsNotExist(err), "the agent must not create its own socket when one is passed")
+}
+
+// waitFor polls cond every 20 ms for at most 10 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		require.True(t, time.Now().Before(deadline), "condition not met within 10 s")
+		time.Sleep(20 * time.Millisecond)
+	}
+}

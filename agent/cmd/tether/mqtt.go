@@ -9,12 +9,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strconv"
 
+	"github.com/tetherd/tether/agent"
 	"github.com/tetherd/tether/mqtt"
 )
 
@@ -43,16 +43,6 @@ func runMQTT(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tether mqtt: unknown command %q\n%s", args[0], mqttUsage)
 		return exitUsage
 	}
-}
-
-// socketClient talks HTTP over the agent's Unix socket.
-func socketClient(socket string) *http.Client {
-	return &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-	}}
 }
 
 func mqttPublish(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -90,7 +80,7 @@ func mqttPublish(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		fmt.Fprintf(stderr, "tether mqtt publish: %v\n", err)
 		return exitRuntime
 	}
-	resp, err := socketClient(*socket).Do(req)
+	resp, err := agent.SocketClient(*socket).Do(req)
 	if err != nil {
 		fmt.Fprintf(stderr, "tether mqtt publish: agent socket %s: %v: is `tether run` running? (--socket sets the path)\n", *socket, err)
 		return exitRuntime
@@ -133,7 +123,7 @@ func mqttSubscribe(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "tether mqtt subscribe: %v\n", err)
 		return exitRuntime
 	}
-	resp, err := socketClient(*socket).Do(req)
+	resp, err := agent.SocketClient(*socket).Do(req)
 	if err != nil {
 		fmt.Fprintf(stderr, "tether mqtt subscribe: agent socket %s: %v: is `tether run` running? (--socket sets the path)\n", *socket, err)
 		return exitRuntime
