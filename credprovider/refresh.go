@@ -389,8 +389,11 @@ func (r *Refresher) fetch(ctx context.Context, f *flight) {
 		r.o.Logger.Info("credentials refreshed", "source", creds.Source, "expires", creds.Expires,
 			"serve_until", e.serveUntil.Round(0), "next_refresh", e.refreshAt.Round(0), "lifetime_assumed", e.assumed)
 	}
-	close(f.done)
+	// Wake a Run that sleeps on a timer (the schedule changed) before
+	// releasing the waiters, so a Run that waited on this very fetch can
+	// take the poke back and not rearm its timer twice.
 	r.poke()
+	close(f.done)
 }
 
 // newEntry validates creds and schedules their refresh. seeded credentials
@@ -534,6 +537,10 @@ func (r *Refresher) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return ctx.Err()
 			case <-wait:
+			}
+			select {
+			case <-r.wake: // this fetch's own poke: Run has seen it end
+			default:
 			}
 			continue
 		}
