@@ -45,10 +45,11 @@ lint:
 	$(GO) vet ./...
 	CGO_ENABLED=0 $(GO) vet ./...
 
-## test: everything, race detector on, real SoftHSM, mosquitto, aws, boto3; then the arm64 run
+## test: everything, race detector on, real SoftHSM, mosquitto, aws, boto3; the static
+## (CGO_ENABLED=0) flavour; then the PKCS#11 flavour for arm64 under qemu
 test: deps lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
-	CGO_ENABLED=0 $(GO) build -o /dev/null ./agent/cmd/tether
+	CGO_ENABLED=0 $(GO) test -count=1 ./agent/ ./hsm/ ./credprovider/
 	$(MAKE) test-arm64
 
 ## test-arm64: the PKCS#11 flavour for arm64 against Debian's arm64 SoftHSM under qemu

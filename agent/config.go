@@ -20,6 +20,7 @@ import (
 	toml "github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
 
+	"github.com/tetherd/tether/hsm"
 	"github.com/tetherd/tether/platform"
 )
 
@@ -845,6 +846,9 @@ func validHostname(h string) bool {
 // pkcs11URI checks the parts of an RFC 7512 URI that can be checked without
 // loading the module: syntax, the module path and the PIN source.
 func (v *validator) pkcs11URI(key, uri string) {
+	if !hsm.PKCS11Available {
+		v.fail(key, "%v", hsm.ErrPKCS11Unavailable)
+	}
 	rest := strings.TrimPrefix(uri, "pkcs11:")
 	path, query, _ := strings.Cut(rest, "?")
 	attrs := map[string]string{}

@@ -23,6 +23,10 @@ import (
 	"github.com/miekg/pkcs11"
 )
 
+// PKCS11Available reports whether this build can load PKCS#11 modules: this
+// cgo build can.
+const PKCS11Available = true
+
 // moduleMu serialises every C_Initialize and C_Finalize this package causes,
 // directly or through crypto11.Configure and Context.Close. A module's
 // initialised state is per process, and crypto11 finalises the module when a

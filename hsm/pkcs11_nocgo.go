@@ -4,6 +4,10 @@ package hsm
 
 import "context"
 
+// PKCS11Available reports whether this build can load PKCS#11 modules: a
+// CGO_ENABLED=0 binary cannot dlopen them.
+const PKCS11Available = false
+
 // openPKCS11 refuses: a static binary cannot dlopen a PKCS#11 module.
 func openPKCS11(_ context.Context, u *URI, _ options) (keyBackend, error) {
 	return nil, ErrPKCS11Unavailable

@@ -12,6 +12,8 @@ import (
 	"os/signal"
 	"runtime"
 	"syscall"
+
+	"github.com/tetherd/tether/hsm"
 )
 
 // Set at link time with -X (see the Makefile).
@@ -73,8 +75,12 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case "mqtt":
 		return runMQTT(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":
+		pkcs11 := "yes"
+		if !hsm.PKCS11Available {
+			pkcs11 = "no (static build: PEM keys only; use tether-pkcs11-linux-* for pkcs11: keys)"
+		}
 		fmt.Fprintf(stdout, "tether %s (commit %s, built %s, %s, %s/%s, pkcs11 %s)\n",
-			version, commit, orUnknown(buildDate), runtime.Version(), runtime.GOOS, runtime.GOARCH, pkcs11Support)
+			version, commit, orUnknown(buildDate), runtime.Version(), runtime.GOOS, runtime.GOARCH, pkcs11)
 		return exitOK
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
