@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	toml "github.com/pelletier/go-toml/v2"
@@ -413,15 +414,15 @@ func (c *Config) applyDefaults(dirs platform.Dirs) {
 }
 
 var (
-	thingNameRE = regexp.MustCompile(`^[a-zA-Z0-9:_-]{1,128}$`)
-	roleAliasRE = regexp.MustCompile(`^[\w=,@-]{1,128}$`)
-	regionRE    = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-\d$`)
-	roleNameRE  = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
-	roleARNRE   = regexp.MustCompile(`^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$`)
-	policyARNRE = regexp.MustCompile(`^arn:aws[a-z-]*:iam::(aws|\d{12}):policy/[\w+=,.@/-]{1,512}$`)
-	sessionRE   = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
-	mfaSerialRE = regexp.MustCompile(`^[\w+=/:,.@-]{9,256}$`)
-	externalRE  = regexp.MustCompile(`^[\w+=,.@:/-]{2,1000}$`)
+	thingNameRE = lazyRegexp(`^[a-zA-Z0-9:_-]{1,128}$`)
+	roleAliasRE = lazyRegexp(`^[\w=,@-]{1,128}$`)
+	regionRE    = lazyRegexp(`^[a-z]{2}(-[a-z]+)+-\d$`)
+	roleNameRE  = lazyRegexp(`^[a-zA-Z0-9_-]{1,64}$`)
+	roleARNRE   = lazyRegexp(`^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$`)
+	policyARNRE = lazyRegexp(`^arn:aws[a-z-]*:iam::(aws|\d{12}):policy/[\w+=,.@/-]{1,512}$`)
+	sessionRE   = lazyRegexp(`^[\w+=,.@-]{2,64}$`)
+	mfaSerialRE = lazyRegexp(`^[\w+=/:,.@-]{9,256}$`)
+	externalRE  = lazyRegexp(`^[\w+=,.@:/-]{2,1000}$`)
 )
 
 func (c *Config) validate(v *validator) {
@@ -429,7 +430,7 @@ func (c *Config) validate(v *validator) {
 	switch {
 	case id.ThingName == "":
 		v.fail("identity.thing_name", "missing; set it to the device's AWS IoT thing name")
-	case !thingNameRE.MatchString(id.ThingName):
+	case !thingNameRE().MatchString(id.ThingName):
 		v.fail("identity.thing_name", "%q is not a valid thing name (1-128 of a-z A-Z 0-9 : _ -)", id.ThingName)
 	}
 	v.file_("identity.certificate", id.Certificate, true)
@@ -443,7 +444,7 @@ func (c *Config) validate(v *validator) {
 	}
 
 	a := &c.AWS
-	if a.Region != "" && !regionRE.MatchString(a.Region) {
+	if a.Region != "" && !regionRE().MatchString(a.Region) {
 		v.fail("aws.region", "%q is not an AWS region name like eu-west-1", a.Region)
 	}
 	if a.CredentialEndpoint == "" {
@@ -454,7 +455,7 @@ func (c *Config) validate(v *validator) {
 	switch {
 	case a.RoleAlias == "":
 		v.fail("aws.role_alias", "missing; set it to the IoT role alias the device certificate's policy allows")
-	case !roleAliasRE.MatchString(a.RoleAlias):
+	case !roleAliasRE().MatchString(a.RoleAlias):
 		v.fail("aws.role_alias", "%q is not a valid role alias (1-128 of letters, digits and =,@-_)", a.RoleAlias)
 	}
 	v.caFile("aws.ca_file", a.CAFile)
@@ -540,7 +541,7 @@ func (c *Config) validateRoles(v *validator) {
 		switch {
 		case r.Name == "":
 			v.fail(key+".name", "missing; every [[role]] needs a name (it is the path /v1/credentials/NAME)")
-		case !roleNameRE.MatchString(r.Name):
+		case !roleNameRE().MatchString(r.Name):
 			v.fail(key+".name", "%q is not a valid role name (1-64 of a-z A-Z 0-9 _ -)", r.Name)
 		case r.Name == "device":
 			v.fail(key+".name", "\"device\" is the IoT role alias's own name; choose another")
@@ -555,7 +556,7 @@ func (c *Config) validateRoles(v *validator) {
 		r := &c.Roles[i]
 		key := fmt.Sprintf("role.%d", i)
 		custom := len(r.CredentialCommand) > 0
-		if !custom && !roleARNRE.MatchString(r.RoleARN) {
+		if !custom && !roleARNRE().MatchString(r.RoleARN) {
 			if r.RoleARN == "" {
 				v.fail(key+".role_arn", "missing; set the ARN of the role to assume (arn:aws:iam::ACCOUNT:role/NAME)")
 			} else {
@@ -573,14 +574,14 @@ func (c *Config) validateRoles(v *validator) {
 		default:
 			v.fail(key+".source", "%q is not a source; use \"device\", \"role:NAME\" or \"profile:NAME\"", r.Source)
 		}
-		if !sessionRE.MatchString(r.SessionName) {
+		if !sessionRE().MatchString(r.SessionName) {
 			v.fail(key+".session_name", "%q is not a valid session name (2-64 of letters, digits and +=,.@-)", r.SessionName)
 		}
-		if r.ExternalID != "" && !externalRE.MatchString(r.ExternalID) {
+		if r.ExternalID != "" && !externalRE().MatchString(r.ExternalID) {
 			v.fail(key+".external_id", "is not valid (2-1000 of letters, digits and +=,.@:/-)")
 		}
 		v.duration(key+".duration", r.Duration.Duration, 15*time.Minute, 12*time.Hour)
-		if r.Region != "" && !regionRE.MatchString(r.Region) {
+		if r.Region != "" && !regionRE().MatchString(r.Region) {
 			v.fail(key+".region", "%q is not an AWS region name like eu-west-1", r.Region)
 		}
 		if r.Region == "" && !custom {
@@ -592,7 +593,7 @@ func (c *Config) validateRoles(v *validator) {
 			}
 		}
 		if r.MFASerial != "" {
-			if !mfaSerialRE.MatchString(r.MFASerial) {
+			if !mfaSerialRE().MatchString(r.MFASerial) {
 				v.fail(key+".mfa_serial", "%q is not an MFA device serial or ARN", r.MFASerial)
 			}
 			if len(r.MFACommand) == 0 && r.MFATOTPFile == "" {
@@ -614,7 +615,7 @@ func (c *Config) validateRoles(v *validator) {
 			v.fail(key+".credential_command", "%q must be an absolute path (no shell, no PATH lookup)", r.CredentialCommand[0])
 		}
 		for _, arn := range r.PolicyARNs {
-			if !policyARNRE.MatchString(arn) {
+			if !policyARNRE().MatchString(arn) {
 				v.fail(key+".policy_arns", "%q is not an IAM policy ARN", arn)
 			}
 		}
@@ -642,7 +643,7 @@ func (c *Config) validateRoles(v *validator) {
 	}
 }
 
-var sourceIdentityRE = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
+var sourceIdentityRE = lazyRegexp(`^[\w+=,.@-]{2,64}$`)
 
 // roleExtras checks what STS would refuse and combinations that make no
 // sense, so that `tether config check` reports them before anything starts.
@@ -703,7 +704,7 @@ func (v *validator) roleExtras(key string, r *RoleConfig) {
 			v.fail(key+".transitive_tag_keys", "%q is not a key of tags", k)
 		}
 	}
-	if r.SourceIdentity != "" && !sourceIdentityRE.MatchString(r.SourceIdentity) {
+	if r.SourceIdentity != "" && !sourceIdentityRE().MatchString(r.SourceIdentity) {
 		v.fail(key+".source_identity", "%q is not valid (2-64 of letters, digits and +=,.@-)", r.SourceIdentity)
 	}
 	if name, ok := strings.CutPrefix(r.Source, "profile:"); ok && name != "" && !custom && !webID {
@@ -929,4 +930,11 @@ func (c *Config) Marshal() ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// lazyRegexp compiles the expression on first use: the patterns with long
+// repetition counts cost milliseconds to compile, which every start of
+// `tether credential-process` would otherwise pay.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
 }

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"regexp"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -51,7 +52,7 @@ func (o STSOptions) client(creds aws.CredentialsProvider) (*sts.Client, error) {
 	if o.Region == "" {
 		return nil, fmt.Errorf("%w: region is empty: STS needs a region to sign requests for", ErrInvalidConfig)
 	}
-	if !regionRE.MatchString(o.Region) {
+	if !regionRE().MatchString(o.Region) {
 		return nil, fmt.Errorf("%w: region %q is not an AWS region name like eu-west-1", ErrInvalidConfig, o.Region)
 	}
 	if o.Endpoint != "" {
@@ -82,9 +83,9 @@ func (o STSOptions) client(creds aws.CredentialsProvider) (*sts.Client, error) {
 }
 
 var (
-	regionRE  = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-\d$`)
-	roleARNRE = regexp.MustCompile(`^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$`)
-	sessionRE = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
+	regionRE  = lazyRegexp(`^[a-z]{2}(-[a-z]+)+-\d$`)
+	roleARNRE = lazyRegexp(`^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$`)
+	sessionRE = lazyRegexp(`^[\w+=,.@-]{2,64}$`)
 )
 
 // AssumeRoleOptions configures an AssumeRole provider. Every AssumeRole
@@ -170,10 +171,10 @@ func NewAssumeRole(source aws.CredentialsProvider, opts AssumeRoleOptions) (*Ass
 }
 
 func checkRole(arn, session string, d *time.Duration) error {
-	if !roleARNRE.MatchString(arn) {
+	if !roleARNRE().MatchString(arn) {
 		return fmt.Errorf("%w: role_arn %q is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)", ErrInvalidConfig, arn)
 	}
-	if !sessionRE.MatchString(session) {
+	if !sessionRE().MatchString(session) {
 		return fmt.Errorf("%w: role %s: session_name %q is not 2-64 of letters, digits and +=,.@-_", ErrInvalidConfig, arn, session)
 	}
 	if *d == 0 {
@@ -272,4 +273,10 @@ func (e *RoleError) Retryable() bool {
 		}
 	}
 	return retry.IsErrorRetryables(retry.DefaultRetryables).IsErrorRetryable(e.Err) == aws.TrueTernary
+}
+
+// lazyRegexp compiles the expression on first use, keeping program start-up
+// free of the cost.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
 }
