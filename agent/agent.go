@@ -7,6 +7,7 @@ package agent
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -70,12 +71,20 @@ type Agent struct {
 	opts Options
 	log  *slog.Logger
 
-	id     *hsm.Identity
-	db     *store.DB
-	roles  roleSet
-	refs   map[string]*credprovider.Refresher
-	outbox *store.Outbox
-	mqtt   *mqtt.Session
+	id    *hsm.Identity
+	db    *store.DB
+	roles roleSet
+	refs  map[string]*credprovider.Refresher
+	// cacheKeys maps each role to the store key of its credentials.
+	cacheKeys map[string]string
+	// closing guards closed: OnRefresh writes only while the store is open.
+	closing sync.RWMutex
+	closed  bool
+	outbox  *store.Outbox
+	mqtt    *mqtt.Session
+	// containerLn and token are the container endpoint's, when configured.
+	containerLn net.Listener
+	token       []byte
 
 	started time.Time
 	ready   atomic.Bool
@@ -125,8 +134,8 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 
 // start opens everything a configuration needs. On error, whatever was
 // opened is closed again.
-func start(ctx context.Context, cfg *Config, opts Options) (a *Agent, err error) {
-	a = &Agent{cfg: cfg, opts: opts, log: opts.Logger, started: time.Now()}
+func start(ctx context.Context, cfg *Config, opts Options) (_ *Agent, err error) {
+	a := &Agent{cfg: cfg, opts: opts, log: opts.Logger, started: time.Now()}
 	defer func() {
 		if err != nil {
 			a.close()
@@ -155,6 +164,16 @@ func start(ctx context.Context, cfg *Config, opts Options) (a *Agent, err error)
 	if err := a.startMQTT(ctx); err != nil {
 		return nil, err
 	}
+	if ep := cfg.Serve.ContainerEndpoint; ep != "" {
+		// Opened here rather than when serving, so a reload that cannot
+		// open them goes back to the running configuration.
+		if a.containerLn, err = net.Listen("tcp", ep); err != nil {
+			return nil, runtimeFailure("serve.container_endpoint: cannot listen on %s: %w; choose a free loopback port", ep, unwrapSyscall(err))
+		}
+		if a.token, err = writeToken(cfg.Serve.TokenFile); err != nil {
+			return nil, err
+		}
+	}
 	return a, nil
 }
 
@@ -166,12 +185,47 @@ func (a *Agent) buildRoles() error {
 	}
 	a.roles = roleSet{}
 	a.refs = map[string]*credprovider.Refresher{}
-	dev, err := a.refresher(DeviceRole, iot)
+	a.cacheKeys = map[string]string{}
+	leaf := sha256.Sum256(a.id.Leaf().Raw)
+	dev, err := a.refresher(DeviceRole, fmt.Sprintf("%q %q %q %x %s", cfg.AWS.CredentialEndpoint, cfg.AWS.RoleAlias, cfg.Identity.ThingName, leaf, cfg.AWS.Duration.Duration), iot)
 	if err != nil {
 		return err
 	}
 	a.roles[DeviceRole] = &role{name: DeviceRole, provider: dev, retryAfter: retryAfter(dev)}
-	return a.buildExtraRoles(dev)
+	if err := a.buildExtraRoles(dev); err != nil {
+		return err
+	}
+	a.pruneCache()
+	return nil
+}
+
+// cacheKey is where a role's credentials are persisted: its name and a
+// digest of everything that decides what credentials it gets, so that
+// after a change of role ARN, alias, source or identity the old
+// credentials are never served again.
+func cacheKey(name, fingerprint string) string {
+	sum := sha256.Sum256([]byte(fingerprint))
+	return name + "#" + hex.EncodeToString(sum[:8])
+}
+
+// pruneCache deletes persisted credentials of roles that are gone or changed.
+func (a *Agent) pruneCache() {
+	keys, err := a.db.CredentialKeys()
+	if err != nil {
+		a.log.Warn("could not list cached credentials", "err", err)
+		return
+	}
+	current := map[string]bool{}
+	for _, k := range a.cacheKeys {
+		current[k] = true
+	}
+	for _, k := range keys {
+		if !current[k] {
+			if err := a.db.DeleteCredentials(k); err != nil {
+				a.log.Warn("could not delete stale cached credentials", "key", k, "err", err)
+			}
+		}
+	}
 }
 
 // iotOptions is the device role's provider configuration, shared by the
@@ -199,7 +253,10 @@ func NewDeviceProvider(cfg *Config, id *hsm.Identity) (*credprovider.IoT, error)
 
 // refresher wraps p in the refresh engine with the configured rules,
 // persists what it fetches and seeds it with what was persisted.
-func (a *Agent) refresher(name string, p aws.CredentialsProvider) (*credprovider.Refresher, error) {
+// fingerprint describes what decides the credentials (see cacheKey).
+func (a *Agent) refresher(name, fingerprint string, p aws.CredentialsProvider) (*credprovider.Refresher, error) {
+	key := cacheKey(name, fingerprint)
+	a.cacheKeys[name] = key
 	mode, err := credprovider.ParseMode(a.cfg.AWS.Refresh)
 	if err != nil {
 		return nil, configFailure("aws.refresh: %w", err)
@@ -212,7 +269,14 @@ func (a *Agent) refresher(name string, p aws.CredentialsProvider) (*credprovider
 		Logger:          a.log,
 		Name:            name,
 		OnRefresh: func(c aws.Credentials) {
-			if err := a.db.PutCredentials(name, c); err != nil && !errors.Is(err, store.ErrNoSealer) {
+			// A fetch may outlive its generation (it runs detached from
+			// callers); never write into a store that close() has closed.
+			a.closing.RLock()
+			defer a.closing.RUnlock()
+			if a.closed {
+				return
+			}
+			if err := a.db.PutCredentials(key, c); err != nil && !errors.Is(err, store.ErrNoSealer) {
 				a.log.Warn("could not cache credentials", "role", name, "err", err)
 			}
 		},
@@ -221,7 +285,7 @@ func (a *Agent) refresher(name string, p aws.CredentialsProvider) (*credprovider
 	if err != nil {
 		return nil, configFailure("role %s: %w", name, err)
 	}
-	if c, ok, err := a.db.Credentials(name); err != nil {
+	if c, ok, err := a.db.Credentials(key); err != nil {
 		a.log.Warn("could not read cached credentials", "role", name, "err", err)
 	} else if ok {
 		if err := r.Seed(c); err == nil {
@@ -245,22 +309,6 @@ func retryAfter(r *credprovider.Refresher) func() time.Duration {
 // or a valid new configuration arrives (it is returned).
 func (a *Agent) serve(ctx context.Context, unixLn net.Listener) (*Config, error) {
 	defer a.close()
-	var containerLn net.Listener
-	var token []byte
-	if ep := a.cfg.Serve.ContainerEndpoint; ep != "" {
-		var err error
-		containerLn, err = net.Listen("tcp", ep)
-		if err != nil {
-			unixLn.Close()
-			return nil, runtimeFailure("serve.container_endpoint: cannot listen on %s: %w; choose a free loopback port", ep, unwrapSyscall(err))
-		}
-		token, err = writeToken(a.cfg.Serve.TokenFile)
-		if err != nil {
-			unixLn.Close()
-			containerLn.Close()
-			return nil, err
-		}
-	}
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -284,14 +332,22 @@ func (a *Agent) serve(ctx context.Context, unixLn net.Listener) (*Config, error)
 	if a.mqtt != nil {
 		api.mqtt = mqtt.NewHTTPHandler(a.mqtt)
 	}
+	// Requests see a context that ends when this generation stops, so a
+	// subscription stream ends with it instead of holding Shutdown up.
+	reqCtx, endRequests := context.WithCancel(context.Background())
+	defer endRequests()
+	baseCtx := func(net.Listener) context.Context { return reqCtx }
 	servers := []*http.Server{newHTTPServer(api.routes(), a.log)}
 	listeners := []net.Listener{unixLn}
-	if containerLn != nil {
-		c := &containerAPI{roles: roles, token: token, log: a.log}
+	if a.containerLn != nil {
+		c := &containerAPI{roles: roles, token: a.token, log: a.log}
 		srv := newHTTPServer(c.routes(), a.log)
 		srv.ConnContext = nil
 		servers = append(servers, srv)
-		listeners = append(listeners, containerLn)
+		listeners = append(listeners, a.containerLn)
+	}
+	for _, srv := range servers {
+		srv.BaseContext = baseCtx
 	}
 	errc := make(chan error, len(servers))
 	for i, srv := range servers {
@@ -338,10 +394,15 @@ loop:
 		platform.Stopping()
 	}
 	a.ready.Store(false)
+	endRequests()
 	shutdownCtx, done := context.WithTimeout(context.Background(), 10*time.Second)
 	defer done()
 	for _, srv := range servers {
-		srv.Shutdown(shutdownCtx)
+		if err := srv.Shutdown(shutdownCtx); err != nil {
+			// Requests still running after the grace period are cut, so
+			// nothing uses the store after close().
+			srv.Close()
+		}
 	}
 	cancel()
 	wg.Wait()
@@ -404,6 +465,12 @@ func (a *Agent) statusLine() string {
 }
 
 func (a *Agent) close() {
+	a.closing.Lock()
+	a.closed = true
+	a.closing.Unlock()
+	if a.containerLn != nil {
+		a.containerLn.Close()
+	}
 	if a.mqtt != nil {
 		if err := a.mqtt.Close(); err != nil {
 			a.log.Warn("closing the MQTT session", "err", err)
@@ -433,8 +500,13 @@ func listenUnix(path string, log *slog.Logger) (net.Listener, error) {
 		return ln, nil
 	}
 	dir := filepath.Dir(path)
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+	if st, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) || (err == nil && !st.IsDir()) {
 		return nil, configFailure("serve.socket: directory %s does not exist; create it (systemd: RuntimeDirectory=tether) or set serve.socket", dir)
+	} else if err != nil {
+		return nil, runtimeFailure("serve.socket: directory %s: %w", dir, unwrapSyscall(err))
+	}
+	if st, err := os.Lstat(path); err == nil && st.Mode().Type() != os.ModeSocket {
+		return nil, configFailure("serve.socket: %s exists and is not a socket; remove it or set serve.socket", path)
 	}
 	ln, _, err := platform.UnixListener("api", path, 0o660)
 	if err != nil {
@@ -456,7 +528,7 @@ func writeToken(path string) ([]byte, error) {
 		return nil, runtimeFailure("serve.token_file: cannot write in %s: %w; make it writable or set serve.token_file", filepath.Dir(path), unwrapSyscall(err))
 	}
 	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o640); err == nil {
+	if err = tmp.Chmod(0o640); err == nil {
 		_, err = tmp.Write(token)
 		if err == nil {
 			err = tmp.Close()
@@ -469,7 +541,7 @@ func writeToken(path string) ([]byte, error) {
 		}
 	}
 	tmp.Close()
-	return nil, runtimeFailure("serve.token_file: cannot write %s: %w", path, unwrapSyscall(err))
+	return nil, runtimeFailure("serve.token_file: cannot write %s: %w; make its directory writable or set serve.token_file", path, unwrapSyscall(err))
 }
 
 func unwrapSyscall(err error) error {

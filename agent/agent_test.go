@@ -21,6 +21,7 @@ import (
 
 	"github.com/tetherd/tether/agent/agenttest"
 	"github.com/tetherd/tether/credprovider/iotcredtest"
+	"github.com/tetherd/tether/store"
 )
 
 // harness is one agent, in process, in an agenttest.Env.
@@ -253,6 +254,16 @@ func TestAgentReload(t *testing.T) {
 	h.WaitNotify("READY=1")
 	h.credentials("/v1/credentials")
 
+	// A valid one that cannot start (its port is taken) is logged, and the
+	// running configuration comes back.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer busy.Close()
+	h.WriteConfig("", "[serve]\n", fmt.Sprintf("[serve]\ncontainer_endpoint = %q\n", busy.Addr().String()))
+	h.reload <- struct{}{}
+	h.WaitNotify("READY=1")
+	h.credentials("/v1/credentials")
+
 	// A valid one is taken.
 	h.WriteConfig("", "[aws]\n", "[aws]\nrefresh = \"deferred\"\n")
 	h.reload <- struct{}{}
@@ -278,6 +289,10 @@ func TestAgentStartupErrors(t *testing.T) {
 			h.t.Cleanup(func() { ln.Close() })
 			return strings.Replace(cfg, "[serve]\n", fmt.Sprintf("[serve]\ncontainer_endpoint = %q\n", ln.Addr().String()), 1)
 		}, 1, "address already in use"},
+		{"regular file at the socket path", func(h *harness, cfg string) string {
+			require.NoError(h.t, os.WriteFile(h.Socket, []byte("x"), 0o600))
+			return cfg
+		}, 2, "is not a socket"},
 		{"token file not writable", func(h *harness, cfg string) string {
 			return strings.Replace(cfg, "[serve]\n", fmt.Sprintf("[serve]\ncontainer_endpoint = \"127.0.0.1:%d\"\n", agenttest.FreePort(h.t)), 1) +
 				"" // token dir replaced below
@@ -324,4 +339,30 @@ func TestAgentNotifiesSystemd(t *testing.T) {
 	cancel()
 	h.WaitNotify("STOPPING=1")
 	require.NoError(t, <-done)
+}
+
+// TestAgentCacheFollowsConfiguration: credentials cached for one role alias
+// are never served once the configuration names another, and are deleted.
+func TestAgentCacheFollowsConfiguration(t *testing.T) {
+	h := newHarness(t, time.Hour, "")
+	h.start()
+	first := h.credentials("/v1/credentials")
+	h.stop()
+
+	h.Sim.AddRoleAlias("other-role", time.Hour)
+	h.WriteConfig("", `role_alias          = "gateway-role"`, `role_alias          = "other-role"`)
+	h.start()
+	second := h.credentials("/v1/credentials")
+	assert.NotEqual(t, first.AccessKeyID, second.AccessKeyID, "credentials of the old role alias served after the change")
+	grants := h.Sim.Grants()
+	require.Len(t, grants, 2)
+	assert.Equal(t, "other-role", grants[1].RoleAlias)
+	h.stop()
+
+	db, err := store.Open(h.State, store.Options{})
+	require.NoError(t, err)
+	defer db.Close()
+	keys, err := db.CredentialKeys()
+	require.NoError(t, err)
+	assert.Len(t, keys, 1, "the old alias's entry is deleted: %v", keys)
 }

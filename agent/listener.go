@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"errors"
 	"net"
 	"sync"
+	"time"
 )
 
 // sharedListener keeps one listening socket open across configuration
@@ -23,16 +25,27 @@ func newSharedListener(ln net.Listener) *sharedListener {
 }
 
 func (s *sharedListener) accept() {
+	var delay time.Duration
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				s.err = err
+				s.Close()
+				return
 			}
-			s.err = err
-			s.Close()
-			return
+			// Out of file descriptors and the like: back off as net/http
+			// does, rather than let a flood of local connections end the
+			// agent.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			select {
+			case <-time.After(delay):
+			case <-s.done:
+				return
+			}
+			continue
 		}
+		delay = 0
 		select {
 		case s.conns <- c:
 		case <-s.done:

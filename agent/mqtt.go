@@ -52,7 +52,11 @@ func (a *Agent) startMQTT(ctx context.Context) error {
 		// through GET /v1/mqtt/subscribe.
 		h, err := s.Subscribe(ctx, sub.Topic)
 		if err != nil {
-			return configFailure("mqtt.subscribe %q: %w", sub.Topic, err)
+			// The filter was validated with the configuration: this is the
+			// broker refusing it (a policy), which must not stop the
+			// credentials from being served.
+			a.log.Warn("mqtt subscription refused; check the device's IoT policy", "topic", sub.Topic, "err", err)
+			continue
 		}
 		go func() {
 			for msg := range h.C {

@@ -48,33 +48,43 @@ func peerFromConn(c net.Conn) (*Peer, error) {
 		return nil, fmt.Errorf("SO_PEERCRED: %w", serr)
 	}
 	p := &Peer{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid}
-	p.Groups = procGroups(cred.Pid)
+	p.Groups = procGroups(cred.Pid, cred.Uid, cred.Gid)
 	return p, nil
 }
 
 // procGroups reads the supplementary groups of pid, so allow_gids can name
-// a group the client is a member of and not only its primary group.
-func procGroups(pid int32) []uint32 {
+// a group the client is a member of and not only its primary group. The
+// process must still have the uid and gid the kernel recorded for the
+// connection; otherwise (it exited and the pid was reused) no groups count.
+func procGroups(pid int32, uid, gid uint32) []uint32 {
 	f, err := os.Open("/proc/" + strconv.Itoa(int(pid)) + "/status")
 	if err != nil {
 		return nil
 	}
 	defer f.Close()
+	var gs []uint32
+	sameUID, sameGID := false, false
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), "Groups:")
-		if !ok {
-			continue
-		}
-		var gs []uint32
-		for _, f := range strings.Fields(rest) {
-			if g, err := strconv.ParseUint(f, 10, 32); err == nil {
-				gs = append(gs, uint32(g))
+		key, rest, _ := strings.Cut(sc.Text(), ":")
+		fields := strings.Fields(rest)
+		switch key {
+		case "Uid":
+			sameUID = len(fields) > 0 && fields[0] == strconv.FormatUint(uint64(uid), 10)
+		case "Gid":
+			sameGID = len(fields) > 0 && fields[0] == strconv.FormatUint(uint64(gid), 10)
+		case "Groups":
+			for _, f := range fields {
+				if g, err := strconv.ParseUint(f, 10, 32); err == nil {
+					gs = append(gs, uint32(g))
+				}
 			}
 		}
-		return gs
 	}
-	return nil
+	if !sameUID || !sameGID {
+		return nil
+	}
+	return gs
 }
 
 // connContext stores the peer of each accepted Unix connection in the

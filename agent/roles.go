@@ -58,7 +58,16 @@ func (a *Agent) buildExtraRoles(device aws.CredentialsProvider) error {
 			if err != nil {
 				return configFailure("role %s: %w", r.Name, err)
 			}
-			ref, err := a.refresher(r.Name, p)
+			// What decides these credentials: the role's own settings and,
+			// for a chain, what its source's credentials depend on.
+			src := r.Source
+			switch {
+			case r.Source == "device":
+				src = a.cacheKeys[DeviceRole]
+			case strings.HasPrefix(r.Source, "role:"):
+				src = a.cacheKeys[strings.TrimPrefix(r.Source, "role:")]
+			}
+			ref, err := a.refresher(r.Name, fmt.Sprintf("%s %#v", src, r), p)
 			if err != nil {
 				return err
 			}

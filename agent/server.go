@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/tetherd/tether/credprovider"
 )
 
 // DeviceRole is the name of the role the IoT role alias gives: the one
@@ -110,7 +112,7 @@ func (a *api) credentials(w http.ResponseWriter, r *http.Request, name string) {
 		writeError(w, http.StatusNotFound, "unknown_role", "no role "+strconv.Quote(name)+" is configured; add a [[role]] with that name")
 		return
 	}
-	if p := peerFrom(r.Context()); p != nil && !rl.allow.Allows(p) {
+	if p := peerFrom(r.Context()); !rl.allow.Empty() && !rl.allow.Allows(p) {
 		a.refuse(w, r, p)
 		return
 	}
@@ -138,11 +140,18 @@ func serveCredentials(w http.ResponseWriter, r *http.Request, rl *role) {
 }
 
 func toJSON(c aws.Credentials) Credentials {
+	exp := c.Expires
+	if !c.CanExpire {
+		// Credentials that do not expire (a custom source may hand such
+		// out) still need an Expiration: SDKs read a zero time as expired.
+		// Ask them back within the advisory window's default.
+		exp = time.Now().Add(credprovider.DefaultAdvisoryWindow)
+	}
 	return Credentials{
 		AccessKeyID:     c.AccessKeyID,
 		SecretAccessKey: c.SecretAccessKey,
 		Token:           c.SessionToken,
-		Expiration:      c.Expires.UTC().Format(time.RFC3339),
+		Expiration:      exp.UTC().Format(time.RFC3339),
 	}
 }
 

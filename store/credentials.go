@@ -195,3 +195,19 @@ func seal(a cipher.AEAD, dst, nonce, plaintext, additionalData []byte) ([]byte, 
 	}
 	return a.Seal(dst, nonce, plaintext, additionalData), nil
 }
+
+// CredentialKeys lists the names under which credentials are stored, so the
+// agent can delete those of roles it no longer has.
+func (db *DB) CredentialKeys() ([]string, error) {
+	var keys []string
+	err := db.bolt.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketCredentials).ForEach(func(k, _ []byte) error {
+			keys = append(keys, string(k))
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: list credentials in %s: %w", db.path, db.mapErr(err))
+	}
+	return keys, nil
+}

@@ -566,3 +566,17 @@ func TestClassifyOpenErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestCredentialKeys(t *testing.T) {
+	db := openT(t, filepath.Join(t.TempDir(), "state.db"), Options{Sealer: newSealer(t)})
+	creds := aws.Credentials{AccessKeyID: "AKID", SecretAccessKey: "secret", SessionToken: "token", CanExpire: true, Expires: time.Now().Add(time.Hour)}
+	require.NoError(t, db.PutCredentials("device#1", creds))
+	require.NoError(t, db.PutCredentials("telemetry#2", creds))
+	keys, err := db.CredentialKeys()
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{"device#1", "telemetry#2"}, keys)
+	require.NoError(t, db.DeleteCredentials("device#1"))
+	keys, err = db.CredentialKeys()
+	require.NoError(t, err)
+	assert.Equal(t, []string{"telemetry#2"}, keys)
+}

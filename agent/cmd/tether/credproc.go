@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -56,6 +57,10 @@ func runCredentialProcess(ctx context.Context, args []string, stdout, stderr io.
 		c, err := agent.FetchCredentials(ctx, *socket, *role)
 		if err != nil {
 			fmt.Fprintf(stderr, "tether credential-process: %v\n", err)
+			var ae *agent.APIError
+			if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+				return exitUsage // no such role: fix --role or the configuration
+			}
 			return exitRuntime
 		}
 		out = processCredentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey,
