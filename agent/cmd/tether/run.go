@@ -37,6 +37,9 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) int {
 	log := platform.NewLogger(os.Stderr, level)
 	ctx, reload, stop := platform.HandleSignals(ctx)
 	defer stop()
+	// Restore default handling once stopping: a second SIGTERM or Ctrl-C
+	// ends a shutdown that hangs.
+	go func() { <-ctx.Done(); stop() }()
 	err = agent.Run(ctx, cfg, agent.Options{
 		Logger:    log,
 		Version:   version,
