@@ -326,7 +326,7 @@ func (a *Agent) serve(ctx context.Context, unixLn net.Listener) (*Config, error)
 	api := &api{
 		roles:  roles,
 		allow:  func() AllowList { return AllowList{UIDs: a.cfg.Serve.AllowUIDs, GIDs: a.cfg.Serve.AllowGIDs} },
-		status: func(ctx context.Context) any { return a.Status() },
+		status: a.Status,
 		log:    a.log,
 	}
 	if a.mqtt != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/pelletier/go-toml/v2/unstable"
 
 	"github.com/tetherd/tether/hsm"
+	"github.com/tetherd/tether/mqtt"
 	"github.com/tetherd/tether/platform"
 )
 
@@ -116,10 +117,11 @@ type MQTTConfig struct {
 	Subscribe         []MQTTSubscribe `toml:"subscribe"`
 }
 
-// MQTTSubscribe is a subscription the agent holds for the whole device.
+// MQTTSubscribe is a subscription the agent holds for the whole device, at
+// QoS 1 (the highest AWS IoT Core offers; each message arrives at the lower
+// of its publish QoS and this).
 type MQTTSubscribe struct {
 	Topic string `toml:"topic"`
-	QoS   int    `toml:"qos"`
 }
 
 // StateConfig is where the bbolt state lives.
@@ -518,9 +520,8 @@ func (c *Config) validate(v *validator) {
 		key := fmt.Sprintf("mqtt.subscribe.%d", i)
 		if sub.Topic == "" {
 			v.fail(key+".topic", "missing; set the topic filter to subscribe to")
-		}
-		if sub.QoS != 0 && sub.QoS != 1 {
-			v.fail(key+".qos", "%d is not supported by AWS IoT Core; use 0 or 1", sub.QoS)
+		} else if err := mqtt.ValidateFilter(sub.Topic); err != nil {
+			v.fail(key+".topic", "%v", err)
 		}
 	}
 	if len(m.Subscribe) > 0 && m.Endpoint == "" {

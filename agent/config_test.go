@@ -90,7 +90,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"source loop", base + "[[role]]\nname = \"a\"\nsource = \"role:b\"\nrole_arn = \"arn:aws:iam::123456789012:role/x\"\n[[role]]\nname = \"b\"\nsource = \"role:a\"\nrole_arn = \"arn:aws:iam::123456789012:role/x\"\n", []string{"role[0].source: role \"a\" is its own source", "role[1].source: role \"b\" is its own source"}},
 		{"self source", base + "[[role]]\nname = \"a\"\nsource = \"role:a\"\nrole_arn = \"arn:aws:iam::123456789012:role/x\"\n", []string{"role \"a\" is its own source"}},
 		{"unknown source role", base + "[[role]]\nname = \"a\"\nsource = \"role:zz\"\nrole_arn = \"arn:aws:iam::123456789012:role/x\"\n", []string{"role \"zz\" is not defined"}},
-		{"qos 2", base + "[mqtt]\nendpoint = \"a.example.com\"\n[[mqtt.subscribe]]\ntopic = \"t\"\nqos = 2\n", []string{"mqtt.subscribe[0].qos: 2 is not supported"}},
+		{"bad filter", base + "[mqtt]\nendpoint = \"a.example.com\"\n[[mqtt.subscribe]]\ntopic = \"a/#/b\"\n", []string{"t.toml:14: mqtt.subscribe[0].topic: filter \"a/#/b\": # must be the last level"}},
+		{"subscription qos", base + "[mqtt]\nendpoint = \"a.example.com\"\n[[mqtt.subscribe]]\ntopic = \"t\"\nqos = 2\n", []string{"mqtt.subscribe.qos: unknown key"}},
 		{"wrong type", base + "[mqtt]\nport = \"eight\"\n", []string{"t.toml:12"}},
 		{"not toml", "[identity\n", []string{"not valid TOML"}},
 	}

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"log/slog"
@@ -53,7 +52,7 @@ type roleSet map[string]*role
 type api struct {
 	roles  func() roleSet
 	allow  func() AllowList
-	status func(context.Context) any
+	status func() Status
 	mqtt   http.Handler // nil when [mqtt] is not configured
 	log    *slog.Logger
 }
@@ -67,7 +66,16 @@ func (a *api) routes() http.Handler {
 		a.credentials(w, r, r.PathValue("role"))
 	})
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, a.status(r.Context()))
+		st := a.status()
+		// A role's errors can quote its helper commands' stderr: show them
+		// only to peers the role itself would serve.
+		p, roles := peerFrom(r.Context()), a.roles()
+		for i := range st.Roles {
+			if rl, ok := roles[st.Roles[i].Name]; ok && !rl.allow.Empty() && !rl.allow.Allows(p) {
+				st.Roles[i].LastError = ""
+			}
+		}
+		writeJSON(w, http.StatusOK, st)
 	})
 	mqtt := func(w http.ResponseWriter, r *http.Request) {
 		if a.mqtt == nil {
