@@ -21,6 +21,7 @@ import (
 	toml "github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
 
+	"github.com/tetherd/tether/credprovider"
 	"github.com/tetherd/tether/hsm"
 	"github.com/tetherd/tether/mqtt"
 	"github.com/tetherd/tether/platform"
@@ -418,11 +419,8 @@ func (c *Config) applyDefaults(dirs platform.Dirs) {
 var (
 	thingNameRE = lazyRegexp(`^[a-zA-Z0-9:_-]{1,128}$`)
 	roleAliasRE = lazyRegexp(`^[\w=,@-]{1,128}$`)
-	regionRE    = lazyRegexp(`^[a-z]{2}(-[a-z]+)+-\d$`)
 	roleNameRE  = lazyRegexp(`^[a-zA-Z0-9_-]{1,64}$`)
-	roleARNRE   = lazyRegexp(`^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$`)
 	policyARNRE = lazyRegexp(`^arn:aws[a-z-]*:iam::(aws|\d{12}):policy/[\w+=,.@/-]{1,512}$`)
-	sessionRE   = lazyRegexp(`^[\w+=,.@-]{2,64}$`)
 	mfaSerialRE = lazyRegexp(`^[\w+=/:,.@-]{9,256}$`)
 	externalRE  = lazyRegexp(`^[\w+=,.@:/-]{2,1000}$`)
 )
@@ -446,7 +444,7 @@ func (c *Config) validate(v *validator) {
 	}
 
 	a := &c.AWS
-	if a.Region != "" && !regionRE().MatchString(a.Region) {
+	if a.Region != "" && !credprovider.ValidRegion(a.Region) {
 		v.fail("aws.region", "%q is not an AWS region name like eu-west-1", a.Region)
 	}
 	if a.CredentialEndpoint == "" {
@@ -563,7 +561,7 @@ func (c *Config) validateRoles(v *validator) {
 		r := &c.Roles[i]
 		key := fmt.Sprintf("role.%d", i)
 		custom := len(r.CredentialCommand) > 0
-		if !custom && !roleARNRE().MatchString(r.RoleARN) {
+		if !custom && !credprovider.ValidRoleARN(r.RoleARN) {
 			if r.RoleARN == "" {
 				v.fail(key+".role_arn", "missing; set the ARN of the role to assume (arn:aws:iam::ACCOUNT:role/NAME)")
 			} else {
@@ -581,14 +579,14 @@ func (c *Config) validateRoles(v *validator) {
 		default:
 			v.fail(key+".source", "%q is not a source; use \"device\", \"role:NAME\" or \"profile:NAME\"", r.Source)
 		}
-		if !sessionRE().MatchString(r.SessionName) {
+		if !credprovider.ValidSessionName(r.SessionName) {
 			v.fail(key+".session_name", "%q is not a valid session name (2-64 of letters, digits and +=,.@-)", r.SessionName)
 		}
 		if r.ExternalID != "" && !externalRE().MatchString(r.ExternalID) {
 			v.fail(key+".external_id", "is not valid (2-1000 of letters, digits and +=,.@:/-)")
 		}
 		v.duration(key+".duration", r.Duration.Duration, 15*time.Minute, 12*time.Hour)
-		if r.Region != "" && !regionRE().MatchString(r.Region) {
+		if r.Region != "" && !credprovider.ValidRegion(r.Region) {
 			v.fail(key+".region", "%q is not an AWS region name like eu-west-1", r.Region)
 		}
 		if r.Region == "" && !custom {

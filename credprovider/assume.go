@@ -88,6 +88,16 @@ var (
 	sessionRE = lazyRegexp(`^[\w+=,.@-]{2,64}$`)
 )
 
+// ValidRegion reports whether s has the form of an AWS region name (eu-west-1).
+func ValidRegion(s string) bool { return regionRE().MatchString(s) }
+
+// ValidRoleARN reports whether s is an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME).
+func ValidRoleARN(s string) bool { return roleARNRE().MatchString(s) }
+
+// ValidSessionName reports whether s is a valid RoleSessionName (2-64 of
+// letters, digits and +=,.@-_).
+func ValidSessionName(s string) bool { return sessionRE().MatchString(s) }
+
 // AssumeRoleOptions configures an AssumeRole provider. Every AssumeRole
 // parameter of STS has a field.
 type AssumeRoleOptions struct {
