@@ -179,9 +179,9 @@ func start(ctx context.Context, cfg *Config, opts Options) (_ *Agent, err error)
 
 func (a *Agent) buildRoles() error {
 	cfg := a.cfg
-	iot, err := credprovider.NewIoT(iotOptions(cfg, a.id))
+	iot, err := NewDeviceProvider(cfg, a.id)
 	if err != nil {
-		return configFailure("aws: %w", err)
+		return err
 	}
 	a.roles = roleSet{}
 	a.refs = map[string]*credprovider.Refresher{}
@@ -228,23 +228,18 @@ func (a *Agent) pruneCache() {
 	}
 }
 
-// iotOptions is the device role's provider configuration, shared by the
-// daemon and `tether credential-process --direct`.
-func iotOptions(cfg *Config, id *hsm.Identity) credprovider.IoTOptions {
-	return credprovider.IoTOptions{
+// NewDeviceProvider returns the device role's IoT credentials provider for
+// cfg, without refresh: the daemon wraps it in the refresh engine, `tether
+// credential-process --direct` uses it as it is.
+func NewDeviceProvider(cfg *Config, id *hsm.Identity) (*credprovider.IoT, error) {
+	p, err := credprovider.NewIoT(credprovider.IoTOptions{
 		Endpoint:    cfg.AWS.CredentialEndpoint,
 		RoleAlias:   cfg.AWS.RoleAlias,
 		ThingName:   cfg.Identity.ThingName,
 		Certificate: id.Certificate(),
 		CAFile:      cfg.AWS.CAFile,
 		Duration:    cfg.AWS.Duration.Duration,
-	}
-}
-
-// NewDeviceProvider returns the device role's IoT credentials provider for
-// cfg, without refresh: what `tether credential-process --direct` uses.
-func NewDeviceProvider(cfg *Config, id *hsm.Identity) (*credprovider.IoT, error) {
-	p, err := credprovider.NewIoT(iotOptions(cfg, id))
+	})
 	if err != nil {
 		return nil, configFailure("aws: %w", err)
 	}
