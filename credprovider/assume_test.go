@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -108,14 +107,7 @@ func TestAssumeRoleSendsEveryParameter(t *testing.T) {
 // AssumeRole A, A's session signs AssumeRole B, and the identity reported for
 // B is B's, not its source's.
 func TestChainDeviceRoleARoleB(t *testing.T) {
-	sim, err := iotcredtest.NewServer(iotcredtest.WithRoleAlias("gateway", time.Hour))
-	require.NoError(t, err)
-	t.Cleanup(sim.Close)
-	dev, err := sim.PKI.NewDevice("gw-0001", iotcredtest.ECDSAP256)
-	require.NoError(t, err)
-	iot, err := credprovider.NewIoT(credprovider.IoTOptions{Endpoint: sim.Endpoint, RoleAlias: "gateway", ThingName: "gw-0001",
-		Certificate: dev.TLSCertificate(), RootCAs: sim.Pool()})
-	require.NoError(t, err)
+	sim, iot := deviceRole(t)
 
 	srv := stsServer(t)
 	device, err := credprovider.NewRefresher(srv.Track(iot, deviceARN), credprovider.RefreshOptions{Name: "device"})
@@ -362,14 +354,7 @@ func TestOneFetchPerRoleAtExpiry(t *testing.T) {
 	for _, mode := range []credprovider.Mode{credprovider.Eager, credprovider.Deferred} {
 		t.Run(mode.String(), func(t *testing.T) {
 			clk := clocktest.New(time.Now())
-			sim, err := iotcredtest.NewServer(iotcredtest.WithRoleAlias("gateway", time.Hour), iotcredtest.WithClock(clk.Now))
-			require.NoError(t, err)
-			t.Cleanup(sim.Close)
-			dev, err := sim.PKI.NewDevice("gw-0001", iotcredtest.ECDSAP256)
-			require.NoError(t, err)
-			iot, err := credprovider.NewIoT(credprovider.IoTOptions{Endpoint: sim.Endpoint, RoleAlias: "gateway", ThingName: "gw-0001",
-				Certificate: dev.TLSCertificate(), RootCAs: sim.Pool()})
-			require.NoError(t, err)
+			sim, iot := deviceRole(t, iotcredtest.WithClock(clk.Now))
 			srv := stsServer(t, ststest.WithClock(clk.Now))
 			ro := credprovider.RefreshOptions{Mode: mode, Clock: clk}
 			device, err := credprovider.NewRefresher(srv.Track(iot, deviceARN), ro)
@@ -383,30 +368,34 @@ func TestOneFetchPerRoleAtExpiry(t *testing.T) {
 
 			clk.Advance(time.Hour) // everything has expired
 			sim.Fail(1, iotcredtest.FaultSlow)
-			const n = 100
-			var joined sync.WaitGroup
-			joined.Add(n)
-			credprovider.SetJoinHook(b, joined.Done)
-			var wg sync.WaitGroup
-			keys := make([]string, n)
-			errs := make([]error, n)
-			for i := range n {
-				wg.Go(func() {
-					c, err := b.Retrieve(context.Background())
-					keys[i], errs[i] = c.AccessKeyID, err
-				})
-			}
-			joined.Wait() // all 100 wait for B's fetch...
-			require.NoError(t, sim.WaitBlocked(t.Context(), 1))
-			sim.Release() // ...which waits for A's, which waits for the device's
-			wg.Wait()
-			for i := range n {
-				require.NoError(t, errs[i])
-				assert.Equal(t, keys[0], keys[i])
+			// All 100 wait for B's fetch, which waits for A's, which waits
+			// for the device's, held by the simulator until released.
+			keys := retrieveTogether(t, b, 100, func() {
+				require.NoError(t, sim.WaitBlocked(t.Context(), 1))
+				sim.Release()
+			})
+			for _, k := range keys {
+				assert.Equal(t, keys[0], k)
 			}
 			assert.Len(t, sim.Grants(), 2, "one device fetch at expiry")
 			assert.Len(t, srv.CallsFor(roleA), 2, "one AssumeRole A at expiry")
 			assert.Len(t, srv.CallsFor(roleB), 2, "one AssumeRole B at expiry")
 		})
 	}
+}
+
+// deviceRole starts the IoT simulator with a one-hour role alias "gateway"
+// and returns it with a provider for device gw-0001: the source at the
+// start of every chain.
+func deviceRole(t *testing.T, opts ...iotcredtest.Option) (*iotcredtest.Server, *credprovider.IoT) {
+	t.Helper()
+	sim, err := iotcredtest.NewServer(append([]iotcredtest.Option{iotcredtest.WithRoleAlias("gateway", time.Hour)}, opts...)...)
+	require.NoError(t, err)
+	t.Cleanup(sim.Close)
+	dev, err := sim.PKI.NewDevice("gw-0001", iotcredtest.ECDSAP256)
+	require.NoError(t, err)
+	iot, err := credprovider.NewIoT(credprovider.IoTOptions{Endpoint: sim.Endpoint, RoleAlias: "gateway", ThingName: "gw-0001",
+		Certificate: dev.TLSCertificate(), RootCAs: sim.Pool()})
+	require.NoError(t, err)
+	return sim, iot
 }

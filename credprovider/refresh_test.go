@@ -254,25 +254,9 @@ func TestSingleFlight(t *testing.T) {
 			gate := make(chan struct{})
 			p := &scripted{clk: clk, lifetime: time.Hour, gate: gate}
 			r := newRefresher(t, p, clk, credprovider.RefreshOptions{Mode: mode})
-			const n = 100
-			var joined sync.WaitGroup
-			joined.Add(n)
-			credprovider.SetJoinHook(r, joined.Done)
-			var wg sync.WaitGroup
-			keys := make([]string, n)
-			errs := make([]error, n)
-			for i := range n {
-				wg.Go(func() {
-					c, err := r.Retrieve(context.Background())
-					keys[i], errs[i] = c.AccessKeyID, err
-				})
-			}
-			joined.Wait() // all 100 wait on the fetch before it returns
-			close(gate)
-			wg.Wait()
-			for i := range n {
-				require.NoError(t, errs[i])
-				assert.Equal(t, "AKID1", keys[i])
+			keys := retrieveTogether(t, r, 100, func() { close(gate) })
+			for _, k := range keys {
+				assert.Equal(t, "AKID1", k)
 			}
 			assert.EqualValues(t, 1, p.calls.Load())
 		})
@@ -359,4 +343,30 @@ func waitFailures(t *testing.T, changes <-chan credprovider.Status, n int) {
 			return
 		}
 	}
+}
+
+// retrieveTogether has n goroutines call r.Retrieve at once. Once all n are
+// waiting on the fetch, release lets it finish; every call must succeed.
+// It returns the access key ids they got.
+func retrieveTogether(t *testing.T, r *credprovider.Refresher, n int, release func()) []string {
+	t.Helper()
+	var joined sync.WaitGroup
+	joined.Add(n)
+	credprovider.SetJoinHook(r, joined.Done)
+	var wg sync.WaitGroup
+	keys := make([]string, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			c, err := r.Retrieve(context.Background())
+			keys[i], errs[i] = c.AccessKeyID, err
+		})
+	}
+	joined.Wait()
+	release()
+	wg.Wait()
+	for i := range n {
+		require.NoError(t, errs[i])
+	}
+	return keys
 }
