@@ -38,8 +38,10 @@ cross-pkcs11:
 deps:
 	@./softhsm-test/deps.sh --cross
 
-## lint: gofmt and go vet
+## lint: gofmt, go vet, a tidy go.mod whose go line is the lowest the dependencies allow
 lint:
+	@$(GO) mod tidy -diff >/dev/null 2>&1 || { echo "go.mod/go.sum are not tidy: run 'go mod tidy'"; $(GO) mod tidy -diff; exit 1; }
+	@grep -qx 'go 1.25.0' go.mod || { echo "go.mod: the go line must be 'go 1.25.0' (the lowest the dependencies allow; distributions build with their own Go)"; exit 1; }
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
