@@ -252,12 +252,8 @@ func NewDeviceProvider(cfg *Config, id *hsm.Identity) (*credprovider.IoT, error)
 func (a *Agent) refresher(name, fingerprint string, p aws.CredentialsProvider) (*credprovider.Refresher, error) {
 	key := cacheKey(name, fingerprint)
 	a.cacheKeys[name] = key
-	mode, err := credprovider.ParseMode(a.cfg.AWS.Refresh)
-	if err != nil {
-		return nil, configFailure("aws.refresh: %w", err)
-	}
 	r, err := credprovider.NewRefresher(p, credprovider.RefreshOptions{
-		Mode:            mode,
+		Mode:            a.cfg.AWS.Refresh,
 		AdvisoryWindow:  a.cfg.AWS.AdvisoryWindow.Duration,
 		MandatoryWindow: a.cfg.AWS.MandatoryWindow.Duration,
 		NotBefore:       a.opts.NotBefore,

@@ -9,6 +9,7 @@ import (
 
 	toml "github.com/pelletier/go-toml/v2"
 
+	"github.com/tetherd/tether/credprovider"
 	"github.com/tetherd/tether/platform"
 )
 
@@ -46,9 +47,9 @@ type AWSConfig struct {
 	RoleAlias          string   `toml:"role_alias"`
 	CAFile             string   `toml:"ca_file"`
 	Duration           Duration `toml:"duration"`
-	// Refresh is "eager" (refresh in the background) or "deferred" (on demand).
-	Refresh        string   `toml:"refresh"`
-	AdvisoryWindow Duration `toml:"advisory_window"`
+	// Refresh is eager (refresh in the background) or deferred (on demand).
+	Refresh        credprovider.Mode `toml:"refresh"`
+	AdvisoryWindow Duration          `toml:"advisory_window"`
 	// MandatoryWindow is how long before expiry credentials stop being served.
 	MandatoryWindow Duration `toml:"mandatory_window"`
 }
@@ -57,7 +58,7 @@ type AWSConfig struct {
 type RoleConfig struct {
 	Name        string   `toml:"name"`
 	RoleARN     string   `toml:"role_arn"`
-	Source      string   `toml:"source"`
+	Source      Source   `toml:"source"`
 	ExternalID  string   `toml:"external_id"`
 	SessionName string   `toml:"session_name"`
 	Duration    Duration `toml:"duration"`
@@ -117,7 +118,7 @@ type StateConfig struct {
 
 // LogConfig sets the daemon's log level: debug, info, warn or error.
 type LogConfig struct {
-	Level string `toml:"level"`
+	Level LogLevel `toml:"level"`
 }
 
 // LoadConfig reads, decodes and validates the configuration file at path.
@@ -142,7 +143,7 @@ func parseConfig(name string, b []byte, dirs platform.Dirs) (*Config, error) {
 	c := &Config{File: name}
 	lines, perr := keyLines(b)
 	if perr != nil {
-		return nil, &ConfigError{Errors: []*FieldError{tomlError(name, perr)}}
+		return nil, &ConfigError{Errors: []*FieldError{tomlError(name, perr, nil)}}
 	}
 	dec := toml.NewDecoder(bytes.NewReader(b)).DisallowUnknownFields()
 	if err := dec.Decode(c); err != nil {
@@ -157,7 +158,7 @@ func parseConfig(name string, b []byte, dirs platform.Dirs) (*Config, error) {
 			}
 			return nil, ce
 		}
-		return nil, &ConfigError{Errors: []*FieldError{tomlError(name, err)}}
+		return nil, &ConfigError{Errors: []*FieldError{tomlError(name, err, lines)}}
 	}
 	v := &validator{file: name, lines: lines}
 	c.applyDefaults(dirs)

@@ -13,9 +13,6 @@ func (c *Config) applyDefaults(dirs platform.Dirs) {
 	a := &c.AWS
 	a.AdvisoryWindow.orDefault(15 * time.Minute)
 	a.MandatoryWindow.orDefault(30 * time.Second)
-	if a.Refresh == "" {
-		a.Refresh = "eager"
-	}
 	if c.Serve.Socket == "" {
 		c.Serve.Socket = filepath.Join(dirs.Runtime, "tether.sock")
 	}
@@ -41,14 +38,8 @@ func (c *Config) applyDefaults(dirs platform.Dirs) {
 	if c.State.Path == "" {
 		c.State.Path = filepath.Join(dirs.State, "state.db")
 	}
-	if c.Log.Level == "" {
-		c.Log.Level = "info"
-	}
 	for i := range c.Roles {
 		r := &c.Roles[i]
-		if r.Source == "" {
-			r.Source = "device"
-		}
 		if r.SessionName == "" {
 			r.SessionName = "tether-" + c.Identity.ThingName
 		}

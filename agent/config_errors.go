@@ -53,19 +53,34 @@ func (e *ConfigError) Unwrap() []error {
 	return errs
 }
 
-func tomlError(name string, err error) *FieldError {
+func tomlError(name string, err error, lines map[string]int) *FieldError {
 	var de *toml.DecodeError
 	if errors.As(err, &de) {
 		row, _ := de.Position()
 		msg := de.Error()
 		msg = strings.TrimPrefix(msg, "toml: ")
-		return &FieldError{File: name, Line: row, Key: strings.Join(de.Key(), "."), Issue: msg}
+		return &FieldError{File: name, Line: row, Key: indexedKey(de.Key(), row, lines), Issue: msg}
 	}
 	var pe *unstable.ParserError
 	if errors.As(err, &pe) {
 		return &FieldError{File: name, Issue: "not valid TOML: " + pe.Message}
 	}
 	return &FieldError{File: name, Issue: "not valid TOML: " + err.Error()}
+}
+
+// indexedKey names the key of a decoding error as validation names it
+// ("role[1].source" rather than the decoder's "role.source"), by finding the
+// key of the line map on the error's line.
+func indexedKey(key []string, row int, lines map[string]int) string {
+	dotted := strings.Join(key, ".")
+	if len(key) > 0 {
+		for k, line := range lines {
+			if line == row && strings.HasSuffix(k, "."+key[len(key)-1]) && strings.HasPrefix(k, key[0]+".") {
+				return displayKey(k)
+			}
+		}
+	}
+	return dotted
 }
 
 func unwrapPathError(err error) error {

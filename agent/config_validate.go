@@ -67,9 +67,6 @@ func (c *Config) validate(v *validator) {
 	if a.Duration.IsSet() {
 		v.duration("aws.duration", a.Duration.Duration, 15*time.Minute, 12*time.Hour)
 	}
-	if a.Refresh != "eager" && a.Refresh != "deferred" {
-		v.fail("aws.refresh", "%q is not a refresh mode; use \"eager\" or \"deferred\"", a.Refresh)
-	}
 	v.duration("aws.advisory_window", a.AdvisoryWindow.Duration, time.Minute, 6*time.Hour)
 	v.duration("aws.mandatory_window", a.MandatoryWindow.Duration, 30*time.Second, time.Hour)
 	if a.MandatoryWindow.Duration >= a.AdvisoryWindow.Duration && a.AdvisoryWindow.Duration > 0 {
@@ -136,11 +133,6 @@ func (c *Config) validate(v *validator) {
 	} else if st, err := os.Stat(filepath.Dir(c.State.Path)); err == nil && !st.IsDir() {
 		v.fail("state.path", "%q is not a directory", filepath.Dir(c.State.Path))
 	}
-	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
-	default:
-		v.fail("log.level", "%q is not a level; use debug, info, warn or error", c.Log.Level)
-	}
 }
 
 func (c *Config) validateRoles(v *validator) {
@@ -173,16 +165,10 @@ func (c *Config) validateRoles(v *validator) {
 				v.fail(key+".role_arn", "%q is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)", r.RoleARN)
 			}
 		}
-		switch {
-		case r.Source == "device":
-		case strings.HasPrefix(r.Source, "profile:") && len(r.Source) > len("profile:"):
-		case strings.HasPrefix(r.Source, "role:"):
-			src := strings.TrimPrefix(r.Source, "role:")
-			if _, ok := byName[src]; !ok {
-				v.fail(key+".source", "role %q is not defined; name a [[role]] above, \"device\" or \"profile:NAME\"", src)
+		if r.Source.Kind == SourceRole {
+			if _, ok := byName[r.Source.Name]; !ok {
+				v.fail(key+".source", "role %q is not defined; name a [[role]] above, \"device\" or \"profile:NAME\"", r.Source.Name)
 			}
-		default:
-			v.fail(key+".source", "%q is not a source; use \"device\", \"role:NAME\" or \"profile:NAME\"", r.Source)
 		}
 		if !credprovider.ValidSessionName(r.SessionName) {
 			v.fail(key+".session_name", "%q is not a valid session name (2-64 of letters, digits and +=,.@-)", r.SessionName)
@@ -237,8 +223,8 @@ func (c *Config) validateRoles(v *validator) {
 	for i := range c.Roles {
 		seen := map[string]bool{}
 		name := c.Roles[i].Name
-		for cur := c.Roles[i].Source; strings.HasPrefix(cur, "role:"); {
-			src := strings.TrimPrefix(cur, "role:")
+		for cur := c.Roles[i].Source; cur.Kind == SourceRole; {
+			src := cur.Name
 			if src == name {
 				v.fail(fmt.Sprintf("role.%d.source", i), "role %q is its own source (through %s); break the loop", name, strings.Join(sortedKeys(seen), ", "))
 				break
@@ -287,8 +273,7 @@ func (v *validator) roleExtras(key string, r *RoleConfig) {
 	}
 	// Credentials of a role (the IoT credentials provider's included) may
 	// assume another role only for up to an hour: AWS's role-chaining cap.
-	chained := r.Source == "device" || strings.HasPrefix(r.Source, "role:")
-	if chained && !custom && !webID && r.Duration.Duration > time.Hour && r.Duration.Duration <= 12*time.Hour {
+	if r.Source.Chained() && !custom && !webID && r.Duration.Duration > time.Hour && r.Duration.Duration <= 12*time.Hour {
 		v.fail(key+".duration", "%s exceeds 1h, the longest session AWS grants to a role assumed with another role's credentials (source %q); use 1h or less", r.Duration.Duration, r.Source)
 	}
 	if r.Policy != "" {
@@ -317,8 +302,8 @@ func (v *validator) roleExtras(key string, r *RoleConfig) {
 	if r.SourceIdentity != "" && !sourceIdentityRE().MatchString(r.SourceIdentity) {
 		v.fail(key+".source_identity", "%q is not valid (2-64 of letters, digits and +=,.@-)", r.SourceIdentity)
 	}
-	if name, ok := strings.CutPrefix(r.Source, "profile:"); ok && name != "" && !custom && !webID {
-		if err := checkProfile(name); err != nil {
+	if r.Source.Kind == SourceProfile && !custom && !webID {
+		if err := checkProfile(r.Source.Name); err != nil {
 			v.fail(key+".source", "%v", err)
 		}
 	}

@@ -30,16 +30,16 @@ func (a *Agent) buildExtraRoles(device aws.CredentialsProvider) error {
 		var next []RoleConfig
 		for _, r := range pending {
 			var source aws.CredentialsProvider
-			switch {
-			case strings.HasPrefix(r.Source, "role:"):
-				s, ok := built[strings.TrimPrefix(r.Source, "role:")]
+			switch r.Source.Kind {
+			case SourceRole:
+				s, ok := built[r.Source.Name]
 				if !ok {
 					next = append(next, r)
 					continue
 				}
 				source = s
-			case strings.HasPrefix(r.Source, "profile:"):
-				name := strings.TrimPrefix(r.Source, "profile:")
+			case SourceProfile:
+				name := r.Source.Name
 				if needsSource(&r) {
 					s, ok := profiles[name]
 					if !ok {
@@ -60,12 +60,12 @@ func (a *Agent) buildExtraRoles(device aws.CredentialsProvider) error {
 			}
 			// What decides these credentials: the role's own settings and,
 			// for a chain, what its source's credentials depend on.
-			src := r.Source
-			switch {
-			case r.Source == "device":
+			src := r.Source.String()
+			switch r.Source.Kind {
+			case SourceDevice:
 				src = a.cacheKeys[DeviceRole]
-			case strings.HasPrefix(r.Source, "role:"):
-				src = a.cacheKeys[strings.TrimPrefix(r.Source, "role:")]
+			case SourceRole:
+				src = a.cacheKeys[r.Source.Name]
 			}
 			ref, err := a.refresher(r.Name, fmt.Sprintf("%s %#v", src, r), p)
 			if err != nil {
