@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -74,9 +75,6 @@ type Agent struct {
 	id    *hsm.Identity
 	db    *store.DB
 	roles roleSet
-	refs  map[string]*credprovider.Refresher
-	// cacheKeys maps each role to the store key of its credentials.
-	cacheKeys map[string]string
 	// closing guards closed: OnRefresh writes only while the store is open.
 	closing sync.RWMutex
 	closed  bool
@@ -184,27 +182,57 @@ func (a *Agent) buildRoles() error {
 		return err
 	}
 	a.roles = roleSet{}
-	a.refs = map[string]*credprovider.Refresher{}
-	a.cacheKeys = map[string]string{}
 	leaf := sha256.Sum256(a.id.Leaf().Raw)
-	dev, err := a.refresher(DeviceRole, fmt.Sprintf("%q %q %q %x %s", cfg.AWS.CredentialEndpoint, cfg.AWS.RoleAlias, cfg.Identity.ThingName, leaf, cfg.AWS.Duration.Duration), iot)
+	dev, err := a.addRole(DeviceRole, credentialsKey{
+		Endpoint: cfg.AWS.CredentialEndpoint, RoleAlias: cfg.AWS.RoleAlias, ThingName: cfg.Identity.ThingName,
+		Certificate: hex.EncodeToString(leaf[:]), Duration: cfg.AWS.Duration.Duration,
+	}, iot, Source{}, AllowList{})
 	if err != nil {
 		return err
 	}
-	a.roles[DeviceRole] = &role{name: DeviceRole, provider: dev, retryAfter: retryAfter(dev)}
-	if err := a.buildExtraRoles(dev); err != nil {
+	if err := a.buildExtraRoles(dev.ref); err != nil {
 		return err
 	}
 	a.pruneCache()
 	return nil
 }
 
-// cacheKey is where a role's credentials are persisted: its name and a
-// digest of everything that decides what credentials it gets, so that
-// after a change of role ARN, alias, source or identity the old
-// credentials are never served again.
-func cacheKey(name, fingerprint string) string {
-	sum := sha256.Sum256([]byte(fingerprint))
+// credentialsKey lists exactly what decides the credentials a role gets, and
+// nothing else: after a change of any of these the old credentials are
+// never served again, while editing what does not decide them (allow lists,
+// an MFA command, the STS endpoint) keeps them.
+type credentialsKey struct {
+	// The device role's.
+	Endpoint    string `json:",omitempty"`
+	RoleAlias   string `json:",omitempty"`
+	ThingName   string `json:",omitempty"`
+	Certificate string `json:",omitempty"` // SHA-256 of the leaf
+
+	// A [[role]]'s.
+	RoleARN              string            `json:",omitempty"`
+	SessionName          string            `json:",omitempty"`
+	ExternalID           string            `json:",omitempty"`
+	Policy               string            `json:",omitempty"`
+	PolicyARNs           []string          `json:",omitempty"`
+	Tags                 map[string]string `json:",omitempty"`
+	TransitiveTagKeys    []string          `json:",omitempty"`
+	SourceIdentity       string            `json:",omitempty"`
+	MFASerial            string            `json:",omitempty"`
+	WebIdentityTokenFile string            `json:",omitempty"`
+	CredentialCommand    []string          `json:",omitempty"`
+	// Source is the cache key of the source role, or the profile's name.
+	Source string `json:",omitempty"`
+
+	Duration time.Duration `json:",omitempty"`
+}
+
+// storeKey is where the credentials of role name with key k are persisted:
+// the name and a digest of k.
+func (k credentialsKey) storeKey(name string) string {
+	// A struct of strings, string slices and a string map always marshals,
+	// and map keys are sorted, so equal keys give equal digests.
+	b, _ := json.Marshal(k)
+	sum := sha256.Sum256(b)
 	return name + "#" + hex.EncodeToString(sum[:8])
 }
 
@@ -216,8 +244,8 @@ func (a *Agent) pruneCache() {
 		return
 	}
 	current := map[string]bool{}
-	for _, k := range a.cacheKeys {
-		current[k] = true
+	for _, rl := range a.roles {
+		current[rl.cacheKey] = true
 	}
 	for _, k := range keys {
 		if !current[k] {
@@ -246,12 +274,11 @@ func NewDeviceProvider(cfg *Config, id *hsm.Identity) (*credprovider.IoT, error)
 	return p, nil
 }
 
-// refresher wraps p in the refresh engine with the configured rules,
-// persists what it fetches and seeds it with what was persisted.
-// fingerprint describes what decides the credentials (see cacheKey).
-func (a *Agent) refresher(name, fingerprint string, p aws.CredentialsProvider) (*credprovider.Refresher, error) {
-	key := cacheKey(name, fingerprint)
-	a.cacheKeys[name] = key
+// addRole wraps p in the refresh engine with the configured rules, persists
+// what it fetches under ck's key, seeds it with what was persisted there, and
+// records the role.
+func (a *Agent) addRole(name string, ck credentialsKey, p aws.CredentialsProvider, source Source, allow AllowList) (*role, error) {
+	key := ck.storeKey(name)
 	r, err := credprovider.NewRefresher(p, credprovider.RefreshOptions{
 		Mode:            a.cfg.AWS.Refresh,
 		AdvisoryWindow:  a.cfg.AWS.AdvisoryWindow.Duration,
@@ -283,17 +310,9 @@ func (a *Agent) refresher(name, fingerprint string, p aws.CredentialsProvider) (
 			a.log.Info("serving cached credentials", "role", name, "expires", c.Expires.UTC().Format(time.RFC3339))
 		}
 	}
-	a.refs[name] = r
-	return r, nil
-}
-
-func retryAfter(r *credprovider.Refresher) func() time.Duration {
-	return func() time.Duration {
-		if n := r.Status().NextRefresh; !n.IsZero() {
-			return time.Until(n)
-		}
-		return 0
-	}
+	rl := &role{name: name, ref: r, cacheKey: key, source: source, allow: allow}
+	a.roles[name] = rl
+	return rl, nil
 }
 
 // serve listens, runs the refreshers and answers until ctx is done (nil, nil)
@@ -304,11 +323,11 @@ func (a *Agent) serve(ctx context.Context, unixLn net.Listener) (*Config, error)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	for name, r := range a.refs {
+	for name, rl := range a.roles {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := r.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+			if err := rl.ref.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
 				a.log.Error("refresh loop stopped", "role", name, "err", err)
 			}
 		}()
@@ -410,8 +429,8 @@ loop:
 // (failing fetches, retried on schedule) is not.
 func (a *Agent) healthy(context.Context) error {
 	now := time.Now()
-	for name, r := range a.refs {
-		st := r.Status()
+	for name, rl := range a.roles {
+		st := rl.ref.Status()
 		if st.Mode == credprovider.Eager && !st.NextRefresh.IsZero() && now.Sub(st.NextRefresh) > overdue {
 			return fmt.Errorf("the refresh of role %s is %s overdue", name, now.Sub(st.NextRefresh).Round(time.Second))
 		}
@@ -432,13 +451,13 @@ func (a *Agent) notifyStatus() {
 // statusLine is the one-line credential state systemctl status shows.
 func (a *Agent) statusLine() string {
 	var parts []string
-	names := make([]string, 0, len(a.refs))
-	for n := range a.refs {
+	names := make([]string, 0, len(a.roles))
+	for n := range a.roles {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		st := a.refs[n].Status()
+		st := a.roles[n].ref.Status()
 		switch {
 		case st.Valid:
 			parts = append(parts, fmt.Sprintf("%s valid until %s", n, st.Expires.UTC().Format("15:04:05Z")))

@@ -58,22 +58,11 @@ func (a *Agent) buildExtraRoles(device aws.CredentialsProvider) error {
 			if err != nil {
 				return configFailure("role %s: %w", r.Name, err)
 			}
-			// What decides these credentials: the role's own settings and,
-			// for a chain, what its source's credentials depend on.
-			src := r.Source.String()
-			switch r.Source.Kind {
-			case SourceDevice:
-				src = a.cacheKeys[DeviceRole]
-			case SourceRole:
-				src = a.cacheKeys[r.Source.Name]
-			}
-			ref, err := a.refresher(r.Name, fmt.Sprintf("%s %#v", src, r), p)
+			rl, err := a.addRole(r.Name, a.roleKey(&r), p, r.Source, AllowList{UIDs: r.AllowUIDs, GIDs: r.AllowGIDs})
 			if err != nil {
 				return err
 			}
-			built[r.Name] = ref
-			a.roles[r.Name] = &role{name: r.Name, provider: ref, retryAfter: retryAfter(ref),
-				allow: AllowList{UIDs: r.AllowUIDs, GIDs: r.AllowGIDs}}
+			built[r.Name] = rl.ref
 		}
 		if len(next) == len(pending) {
 			return configFailure("role %s: source %s cannot be resolved (a loop?)", next[0].Name, next[0].Source)
@@ -81,6 +70,28 @@ func (a *Agent) buildExtraRoles(device aws.CredentialsProvider) error {
 		pending = next
 	}
 	return nil
+}
+
+// roleKey is what decides a [[role]]'s credentials: its own settings and,
+// for a chain, what its source's credentials depend on. Its source, when a
+// role, is built already.
+func (a *Agent) roleKey(r *RoleConfig) credentialsKey {
+	k := credentialsKey{
+		RoleARN: r.RoleARN, SessionName: r.SessionName, ExternalID: r.ExternalID, Policy: r.Policy,
+		PolicyARNs: r.PolicyARNs, Tags: r.Tags, TransitiveTagKeys: r.TransitiveTagKeys,
+		SourceIdentity: r.SourceIdentity, MFASerial: r.MFASerial, WebIdentityTokenFile: r.WebIdentityTokenFile,
+		CredentialCommand: r.CredentialCommand, Duration: r.Duration.Duration,
+	}
+	switch {
+	case !needsSource(r):
+	case r.Source.Kind == SourceDevice:
+		k.Source = a.roles[DeviceRole].cacheKey
+	case r.Source.Kind == SourceRole:
+		k.Source = a.roles[r.Source.Name].cacheKey
+	default:
+		k.Source = r.Source.String()
+	}
+	return k
 }
 
 // needsSource reports whether r signs its requests with a source's

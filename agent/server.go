@@ -35,14 +35,27 @@ type apiError struct {
 	Message string `json:"message"`
 }
 
-// role is one set of credentials the agent serves.
+// role is one set of credentials the agent serves: everything the agent
+// knows about it, in one record.
 type role struct {
-	name     string
-	provider aws.CredentialsProvider
+	name string
+	// ref keeps the credentials fresh; the endpoints serve what it holds.
+	ref *credprovider.Refresher
+	// cacheKey is where ref's credentials are persisted (see cacheKeyOf).
+	cacheKey string
+	// source is where the credentials signing its requests come from.
+	source Source
 	// allow narrows the socket's allow list for this role.
 	allow AllowList
-	// retryAfter says when a failed role may have credentials again.
-	retryAfter func() time.Duration
+}
+
+// retryAfter says when a failed role may have credentials again: at its
+// next scheduled refresh, or 0 when none is scheduled.
+func (rl *role) retryAfter() time.Duration {
+	if n := rl.ref.Status().NextRefresh; !n.IsZero() {
+		return time.Until(n)
+	}
+	return 0
 }
 
 // roleSet looks roles up by name; the agent swaps it whole on reload.
@@ -130,13 +143,11 @@ func (a *api) credentials(w http.ResponseWriter, r *http.Request, name string) {
 // serveCredentials answers one role's credentials, or 503 with Retry-After
 // when there are no valid ones yet: never an expired credential.
 func serveCredentials(w http.ResponseWriter, r *http.Request, rl *role) {
-	c, err := rl.provider.Retrieve(r.Context())
+	c, err := rl.ref.Retrieve(r.Context())
 	if err != nil {
 		retry := 5 * time.Second
-		if rl.retryAfter != nil {
-			if d := rl.retryAfter(); d > 0 {
-				retry = d
-			}
+		if d := rl.retryAfter(); d > 0 {
+			retry = d
 		}
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retry.Seconds()))))
 		writeError(w, http.StatusServiceUnavailable, "no_credentials",
