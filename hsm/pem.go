@@ -174,8 +174,19 @@ func (k *pemKey) close() error     { return nil }
 
 // sealer derives the AES-256 key from the private key so nothing else needs
 // storing; the label separates keys for different uses.
-func (k *pemKey) sealer(_ context.Context, label string) (cipher.AEAD, error) {
-	return derivedAEAD(k.pkcs8, label)
+func (k *pemKey) sealer(_ context.Context, label string) (Sealer, error) {
+	a, err := derivedAEAD(k.pkcs8, label)
+	if err != nil {
+		return nil, err
+	}
+	return aeadSealer{a}, nil
+}
+
+// aeadSealer is a cipher.AEAD in memory as a Sealer: its Seal cannot fail.
+type aeadSealer struct{ cipher.AEAD }
+
+func (a aeadSealer) Seal(dst, nonce, plaintext, additionalData []byte) ([]byte, error) {
+	return a.AEAD.Seal(dst, nonce, plaintext, additionalData), nil
 }
 
 func derivedAEAD(secret []byte, label string) (cipher.AEAD, error) {

@@ -152,7 +152,8 @@ func TestPEMSealer(t *testing.T) {
 	a, err := open(k1).Sealer(ctx, "store")
 	require.NoError(t, err)
 	nonce := make([]byte, a.NonceSize())
-	ct := a.Seal(nil, nonce, []byte("creds"), nil)
+	ct, err := a.Seal(nil, nonce, []byte("creds"), nil)
+	require.NoError(t, err)
 
 	again, err := open(k1).Sealer(ctx, "store")
 	require.NoError(t, err)

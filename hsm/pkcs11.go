@@ -682,8 +682,8 @@ func (k *p11Key) close() error {
 	return nil
 }
 
-// sealer returns an AES-256-GCM AEAD whose key never leaves the token.
-func (k *p11Key) sealer(ctx context.Context, label string) (cipher.AEAD, error) {
+// sealer returns an AES-256-GCM sealer whose key never leaves the token.
+func (k *p11Key) sealer(ctx context.Context, label string) (Sealer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -692,12 +692,12 @@ func (k *p11Key) sealer(ctx context.Context, label string) (cipher.AEAD, error) 
 	}
 	a := &p11AEAD{k: k, label: label}
 	// A round trip now turns a token without CKM_AES_GCM into an error at
-	// start-up rather than a panic in the first Seal.
+	// start-up rather than at the first Seal.
 	nonce := make([]byte, a.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
 	}
-	ct, err := a.SealErr(nil, nonce, []byte("tether sealer self-test"), nil)
+	ct, err := a.Seal(nil, nonce, []byte("tether sealer self-test"), nil)
 	if err == nil {
 		_, err = a.Open(nil, nonce, ct, nil)
 	}
@@ -808,9 +808,8 @@ func (a *p11AEAD) do(op string, f func(cipher.AEAD) ([]byte, error)) ([]byte, er
 	}
 }
 
-// SealErr is Seal returning token failures as errors; see the package
-// function Seal.
-func (a *p11AEAD) SealErr(dst, nonce, plaintext, additionalData []byte) ([]byte, error) {
+// Seal seals in the token, reopening it once when it was lost.
+func (a *p11AEAD) Seal(dst, nonce, plaintext, additionalData []byte) ([]byte, error) {
 	if len(nonce) != a.NonceSize() {
 		return nil, fmt.Errorf("seal: nonce is %d bytes, want %d", len(nonce), a.NonceSize())
 	}
@@ -828,15 +827,7 @@ func (a *p11AEAD) SealErr(dst, nonce, plaintext, additionalData []byte) ([]byte,
 	})
 }
 
-// Seal panics on token failure, as cipher.AEAD gives it no error to return.
-func (a *p11AEAD) Seal(dst, nonce, plaintext, additionalData []byte) []byte {
-	out, err := a.SealErr(dst, nonce, plaintext, additionalData)
-	if err != nil {
-		panic(err)
-	}
-	return out
-}
-
+// Open opens in the token, reopening it once when it was lost.
 func (a *p11AEAD) Open(dst, nonce, ciphertext, additionalData []byte) ([]byte, error) {
 	if len(nonce) != a.NonceSize() {
 		return nil, fmt.Errorf("open: nonce is %d bytes, want %d", len(nonce), a.NonceSize())

@@ -193,7 +193,7 @@ func TestSealerInToken(t *testing.T) {
 	nonce := make([]byte, a.NonceSize())
 	_, err = rand.Read(nonce)
 	require.NoError(t, err)
-	ct, err := hsm.Seal(a, nil, nonce, []byte("secret credentials"), []byte("role/device"))
+	ct, err := a.Seal(nil, nonce, []byte("secret credentials"), []byte("role/device"))
 	require.NoError(t, err)
 	pt, err := a.Open(nil, nonce, ct, []byte("role/device"))
 	require.NoError(t, err)
@@ -250,7 +250,7 @@ func TestTokenRecoversAfterSessionsClosed(t *testing.T) {
 
 	tk.CloseAllSessions(t)
 	nonce := make([]byte, 12)
-	ct, err := hsm.Seal(a, nil, nonce, []byte("p"), nil)
+	ct, err := a.Seal(nil, nonce, []byte("p"), nil)
 	require.NoError(t, err, "the sealer reopens too")
 	pt, err := a.Open(nil, nonce, ct, nil)
 	require.NoError(t, err)

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"crypto/cipher"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -62,7 +61,7 @@ func (db *DB) PutCredentials(role string, c aws.Credentials) error {
 	if _, err := rand.Read(val[1:]); err != nil {
 		return fmt.Errorf("store: nonce for role %q: %w", role, err)
 	}
-	val, err = seal(db.sealer, val, val[1:], plain, additionalData(role))
+	val, err = db.sealer.Seal(val, val[1:], plain, additionalData(role))
 	clear(plain)
 	if err != nil {
 		err = fmt.Errorf("store: seal credentials for role %q: %w", role, err)
@@ -180,20 +179,15 @@ func (db *DB) mapErr(err error) error {
 	return err
 }
 
-// errSealer is an AEAD whose Seal can fail, such as one whose key lives in a
-// hardware token (hsm's token sealer): cipher.AEAD.Seal has no error return,
-// so such sealers offer SealErr and panic in Seal.
-type errSealer interface {
-	SealErr(dst, nonce, plaintext, additionalData []byte) ([]byte, error)
-}
-
-// seal uses SealErr when the sealer offers it, so a token fault is an error
-// the caller logs rather than a panic that takes the agent down.
-func seal(a cipher.AEAD, dst, nonce, plaintext, additionalData []byte) ([]byte, error) {
-	if s, ok := a.(errSealer); ok {
-		return s.SealErr(dst, nonce, plaintext, additionalData)
-	}
-	return a.Seal(dst, nonce, plaintext, additionalData), nil
+// Sealer is an authenticated cipher for stored state: cipher.AEAD, except
+// that Seal can fail, as it does when the key lives in a hardware token that
+// went away (hsm.Identity.Sealer returns one). A failure is an error the
+// caller logs, never a panic.
+type Sealer interface {
+	NonceSize() int
+	Overhead() int
+	Seal(dst, nonce, plaintext, additionalData []byte) ([]byte, error)
+	Open(dst, nonce, ciphertext, additionalData []byte) ([]byte, error)
 }
 
 // CredentialKeys lists the names under which credentials are stored, so the
