@@ -12,9 +12,13 @@ package hsm
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -193,6 +197,25 @@ func (id *Identity) KeyLocation() string { return id.key.Location() }
 // A token's Seal returns an error when the token fails even after a reopen.
 func (id *Identity) Sealer(ctx context.Context, label string) (Sealer, error) {
 	return id.key.Sealer(ctx, label)
+}
+
+// checkPublicKey is the one key-type policy, for PEM and token keys alike:
+// what AWS IoT accepts for device certificates.
+func checkPublicKey(pub crypto.PublicKey) error {
+	switch p := pub.(type) {
+	case *ecdsa.PublicKey:
+		if p.Curve == elliptic.P256() || p.Curve == elliptic.P384() {
+			return nil
+		}
+		return fmt.Errorf("EC curve %s not supported; use P-256 or P-384", p.Curve.Params().Name)
+	case *rsa.PublicKey:
+		if p.N.BitLen() >= 2048 {
+			return nil
+		}
+		return fmt.Errorf("RSA %d bits is too short; use 2048 or more", p.N.BitLen())
+	default:
+		return fmt.Errorf("key type %T not supported; use EC P-256/P-384 or RSA", pub)
+	}
 }
 
 // Close releases the token sessions.

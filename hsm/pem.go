@@ -6,10 +6,7 @@ import (
 	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/hkdf"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
@@ -129,7 +126,7 @@ func openPEMKey(file string) (*pemKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: private key %s: %s block: %w", ErrBadKey, file, b.Type, err)
 		}
-		signer, err := checkKeyType(file, key)
+		signer, err := signerOf(file, key)
 		if err != nil {
 			return nil, err
 		}
@@ -145,22 +142,17 @@ func openPEMKey(file string) (*pemKey, error) {
 	return nil, fmt.Errorf("%w: private key %s: no PEM block found; want a PEM private key (PKCS#8, PKCS#1 or SEC1)", ErrBadKey, file)
 }
 
-// checkKeyType accepts what AWS IoT accepts for device certificates.
-func checkKeyType(file string, key any) (crypto.Signer, error) {
-	switch k := key.(type) {
-	case *ecdsa.PrivateKey:
-		if k.Curve != elliptic.P256() && k.Curve != elliptic.P384() {
-			return nil, fmt.Errorf("%w: private key %s: EC curve %s not supported; use P-256 or P-384", ErrBadKey, file, k.Curve.Params().Name)
-		}
-		return k, nil
-	case *rsa.PrivateKey:
-		if k.N.BitLen() < 2048 {
-			return nil, fmt.Errorf("%w: private key %s: RSA %d bits is too short; use 2048 or more", ErrBadKey, file, k.N.BitLen())
-		}
-		return k, nil
-	default:
+// signerOf returns key as a signer when it is of a type and size that
+// checkPublicKey accepts.
+func signerOf(file string, key any) (crypto.Signer, error) {
+	signer, ok := key.(crypto.Signer)
+	if !ok {
 		return nil, fmt.Errorf("%w: private key %s: key type %T not supported; use EC P-256/P-384 or RSA", ErrBadKey, file, key)
 	}
+	if err := checkPublicKey(signer.Public()); err != nil {
+		return nil, fmt.Errorf("%w: private key %s: %w", ErrBadKey, file, err)
+	}
+	return signer, nil
 }
 
 func (k *pemKey) Public() crypto.PublicKey { return k.signer.Public() }

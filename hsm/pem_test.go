@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -215,4 +216,42 @@ func TestParseURI(t *testing.T) {
 	u, err := hsm.ParseURI("pkcs11:token=t;object=o?pin-value=hunter22")
 	require.NoError(t, err)
 	assert.NotContains(t, u.String(), "hunter22")
+}
+
+// TestKeyTypePolicy ensures that a PEM key is refused unless it is of a
+// type and size AWS IoT accepts for device certificates (the same policy
+// token keys are held to).
+func TestKeyTypePolicy(t *testing.T) {
+	p224, err := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	require.NoError(t, err)
+	rsa1024, err := rsa.GenerateKey(rand.Reader, 1024)
+	require.NoError(t, err)
+	_, ed, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name string
+		key  any
+		want string // empty: accepted
+	}{
+		{"P-384", p384, ""},
+		{"P-224", p224, "EC curve P-224 not supported"},
+		{"RSA 1024", rsa1024, "RSA 1024 bits is too short"},
+		{"Ed25519", ed, "not supported; use EC P-256/P-384 or RSA"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			der, err := x509.MarshalPKCS8PrivateKey(tc.key)
+			require.NoError(t, err)
+			file := writeFile(t, "k.pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+			k, err := hsm.OpenKey(context.Background(), file)
+			if tc.want == "" {
+				require.NoError(t, err)
+				k.Close()
+				return
+			}
+			require.ErrorIs(t, err, hsm.ErrBadKey)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
 }
