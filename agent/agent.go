@@ -337,10 +337,8 @@ func (a *Agent) serve(ctx context.Context, unixLn net.Listener) (*Config, error)
 		roles:  roles,
 		allow:  func() AllowList { return AllowList{UIDs: a.cfg.Serve.AllowUIDs, GIDs: a.cfg.Serve.AllowGIDs} },
 		status: a.Status,
+		mqtt:   a.mqtt,
 		log:    a.log,
-	}
-	if a.mqtt != nil {
-		api.mqtt = mqtt.NewHTTPHandler(a.mqtt)
 	}
 	// Requests see a context that ends when this generation stops, so a
 	// subscription stream ends with it instead of holding Shutdown up.

@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/tetherd/tether/credprovider"
+	"github.com/tetherd/tether/mqtt"
 )
 
 // DeviceRole is the name of the role the IoT role alias gives: the one
@@ -66,7 +67,7 @@ type api struct {
 	roles  func() roleSet
 	allow  func() AllowList
 	status func() Status
-	mqtt   http.Handler // nil when [mqtt] is not configured
+	mqtt   *mqtt.Session // nil when [mqtt] is not configured
 	log    *slog.Logger
 }
 
@@ -90,14 +91,22 @@ func (a *api) routes() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, st)
 	})
-	mqtt := func(w http.ResponseWriter, r *http.Request) {
-		if a.mqtt == nil {
-			writeError(w, http.StatusNotFound, "mqtt_not_configured", "this agent has no [mqtt] section; set mqtt.endpoint to share an MQTT session")
-			return
+	withMQTT := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if a.mqtt == nil {
+				writeError(w, http.StatusNotFound, "mqtt_not_configured", "this agent has no [mqtt] section; set mqtt.endpoint to share an MQTT session")
+				return
+			}
+			h(w, r)
 		}
-		a.mqtt.ServeHTTP(w, r)
 	}
-	mux.HandleFunc("/v1/mqtt/", mqtt)
+	// Methods are checked by the handlers, so a wrong one gets the API's
+	// error shape rather than the mux's plain text.
+	mux.HandleFunc("/v1/mqtt/publish", withMQTT(a.mqttPublish))
+	mux.HandleFunc("/v1/mqtt/subscribe", withMQTT(a.mqttSubscribe))
+	mux.HandleFunc("/v1/mqtt/", withMQTT(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+"; see POST /v1/mqtt/publish, GET /v1/mqtt/subscribe")
+	}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+"; see GET /v1/credentials, /v1/credentials/{role}, /v1/status")
 	})
@@ -185,7 +194,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Write(append(b, '\n'))
 }
 
+// writeError answers with the API's one error shape. Answers that may
+// succeed later carry a Retry-After, 5 s unless the caller set one.
 func writeError(w http.ResponseWriter, status int, code, msg string) {
+	if (status == http.StatusServiceUnavailable || status == http.StatusInsufficientStorage) && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", "5")
+	}
 	writeJSON(w, status, apiError{Code: code, Message: msg})
 }
 
