@@ -11,6 +11,8 @@ import (
 
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
+
+	"github.com/tetherd/tether/secretfile"
 )
 
 // TokenProvider returns a current MFA token code. AssumeRole calls it on
@@ -84,26 +86,10 @@ func TOTPFile(path string, now func() time.Time) (TokenProvider, error) {
 	}, nil
 }
 
-// CheckSecretFile returns an error if path is not a regular file that only
-// its owner may access.
-func CheckSecretFile(field, path string) error {
-	st, err := os.Stat(path)
-	if err != nil {
-		return fmt.Errorf("%w: %s %s: %v", ErrInvalidConfig, field, path, err)
-	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("%w: %s %s is not a regular file", ErrInvalidConfig, field, path)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return fmt.Errorf("%w: %s %s has mode %04o: it holds a secret, so only its owner may access it; chmod 600 it", ErrInvalidConfig, field, path, st.Mode().Perm())
-	}
-	return nil
-}
-
 func readTOTP(path string) (string, totp.ValidateOpts, error) {
 	opts := totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
-	if err := CheckSecretFile("mfa_totp_file", path); err != nil {
-		return "", opts, err
+	if err := secretfile.Check(path); err != nil {
+		return "", opts, fmt.Errorf("%w: mfa_totp_file: %w", ErrInvalidConfig, err)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {

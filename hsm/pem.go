@@ -14,6 +14,8 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"github.com/tetherd/tether/secretfile"
 )
 
 // loadChain reads every CERTIFICATE block of file; the first is the leaf.
@@ -89,12 +91,8 @@ type pemKey struct {
 // openPEMKey reads a PKCS#1, PKCS#8 or SEC1 private key. The file must not
 // be readable by group or others, since it is the device's identity.
 func openPEMKey(file string) (*pemKey, error) {
-	fi, err := os.Stat(file)
-	if err != nil {
-		return nil, fmt.Errorf("%w: private key %s: %w", ErrBadKey, file, err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%w: private key %s is readable by group or others (mode %04o); run chmod 600 %s", ErrBadKey, file, fi.Mode().Perm(), file)
+	if err := secretfile.Check(file); err != nil {
+		return nil, fmt.Errorf("%w: private key: %w", ErrBadKey, err)
 	}
 	data, err := os.ReadFile(file)
 	if err != nil {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/tetherd/tether/secretfile"
 )
 
 // DefaultModule is the PKCS#11 module used when a URI names none: SoftHSM2 as
@@ -254,12 +256,8 @@ func (u *URI) readPIN(getenv func(string) string) (string, error) {
 	default:
 		return "", fmt.Errorf("%w: pin-source=%q: want file:PATH or credential:NAME", ErrPINSource, src)
 	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return "", fmt.Errorf("%w: PIN file %s: %w", ErrPINSource, path, err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("%w: PIN file %s is readable by group or others (mode %04o); run chmod 600 %s", ErrPINSource, path, fi.Mode().Perm(), path)
+	if err := secretfile.Check(path); err != nil {
+		return "", fmt.Errorf("%w: PIN file: %w", ErrPINSource, err)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
