@@ -120,11 +120,17 @@ func TestParseConfigReportsEveryError(t *testing.T) {
 	assert.ErrorAs(t, err, &fe)
 }
 
+// TestRedacted ensures that the configuration `tether config check` prints
+// holds neither a PIN value nor an external id.
 func TestRedacted(t *testing.T) {
-	got := Redacted("pkcs11:token=t;object=k?module-path=/m.so&pin-value=1234")
-	assert.NotContains(t, got, "1234")
-	assert.Equal(t, "pkcs11:token=t;object=k?module-path=/m.so&pin-value=REDACTED", got)
-	assert.Equal(t, "/etc/tether/device.key", Redacted("/etc/tether/device.key"))
+	c := &Config{Identity: IdentityConfig{PrivateKey: "pkcs11:token=t;object=k?module-path=/m.so&pin-value=1234"},
+		Roles: []RoleConfig{{Name: "a", ExternalID: "s3cr3t-id"}}}
+	b, err := c.Redacted().Marshal()
+	require.NoError(t, err)
+	assert.NotContains(t, string(b), "1234")
+	assert.NotContains(t, string(b), "s3cr3t-id")
+	assert.Contains(t, string(b), "pin-value=REDACTED")
+	assert.Equal(t, "s3cr3t-id", c.Roles[0].ExternalID, "the original is left alone")
 }
 
 // TestPackagedConfig checks that the default /etc/tether/tether.toml we ship

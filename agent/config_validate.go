@@ -42,7 +42,7 @@ func (c *Config) validate(v *validator) {
 	switch {
 	case id.PrivateKey == "":
 		v.fail("identity.private_key", "missing; set a PEM key file or a pkcs11: URI")
-	case strings.HasPrefix(id.PrivateKey, "pkcs11:"):
+	case hsm.IsURI(id.PrivateKey):
 		v.pkcs11URI("identity.private_key", id.PrivateKey)
 	default:
 		v.file_("identity.private_key", id.PrivateKey, true)
@@ -439,48 +439,19 @@ func validHostname(h string) bool {
 	return true
 }
 
-// pkcs11URI checks the parts of an RFC 7512 URI that can be checked without
-// loading the module: syntax, the module path and the PIN source.
+// pkcs11URI checks a key URI as hsm.Open will read it: parsed by
+// hsm.ParseKeyURI, then the module and PIN files it names.
 func (v *validator) pkcs11URI(key, uri string) {
 	if !hsm.PKCS11Available {
 		v.fail(key, "%v", hsm.ErrPKCS11Unavailable)
 	}
-	rest := strings.TrimPrefix(uri, "pkcs11:")
-	path, query, _ := strings.Cut(rest, "?")
-	attrs := map[string]string{}
-	for _, kv := range strings.Split(path, ";") {
-		if kv == "" {
-			continue
-		}
-		k, val, ok := strings.Cut(kv, "=")
-		if !ok {
-			v.fail(key, "pkcs11 URI attribute %q has no value (write name=value)", k)
-			continue
-		}
-		if _, err := url.PathUnescape(val); err != nil {
-			v.fail(key, "pkcs11 URI attribute %q is not percent-encoded correctly", k)
-		}
-		attrs[k] = val
-	}
-	if attrs["object"] == "" && attrs["id"] == "" {
-		v.fail(key, "pkcs11 URI names no key; add object=LABEL or id=%%XX")
-	}
-	q, err := url.ParseQuery(query)
+	u, err := hsm.ParseKeyURI(uri)
 	if err != nil {
-		v.fail(key, "pkcs11 URI query is malformed: %v", err)
+		v.fail(key, "%v", err)
 		return
 	}
-	if mp := q.Get("module-path"); mp != "" {
-		v.file_(key+" (module-path)", mp, true)
-	}
-	if ps := q.Get("pin-source"); ps != "" {
-		switch {
-		case strings.HasPrefix(ps, "file:"):
-			v.file_(key+" (pin-source)", strings.TrimPrefix(strings.TrimPrefix(ps, "file:"), "//"), true)
-		case strings.HasPrefix(ps, "credential:"):
-		default:
-			v.fail(key, "pin-source %q is not supported; use file:/path or credential:NAME", ps)
-		}
+	if err := u.CheckFiles(os.Getenv); err != nil {
+		v.fail(key, "%v", err)
 	}
 }
 

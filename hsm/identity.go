@@ -91,7 +91,7 @@ type keyBackend interface {
 func OpenKey(ctx context.Context, key string, opts ...Option) (*Key, error) {
 	o := buildOptions(opts)
 	if IsURI(key) {
-		u, err := ParseURI(key)
+		u, err := ParseKeyURI(key)
 		if err != nil {
 			return nil, err
 		}

@@ -256,3 +256,56 @@ func TestKeyTypePolicy(t *testing.T) {
 		})
 	}
 }
+
+// TestRedactURI ensures that every pin-value of a key reference is masked
+// and that anything else is shown as written.
+func TestRedactURI(t *testing.T) {
+	for in, want := range map[string]string{
+		"pkcs11:token=t;object=k?module-path=/m.so&pin-value=1234": "pkcs11:token=t;object=k?module-path=/m.so&pin-value=REDACTED",
+		"pkcs11:object=k?pin-value=1&pin-value=2":                  "pkcs11:object=k?pin-value=REDACTED&pin-value=REDACTED",
+		"pkcs11:object=k?pin-source=file:/etc/tether/pin":          "pkcs11:object=k?pin-source=file:/etc/tether/pin",
+		"/etc/tether/device.key":                                   "/etc/tether/device.key",
+	} {
+		assert.Equal(t, want, hsm.RedactURI(in))
+	}
+}
+
+// TestParseKeyURI ensures that a key reference must name a private key and
+// that the files it names are checked before the token is opened.
+func TestParseKeyURI(t *testing.T) {
+	dir := t.TempDir()
+	module := writeFile(t, "module.so", []byte("x"), 0o644)
+	pin := writeFile(t, "pin", []byte("1234"), 0o600)
+	openPIN := writeFile(t, "open-pin", []byte("1234"), 0o644)
+	getenv := func(string) string { return "" }
+	for _, tc := range []struct {
+		uri, wantErr string
+	}{
+		{"pkcs11:token=t;object=k?module-path=" + module, ""},
+		{"pkcs11:id=%01?module-path=" + module + "&pin-source=file:" + pin, ""},
+		{"pkcs11:object=k?module-path=" + module + "&pin-source=" + pin, ""},
+		{"pkcs11:object=k?module-path=" + module + "&pin-source=file://" + pin, ""},
+		{"pkcs11:object=k?module-path=" + module + "&pin-source=credential:pin", ""},
+		{"pkcs11:token=t?module-path=" + module, "names no key"},
+		{"pkcs11:object=k;type=cert?module-path=" + module, "type=private"},
+		{"pkcs11:lable=k?module-path=" + module, `unknown path attribute "lable"`},
+		{"pkcs11:object=k?module-path=" + module + "&pin-vaule=1", `unknown query attribute "pin-vaule"`},
+		{"pkcs11:object=k?module-path=" + filepath.Join(dir, "nope.so"), "nope.so"},
+		{"pkcs11:object=k?module-path=" + module + "&pin-source=file:" + openPIN, "chmod 600 " + openPIN},
+		{"pkcs11:object=k?module-path=" + module + "&pin-source=file:" + filepath.Join(dir, "nope"), "no such file"},
+		{"pkcs11:object=k?module-path=" + module + "&pin-source=1234", "want file:PATH or credential:NAME"},
+		{"pkcs11:object=k?module-path=" + module + "&pin-source=credential:a/b", "plain file name"},
+	} {
+		u, err := hsm.ParseKeyURI(tc.uri)
+		if err == nil {
+			err = u.CheckFiles(getenv)
+		}
+		if tc.wantErr == "" {
+			assert.NoError(t, err, tc.uri)
+			continue
+		}
+		if assert.Error(t, err, tc.uri) {
+			assert.Contains(t, err.Error(), tc.wantErr, tc.uri)
+		}
+	}
+}

@@ -5,7 +5,6 @@ package hsm
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 
@@ -82,8 +81,8 @@ func ckr(err error, code pkcs11.Error) bool {
 // finalises it, so a later crypto11.Configure starts from a clean state (and
 // SoftHSM rescans its token directory).
 func withModule(path string, f func(p *pkcs11.Ctx) error) error {
-	if _, err := os.Stat(path); err != nil {
-		return fmt.Errorf("%w: module %s: %w; install the token's PKCS#11 library (softhsm2, tpm2-pkcs11, opensc) or fix module-path", ErrModule, path, err)
+	if err := checkModule(path); err != nil {
+		return err
 	}
 	p := pkcs11.New(path)
 	if p == nil {

@@ -227,12 +227,7 @@ func bytesToUint(b []byte) uint {
 // findKey looks the URI's private key up, listing what is there when it is
 // missing.
 func findKey(p *pkcs11.Ctx, sh pkcs11.SessionHandle, t tokenRef, u *URI) (keyRef, error) {
-	if u.Type != "" && u.Type != "private" {
-		return keyRef{}, fmt.Errorf("%s: type=%s; the device key must be type=private (or leave type out)", u, u.Type)
-	}
-	if u.Object == "" && len(u.ID) == 0 {
-		return keyRef{}, fmt.Errorf("%s: name the key with object=LABEL and/or id=%%XX; keys in token %s: %s", u, t, keyList(p, sh))
-	}
+	// ParseKeyURI made sure that u names a private key.
 	tmpl := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY)}
 	if u.Object != "" {
 		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_LABEL, u.Object))
