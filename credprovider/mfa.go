@@ -28,7 +28,7 @@ var ErrNoMFACode = errors.New("credprovider: no MFA code")
 // A command that fails, hangs or prints no code yields a *CommandError that
 // carries its standard error, never its output.
 func MFACommand(argv []string, timeout time.Duration) (TokenProvider, error) {
-	if err := checkArgv("mfa_command", argv); err != nil {
+	if err := checkArgv("MFACommand.argv", argv); err != nil {
 		return nil, err
 	}
 	argv = append([]string(nil), argv...)
