@@ -260,18 +260,40 @@ func (a *Agent) pruneCache() {
 // cfg, without refresh: the daemon wraps it in the refresh engine, `tether
 // credential-process --direct` uses it as it is.
 func NewDeviceProvider(cfg *Config, id *hsm.Identity) (*credprovider.IoT, error) {
-	p, err := credprovider.NewIoT(credprovider.IoTOptions{
-		Endpoint:    cfg.AWS.CredentialEndpoint,
-		RoleAlias:   cfg.AWS.RoleAlias,
-		ThingName:   cfg.Identity.ThingName,
-		Certificate: id.Certificate(),
-		CAFile:      cfg.AWS.CAFile,
-		Duration:    cfg.AWS.Duration.Duration,
-	})
+	o := deviceOptions(cfg)
+	o.Certificate = id.Certificate()
+	p, err := credprovider.NewIoT(o)
 	if err != nil {
-		return nil, configFailure("aws: %w", err)
+		return nil, configFailure("%w", optionsError("", iotKeys, err))
 	}
 	return p, nil
+}
+
+// deviceOptions are the device role's IoT options but the certificate: what
+// validation checks and NewDeviceProvider uses.
+func deviceOptions(cfg *Config) credprovider.IoTOptions {
+	return credprovider.IoTOptions{
+		Endpoint:  cfg.AWS.CredentialEndpoint,
+		RoleAlias: cfg.AWS.RoleAlias,
+		ThingName: cfg.Identity.ThingName,
+		CAFile:    cfg.AWS.CAFile,
+		Duration:  cfg.AWS.Duration.Duration,
+	}
+}
+
+// optionsError is err (from a credprovider constructor) with the options it
+// refuses named by their TOML keys, after prefix, as validation names them.
+func optionsError(prefix string, keys map[string]string, err error) error {
+	v := &validator{}
+	v.options(prefix, keys, err)
+	if len(v.errs) == 0 {
+		return err
+	}
+	var parts []string
+	for _, fe := range v.errs {
+		parts = append(parts, fe.Key+": "+fe.Issue)
+	}
+	return errors.New(strings.Join(parts, "; "))
 }
 
 // addRole wraps p in the refresh engine with the configured rules, persists

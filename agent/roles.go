@@ -56,7 +56,7 @@ func (a *Agent) buildExtraRoles(device aws.CredentialsProvider) error {
 			}
 			p, err := roleProvider(&r, source)
 			if err != nil {
-				return configFailure("role %s: %w", r.Name, err)
+				return configFailure("role %s: %w", r.Name, optionsError("", roleKeys, err))
 			}
 			rl, err := a.addRole(r.Name, a.roleKey(&r), p, r.Source, AllowList{UIDs: r.AllowUIDs, GIDs: r.AllowGIDs})
 			if err != nil {
@@ -121,32 +121,56 @@ func profileCredentials(profile, region string) (aws.CredentialsProvider, error)
 
 // roleProvider returns the credentials provider a [[role]] describes.
 func roleProvider(r *RoleConfig, source aws.CredentialsProvider) (aws.CredentialsProvider, error) {
-	sts := credprovider.STSOptions{Region: r.Region, Endpoint: r.STSEndpoint}
 	switch {
 	case len(r.CredentialCommand) > 0:
-		return credprovider.NewCommand(credprovider.CommandOptions{Argv: r.CredentialCommand})
+		return credprovider.NewCommand(commandOptions(r))
 	case r.WebIdentityTokenFile != "":
-		return credprovider.NewWebIdentity(credprovider.WebIdentityOptions{
-			STSOptions: sts, RoleARN: r.RoleARN, SessionName: r.SessionName, TokenFile: r.WebIdentityTokenFile,
-			Duration: r.Duration.Duration, Policy: r.Policy, PolicyARNs: r.PolicyARNs,
-		})
+		return credprovider.NewWebIdentity(webIdentityOptions(r))
 	}
-	o := credprovider.AssumeRoleOptions{
-		STSOptions: sts, RoleARN: r.RoleARN, SessionName: r.SessionName, Duration: r.Duration.Duration,
-		ExternalID: r.ExternalID, Policy: r.Policy, PolicyARNs: r.PolicyARNs, Tags: r.Tags,
-		TransitiveTagKeys: r.TransitiveTagKeys, SourceIdentity: r.SourceIdentity, MFASerial: r.MFASerial,
-	}
+	o := assumeRoleOptions(r)
 	var err error
-	switch {
-	case len(r.MFACommand) > 0:
-		o.MFAToken, err = credprovider.MFACommand(r.MFACommand, mfaTimeout)
-	case r.MFATOTPFile != "":
-		o.MFAToken, err = credprovider.TOTPFile(r.MFATOTPFile, nil)
-	}
-	if err != nil {
+	if o.MFAToken, err = mfaToken(r); err != nil {
 		return nil, err
 	}
 	return credprovider.NewAssumeRole(source, o)
+}
+
+// The options a [[role]] gives credprovider, built in one place for the
+// providers and for validation, so both judge the same values.
+
+func commandOptions(r *RoleConfig) credprovider.CommandOptions {
+	return credprovider.CommandOptions{Argv: r.CredentialCommand}
+}
+
+func stsOptions(r *RoleConfig) credprovider.STSOptions {
+	return credprovider.STSOptions{Region: r.Region, Endpoint: r.STSEndpoint}
+}
+
+func webIdentityOptions(r *RoleConfig) credprovider.WebIdentityOptions {
+	return credprovider.WebIdentityOptions{
+		STSOptions: stsOptions(r), RoleARN: r.RoleARN, SessionName: r.SessionName, TokenFile: r.WebIdentityTokenFile,
+		Duration: r.Duration.Duration, Policy: r.Policy, PolicyARNs: r.PolicyARNs,
+	}
+}
+
+// assumeRoleOptions leaves MFAToken to mfaToken, which reads files.
+func assumeRoleOptions(r *RoleConfig) credprovider.AssumeRoleOptions {
+	return credprovider.AssumeRoleOptions{
+		STSOptions: stsOptions(r), RoleARN: r.RoleARN, SessionName: r.SessionName, Duration: r.Duration.Duration,
+		ExternalID: r.ExternalID, Policy: r.Policy, PolicyARNs: r.PolicyARNs, Tags: r.Tags,
+		TransitiveTagKeys: r.TransitiveTagKeys, SourceIdentity: r.SourceIdentity, MFASerial: r.MFASerial,
+	}
+}
+
+// mfaToken is the role's MFA token source, nil when it has none.
+func mfaToken(r *RoleConfig) (credprovider.TokenProvider, error) {
+	switch {
+	case len(r.MFACommand) > 0:
+		return credprovider.MFACommand(r.MFACommand, mfaTimeout)
+	case r.MFATOTPFile != "":
+		return credprovider.TOTPFile(r.MFATOTPFile, nil)
+	}
+	return nil, nil
 }
 
 // sharedConfigFiles names the files the SDK reads profiles from, for errors.

@@ -64,7 +64,7 @@ func lastCode(s string) string {
 // now is the clock (nil: time.Now).
 func TOTPFile(path string, now func() time.Time) (TokenProvider, error) {
 	if path == "" {
-		return nil, fmt.Errorf("%w: mfa_totp_file is empty", ErrInvalidConfig)
+		return nil, &OptionError{Field: "TOTPFile.path", Issue: "is empty: give the file holding the TOTP secret"}
 	}
 	if now == nil {
 		now = time.Now
@@ -80,7 +80,7 @@ func TOTPFile(path string, now func() time.Time) (TokenProvider, error) {
 		code, err := totp.GenerateCodeCustom(secret, now(), opts)
 		if err != nil {
 			// The library's errors never quote the secret.
-			return "", fmt.Errorf("%w: mfa_totp_file %s: %v", ErrInvalidConfig, path, err)
+			return "", &OptionError{Field: "TOTPFile.path", Issue: fmt.Sprintf("%s: %v", path, err)}
 		}
 		return code, nil
 	}, nil
@@ -89,17 +89,17 @@ func TOTPFile(path string, now func() time.Time) (TokenProvider, error) {
 func readTOTP(path string) (string, totp.ValidateOpts, error) {
 	opts := totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
 	if err := secretfile.Check(path); err != nil {
-		return "", opts, fmt.Errorf("%w: mfa_totp_file: %w", ErrInvalidConfig, err)
+		return "", opts, &OptionError{Field: "TOTPFile.path", Issue: err.Error()}
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", opts, fmt.Errorf("%w: mfa_totp_file %s: %v", ErrInvalidConfig, path, unwrapPath(err))
+		return "", opts, &OptionError{Field: "TOTPFile.path", Issue: fmt.Sprintf("%s: %v", path, unwrapPath(err))}
 	}
 	s := strings.TrimSpace(string(b))
 	if strings.HasPrefix(s, "otpauth://") {
 		k, err := otp.NewKeyFromURL(s)
 		if err != nil || k.Type() != "totp" || k.Secret() == "" {
-			return "", opts, fmt.Errorf("%w: mfa_totp_file %s: not a valid otpauth://totp/ URI", ErrInvalidConfig, path)
+			return "", opts, &OptionError{Field: "TOTPFile.path", Issue: path + ": not a valid otpauth://totp/ URI"}
 		}
 		opts.Period, opts.Digits, opts.Algorithm = uint(k.Period()), k.Digits(), k.Algorithm()
 		s = k.Secret()
@@ -111,7 +111,7 @@ func readTOTP(path string) (string, totp.ValidateOpts, error) {
 		return r
 	}, s))
 	if s == "" {
-		return "", opts, fmt.Errorf("%w: mfa_totp_file %s is empty: write the virtual MFA device's base32 secret into it", ErrInvalidConfig, path)
+		return "", opts, &OptionError{Field: "TOTPFile.path", Issue: path + " is empty: write the virtual MFA device's base32 secret into it"}
 	}
 	return s, opts, nil
 }

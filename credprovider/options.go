@@ -84,7 +84,7 @@ func (o IoTOptions) Validate() error {
 		l.add("IoTOptions.ThingName", "%q is not a valid thing name (1-128 of a-z A-Z 0-9 : _ -)", o.ThingName)
 	}
 	if d := o.Duration; d != 0 && (d < MinIoTDuration || d > MaxIoTDuration || d%time.Second != 0) {
-		l.add("IoTOptions.Duration", "%v: the credentials provider accepts whole seconds from %v to %v", d, MinIoTDuration, MaxIoTDuration)
+		l.add("IoTOptions.Duration", "%v is out of range: the credentials provider accepts whole seconds from %v to %v", d, MinIoTDuration, MaxIoTDuration)
 	}
 	if o.Timeout < 0 {
 		l.add("IoTOptions.Timeout", "%v is negative", o.Timeout)
@@ -186,7 +186,7 @@ func (o AssumeRoleOptions) Validate() error {
 	}
 	for _, k := range o.TransitiveTagKeys {
 		if _, ok := o.Tags[k]; !ok {
-			l.add("AssumeRoleOptions.TransitiveTagKeys", "%q is not a key of Tags", k)
+			l.add("AssumeRoleOptions.TransitiveTagKeys", "%q is not one of the tag keys", k)
 		}
 	}
 	if o.SourceIdentity != "" && !sourceIdentityRE().MatchString(o.SourceIdentity) {
