@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/tetherd/tether/credprovider"
-	"github.com/tetherd/tether/endpoint"
+	// Named so, as agent has an endpoint type of its own (the container
+	// endpoint's socket).
+	addr "github.com/tetherd/tether/endpoint"
 	"github.com/tetherd/tether/hsm"
 	"github.com/tetherd/tether/mqtt"
 )
@@ -97,7 +99,7 @@ func (c *Config) validate(v *validator) {
 	v.ids("serve.allow_uids", s.AllowUIDs)
 	v.ids("serve.allow_gids", s.AllowGIDs)
 	if s.ContainerEndpoint != "" {
-		if _, err := endpoint.ParseLoopback(s.ContainerEndpoint); err != nil {
+		if _, err := addr.ParseLoopback(s.ContainerEndpoint); err != nil {
 			v.fail("serve.container_endpoint", "%v", err)
 		}
 		if len(s.AllowUIDs) > 0 || len(s.AllowGIDs) > 0 {
@@ -113,7 +115,7 @@ func (c *Config) validate(v *validator) {
 
 	m := &c.MQTT
 	if m.Endpoint != "" {
-		if _, err := endpoint.Parse(m.Endpoint); err != nil {
+		if _, err := addr.Parse(m.Endpoint); err != nil {
 			v.fail("mqtt.endpoint", "%v", err)
 		}
 	}

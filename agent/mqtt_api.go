@@ -31,7 +31,7 @@ func writeRuleError(w http.ResponseWriter, err error) bool {
 	return false
 }
 
-func (a *api) mqttPublish(w http.ResponseWriter, r *http.Request) {
+func mqttPublish(s *mqtt.Session, w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST /v1/mqtt/publish?topic=T&qos=Q with the payload as body")
@@ -62,7 +62,7 @@ func (a *api) mqttPublish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "payload_unreadable", "reading the request body failed: "+err.Error())
 		return
 	}
-	seq, err := a.mqtt.Publish(r.Context(), topic, payload, qos)
+	seq, err := s.Publish(r.Context(), topic, payload, qos)
 	switch {
 	case err == nil:
 		writeJSON(w, http.StatusAccepted, map[string]uint64{"seq": seq})
@@ -76,13 +76,13 @@ func (a *api) mqttPublish(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (a *api) mqttSubscribe(w http.ResponseWriter, r *http.Request) {
+func mqttSubscribe(s *mqtt.Session, w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET /v1/mqtt/subscribe?topic=FILTER")
 		return
 	}
-	sub, err := a.mqtt.Subscribe(r.Context(), r.URL.Query().Get("topic"))
+	sub, err := s.Subscribe(r.Context(), r.URL.Query().Get("topic"))
 	if err != nil {
 		if !writeRuleError(w, err) {
 			writeError(w, http.StatusServiceUnavailable, "subscribe_failed", err.Error())

@@ -45,7 +45,7 @@ func TestMQTTEndpoints(t *testing.T) {
 	require.NoError(t, s.AwaitConnection(ctx))
 
 	a := &api{roles: func() roleSet { return nil }, allow: func() AllowList { return AllowList{} },
-		status: func() Status { return Status{} }, mqtt: s, log: slog.New(slog.DiscardHandler)}
+		status: func() Status { return Status{} }, mqtt: func() *mqtt.Session { return s }, log: slog.New(slog.DiscardHandler)}
 	srv := httptest.NewServer(a.routes())
 	t.Cleanup(srv.Close)
 

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"log/slog"
@@ -67,8 +68,13 @@ type api struct {
 	roles  func() roleSet
 	allow  func() AllowList
 	status func() Status
-	mqtt   *mqtt.Session // nil when [mqtt] is not configured
-	log    *slog.Logger
+	// mqtt returns the MQTT session, nil while it restarts; mqtt itself is
+	// nil when [mqtt] is not configured.
+	mqtt func() *mqtt.Session
+	// streams ends when the generation retires, and subscription streams
+	// with it.
+	streams context.Context
+	log     *slog.Logger
 }
 
 func (a *api) routes() http.Handler {
@@ -91,20 +97,30 @@ func (a *api) routes() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, st)
 	})
-	withMQTT := func(h http.HandlerFunc) http.HandlerFunc {
+	withMQTT := func(h func(*mqtt.Session, http.ResponseWriter, *http.Request)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			if a.mqtt == nil {
 				writeError(w, http.StatusNotFound, "mqtt_not_configured", "this agent has no [mqtt] section; set mqtt.endpoint to share an MQTT session")
 				return
 			}
-			h(w, r)
+			s := a.mqtt()
+			if s == nil {
+				writeError(w, http.StatusServiceUnavailable, "mqtt_unavailable", "the MQTT session is restarting; retry in a moment")
+				return
+			}
+			ctx, cancel := context.WithCancel(r.Context())
+			defer cancel()
+			if a.streams != nil {
+				defer context.AfterFunc(a.streams, cancel)()
+			}
+			h(s, w, r.WithContext(ctx))
 		}
 	}
 	// Methods are checked by the handlers, so a wrong one gets the API's
 	// error shape rather than the mux's plain text.
-	mux.HandleFunc("/v1/mqtt/publish", withMQTT(a.mqttPublish))
-	mux.HandleFunc("/v1/mqtt/subscribe", withMQTT(a.mqttSubscribe))
-	mux.HandleFunc("/v1/mqtt/", withMQTT(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/v1/mqtt/publish", withMQTT(mqttPublish))
+	mux.HandleFunc("/v1/mqtt/subscribe", withMQTT(mqttSubscribe))
+	mux.HandleFunc("/v1/mqtt/", withMQTT(func(_ *mqtt.Session, w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+"; see POST /v1/mqtt/publish, GET /v1/mqtt/subscribe")
 	}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
