@@ -160,6 +160,14 @@ func (a *Agent) refresher(name, fingerprint string, p aws.CredentialsProvider) (
 	if err != nil {
 		return nil, configFailure("role %s: %w", name, err)
 	}
+	if prev, ok := a.inherit[key]; ok {
+		// The running generation's credentials for the same role and
+		// identity: a reload never loses what is in memory, whatever the
+		// store or the network say.
+		if c, ok := prev.Current(); ok {
+			_ = r.Seed(c)
+		}
+	}
 	if c, ok, err := a.db.Credentials(key); err != nil {
 		a.log.Warn("could not read cached credentials", "role", name, "err", err)
 	} else if ok {

@@ -66,6 +66,9 @@ type Agent struct {
 	refs      map[string]*credprovider.Refresher
 	// cacheKeys maps each role to the store key of its credentials.
 	cacheKeys map[string]string
+	// inherit holds the previous generation's refreshers by cache key, to
+	// seed this one's from memory.
+	inherit map[string]*credprovider.Refresher
 	// closing guards closed: OnRefresh writes only while the store is open.
 	closing sync.RWMutex
 	closed  bool
@@ -258,7 +261,15 @@ func start(ctx context.Context, d *daemon, cfg *Config, prev *Agent) (_ *Agent, 
 			return nil, runtimeFailure("state: %w", err)
 		}
 	}
-	if err := a.buildRoles(); err != nil {
+	if prev != nil {
+		a.inherit = map[string]*credprovider.Refresher{}
+		for name, key := range prev.cacheKeys {
+			a.inherit[key] = prev.refs[name]
+		}
+	}
+	err = a.buildRoles()
+	a.inherit = nil
+	if err != nil {
 		return nil, err
 	}
 	if err := a.openOutbox(prev); err != nil {
