@@ -41,6 +41,8 @@ type Config struct {
 	MQTT     MQTTConfig     `toml:"mqtt"`
 	State    StateConfig    `toml:"state"`
 	Log      LogConfig      `toml:"log"`
+	// Greengrass is set when the device runs AWS IoT Greengrass too.
+	Greengrass GreengrassConfig `toml:"greengrass"`
 
 	// File is the path the configuration was read from.
 	File string `toml:"-"`
@@ -384,7 +386,7 @@ func (c *Config) applyDefaults(dirs platform.Dirs) {
 		m.Port = 8883
 	}
 	if m.ClientID == "" {
-		m.ClientID = c.Identity.ThingName
+		m.ClientID = c.defaultClientID()
 	}
 	m.KeepAlive.orDefault(30 * time.Second)
 	m.SessionExpiry.orDefault(24 * time.Hour)

@@ -14,8 +14,11 @@ import (
 // reports every error at once, and prints the resolved configuration with
 // secrets redacted.
 func runConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "import" {
+		return runConfigImport(args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "check" {
-		fmt.Fprintln(stderr, "usage: tether config check [-c FILE]")
+		fmt.Fprintln(stderr, "usage: tether config check [-c FILE] | tether config import greengrass FILE")
 		return exitUsage
 	}
 	fs := newFlagSet("config check", stderr)
@@ -32,6 +35,9 @@ func runConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "tether: %v\n", err)
 		return exitRuntime
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stderr, "tether: warning: %s\n", w)
 	}
 	fmt.Fprintf(stdout, "# %s: configuration OK\n%s", *file, b)
 	return exitOK
