@@ -383,7 +383,9 @@ func (d *Device) Config(o Options) (*Import, error) {
 	kv(&b, "credential_endpoint", d.CredentialEndpoint, "")
 	kv(&b, "role_alias", d.RoleAlias, "Greengrass's token exchange role alias")
 	kv(&b, "ca_file", d.RootCA, "")
-	b.WriteString("\n[serve]\n")
+	// [serve] and [state] are left to the defaults (and to whoever deploys
+	// tether: the Greengrass component appends its own), so they are comments.
+	b.WriteString("\n# [serve]\n")
 	b.WriteString("# For Greengrass components: AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:2020/2016-11-01/credentialprovider/\n")
 	b.WriteString("# container_endpoint = \"127.0.0.1:2020\"\n")
 	if d.DataEndpoint != "" {
