@@ -46,6 +46,7 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	CGO_ENABLED=0 $(GO) vet ./...
+	$(GO) vet -tags nopkcs11 ./...   # the Yocto/Buildroot build without PKCS#11 (cgo on, no crypto11)
 
 ## test: everything, race detector on, real SoftHSM, mosquitto, aws, boto3; the static
 ## (CGO_ENABLED=0) flavour; then the PKCS#11 flavour for arm64 under qemu
@@ -77,7 +78,7 @@ bench: deps build
 	./softhsm-test/bench.sh
 
 ## demo: the main job against the local IoT Core simulator
-demo: build
+demo: deps build
 	./softhsm-test/demo.sh
 
 clean:

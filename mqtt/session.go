@@ -28,6 +28,7 @@ import (
 	"github.com/eclipse/paho.golang/paho/session/state"
 	"github.com/eclipse/paho.golang/paho/store/memory"
 
+	"github.com/tetherd/tether/endpoint"
 	"github.com/tetherd/tether/store"
 )
 
@@ -115,7 +116,7 @@ type Status struct {
 	LastError   string            `json:"last_error,omitempty"`
 	LastErrorAt time.Time         `json:"last_error_at,omitzero"`
 	Inflight    int               `json:"inflight"`    // QoS 1 messages sent, not yet acknowledged
-	Rejected    uint64            `json:"rejected"`    // messages the broker refused (dropped)
+	Rejected    uint64            `json:"rejected"`    // messages the broker refused (moved to the dead letters)
 	Subscribers int               `json:"subscribers"` // local subscribers
 	Dropped     uint64            `json:"dropped"`     // messages dropped for slow local subscribers
 	Outbox      store.OutboxStats `json:"outbox"`
@@ -266,17 +267,19 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-func splitEndpoint(endpoint string, port int) (string, int, error) {
-	if endpoint == "" {
+// splitEndpoint parses Config.Endpoint with the one endpoint grammar; a
+// port in it wins over Config.Port.
+func splitEndpoint(ep string, port int) (string, int, error) {
+	if ep == "" {
 		return "", 0, errors.New("mqtt: no endpoint: set [mqtt] endpoint (e.g. a1abc-ats.iot.eu-west-1.amazonaws.com)")
 	}
-	host := endpoint
-	if h, p, err := net.SplitHostPort(endpoint); err == nil {
-		n, err := strconv.Atoi(p)
-		if err != nil || n <= 0 || n > 65535 {
-			return "", 0, fmt.Errorf("mqtt: endpoint %q has an invalid port", endpoint)
-		}
-		host, port = h, n
+	e, err := endpoint.Parse(ep)
+	if err != nil {
+		return "", 0, fmt.Errorf("mqtt: endpoint: %w", err)
+	}
+	host := e.Host
+	if e.Port != 0 {
+		port = e.Port
 	}
 	if port == 0 {
 		port = DefaultPort
@@ -384,12 +387,19 @@ func (s *Session) setErr(err error) {
 	s.mu.Unlock()
 }
 
-func (s *Session) rejected(m store.OutboxMessage, why string) {
+// deadLetter moves a message the broker (or paho) refused out of the way
+// of the ones behind it, into the outbox's dead letters, and says so.
+func (s *Session) deadLetter(seq uint64, topic, why string) {
+	if err := s.cfg.Outbox.DeadLetter(seq, why); err != nil {
+		// The store failed: acknowledging at least unblocks the queue.
+		s.log.Error("mqtt message could not be kept as a dead letter; dropped", "seq", seq, "err", err)
+		s.cfg.Outbox.Ack(seq)
+	}
 	s.mu.Lock()
 	s.rejects++
-	s.lastErr, s.lastErrAt = fmt.Errorf("message %d to %q dropped: %s", m.Seq, m.Topic, why), time.Now()
+	s.lastErr, s.lastErrAt = fmt.Errorf("message %d to %q moved to the dead letters: %s", seq, topic, why), time.Now()
 	s.mu.Unlock()
-	s.log.Error("mqtt message dropped", "seq", m.Seq, "topic", m.Topic, "reason", why)
+	s.log.Error("mqtt message moved to the dead letters; delivery goes on with the next", "seq", seq, "topic", topic, "reason", why)
 }
 
 func (s *Session) pubackRefused(pa *packets.Puback) {
@@ -397,12 +407,17 @@ func (s *Session) pubackRefused(pa *packets.Puback) {
 	if pa.Properties != nil {
 		reason = pa.Properties.ReasonString
 	}
-	err := fmt.Errorf("broker refused a message (PUBACK reason 0x%02x %s): it was dropped; check the device policy allows publishing to its topic", pa.ReasonCode, reason)
-	s.mu.Lock()
-	s.rejects++
-	s.lastErr, s.lastErrAt = err, time.Now()
-	s.mu.Unlock()
-	s.log.Error("mqtt message refused by broker", "reason_code", pa.ReasonCode, "reason", reason)
+	why := fmt.Sprintf("the broker refused it (PUBACK reason 0x%02x %s); check that the device policy allows publishing to its topic", pa.ReasonCode, reason)
+	seq, ok := s.d.seqOf(pa.PacketID)
+	if !ok {
+		s.setErr(errors.New(why))
+		return
+	}
+	topic := ""
+	if m, ok, _ := s.cfg.Outbox.Next(seq - 1); ok && m.Seq == seq {
+		topic = m.Topic
+	}
+	s.deadLetter(seq, topic, why)
 }
 
 // Publish checks topic, payload and QoS against the AWS IoT Core rules and
