@@ -127,11 +127,27 @@ build_conf() {
 # Written by packaging/check-layers.sh.
 BBPATH = "\${TOPDIR}"
 BBFILES ?= ""
-BBLAYERS = "$LAYERS_CACHE/upstream/openembedded-core/meta $LAYERS_CACHE/meta-tether"
+BBLAYERS = "$LAYERS_CACHE/upstream/openembedded-core/meta $LAYERS_CACHE/meta-tether $LAYERS_CACHE/meta-tether-check"
+EOF
+	# The checkout under test comes in through a bbappend, not local.conf: a
+	# new commit then reparses one recipe instead of all of them.
+	as mkdir -p "$LAYERS_CACHE/meta-tether-check/conf" "$LAYERS_CACHE/meta-tether-check/recipes-iot/tether"
+	as tee "$LAYERS_CACHE/meta-tether-check/conf/layer.conf" >/dev/null <<'EOF'
+# Written by packaging/check-layers.sh: builds meta-tether from the local checkout.
+BBPATH .= ":${LAYERDIR}"
+BBFILES += "${LAYERDIR}/recipes-*/*/*.bbappend"
+BBFILE_COLLECTIONS += "tether-check"
+BBFILE_PATTERN_tether-check = "^${LAYERDIR}/"
+BBFILE_PRIORITY_tether-check = "7"
+LAYERDEPENDS_tether-check = "tether"
+LAYERSERIES_COMPAT_tether-check = "wrynose"
+EOF
+	as tee "$LAYERS_CACHE/meta-tether-check/recipes-iot/tether/tether_%.bbappend" >/dev/null <<EOF
+TETHER_GIT_URI = "git://$LAYERS_CACHE/tether.git;protocol=file;branch=$TETHER_BRANCH"
+SRCREV = "$TETHER_REV"
 EOF
 	as tee "$b/conf/local.conf" >/dev/null <<EOF
-# Written by packaging/check-layers.sh: oe-core's nodistro for qemuarm64, with
-# tether's source from the local checkout.
+# Written by packaging/check-layers.sh: oe-core's nodistro for qemuarm64.
 MACHINE = "qemuarm64"
 DL_DIR = "$LAYERS_CACHE/downloads"
 TMPDIR = "$b/tmp"
@@ -144,8 +160,6 @@ CONNECTIVITY_CHECK_URIS = "https://proxy.golang.org/"
 BB_NUMBER_THREADS = "2"
 PARALLEL_MAKE = "-j 2"
 CONF_VERSION = "2"
-TETHER_GIT_URI:pn-tether = "git://$LAYERS_CACHE/tether.git;protocol=file;branch=$TETHER_BRANCH"
-SRCREV:pn-tether = "$TETHER_REV"
 EOF
 }
 
