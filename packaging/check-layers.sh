@@ -366,21 +366,40 @@ PY
 	say "Buildroot's download of TETHER_VERSION (git archive + vendored modules), checked against tether.hash"
 	br_download check ||
 		die "the download does not match package/tether/tether.hash (log: $LAYERS_CACHE/br-download.log); after bumping TETHER_VERSION run make buildroot-hash"
+	local want
+	want=$(br_license_hashes "$BR_TARBALL")
+	if ! diff <(echo "$want") <(grep -v "$BR_SOURCE" "$BR_EXT/package/tether/tether.hash" | grep '^sha256') >&2; then
+		die "tether.hash: the license files' hashes differ from the download (< download, > tether.hash); run make buildroot-hash"
+	fi
 	say "buildroot: OK"
+}
+
+# br_license_hashes TARBALL: "sha256  SUM  FILE" for each TETHER_LICENSE_FILES
+# entry, as found in the downloaded tarball.
+br_license_hashes() {
+	local tmp f
+	tmp=$(mktemp -d)
+	tar -xzf "$1" -C "$tmp" --strip-components=1
+	for f in $(sed -n '/^TETHER_LICENSE_FILES = /,/^[^\t]/{/^TETHER_LICENSE_FILES = \|^\t/{s/^TETHER_LICENSE_FILES = //;s/\\$//;p}}' "$BR_EXT/package/tether/tether.mk"); do
+		[ -f "$tmp/$f" ] || { rm -rf "$tmp"; die "TETHER_LICENSE_FILES: $f is not in $1"; }
+		printf 'sha256  %s  %s\n' "$(sha256sum "$tmp/$f" | cut -d' ' -f1)" "$f"
+	done
+	rm -rf "$tmp"
 }
 
 # buildroot_hash: recomputes tether.hash for TETHER_VERSION.
 buildroot_hash() {
 	buildroot_setup
 	br_download || die "download failed (log: $LAYERS_CACHE/br-download.log)"
-	local sum lic
+	local sum licenses
 	sum=$(sha256sum "$BR_TARBALL" | cut -d' ' -f1)
-	lic=$(sha256sum "$ROOTDIR/LICENSE" | cut -d' ' -f1)
+	licenses=$(br_license_hashes "$BR_TARBALL")
 	cat >"$BR_EXT/package/tether/tether.hash" <<EOF
 # Locally computed: the git archive of TETHER_VERSION with its vendored Go
-# modules, as Buildroot's download makes it (make buildroot-hash).
+# modules, as Buildroot's download makes it, and the license files in it
+# (make buildroot-hash).
 sha256  $sum  $BR_SOURCE
-sha256  $lic  LICENSE
+$licenses
 EOF
 	say "wrote packaging/buildroot/package/tether/tether.hash"
 }

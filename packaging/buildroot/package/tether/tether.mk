@@ -9,8 +9,34 @@
 TETHER_VERSION = d8152671a01f0a39945b1d8ff1e833dc078058a1
 TETHER_SITE = https://github.com/tetherd/tether.git
 TETHER_SITE_METHOD = git
-TETHER_LICENSE = Apache-2.0
-TETHER_LICENSE_FILES = LICENSE
+TETHER_LICENSE = Apache-2.0, \
+	Apache-2.0 (aws-sdk-go-v2, smithy-go, go-systemd, otp, pool, yaml), \
+	BSD-2-Clause (websocket, errors), \
+	BSD-3-Clause (pkcs11, x/net, x/sys, Go's singleflight and json copies), \
+	MIT (crypto11, barcode, bbolt, go-toml), \
+	EPL-2.0 or BSD-3-Clause (paho.golang)
+# tether's and those of the vendored modules linked into it (not testify,
+# which only its tests use); their hashes are in tether.hash (make buildroot-hash).
+TETHER_LICENSE_FILES = LICENSE \
+	vendor/github.com/ThalesIgnite/crypto11/LICENCE.txt \
+	vendor/github.com/aws/aws-sdk-go-v2/LICENSE.txt \
+	vendor/github.com/aws/aws-sdk-go-v2/internal/sync/singleflight/LICENSE \
+	vendor/github.com/aws/smithy-go/LICENSE \
+	vendor/github.com/aws/smithy-go/internal/sync/singleflight/LICENSE \
+	vendor/github.com/aws/smithy-go/transport/http/protocol/internal/json/internal/stdlib/LICENSE \
+	vendor/github.com/boombuler/barcode/LICENSE \
+	vendor/github.com/coreos/go-systemd/v22/LICENSE \
+	vendor/github.com/eclipse/paho.golang/LICENSE \
+	vendor/github.com/gorilla/websocket/LICENSE \
+	vendor/github.com/miekg/pkcs11/LICENSE \
+	vendor/github.com/pelletier/go-toml/v2/LICENSE \
+	vendor/github.com/pkg/errors/LICENSE \
+	vendor/github.com/pquerna/otp/LICENSE \
+	vendor/github.com/thales-e-security/pool/LICENSE \
+	vendor/go.etcd.io/bbolt/LICENSE \
+	vendor/go.yaml.in/yaml/v3/LICENSE \
+	vendor/golang.org/x/net/LICENSE \
+	vendor/golang.org/x/sys/LICENSE
 TETHER_GOMOD = github.com/tetherd/tether
 TETHER_BUILD_TARGETS = agent/cmd/tether
 
