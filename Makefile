@@ -9,7 +9,7 @@ LDFLAGS      := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X mai
 GOFLAGS_BUILD:= -trimpath -ldflags '$(LDFLAGS)'
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build static cross-pkcs11 test test-unit test-arm64 bench demo deps lint clean
+.PHONY: all build static cross-pkcs11 test test-unit test-arm64 bench demo deps lint clean check-layers yocto-update-modules buildroot-hash
 
 all: build
 
@@ -46,6 +46,7 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	CGO_ENABLED=0 $(GO) vet ./...
+	$(GO) vet -tags nopkcs11 ./...   # the Yocto/Buildroot build without PKCS#11 (cgo on, no crypto11)
 
 ## test: everything, race detector on, real SoftHSM, mosquitto, aws, boto3; the static
 ## (CGO_ENABLED=0) flavour; then the PKCS#11 flavour for arm64 under qemu
@@ -53,10 +54,24 @@ test: deps lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	CGO_ENABLED=0 $(GO) test -count=1 ./agent/ ./hsm/ ./credprovider/
 	$(MAKE) test-arm64
+	$(MAKE) check-layers
 
 ## test-arm64: the PKCS#11 flavour for arm64 against Debian's arm64 SoftHSM under qemu
 test-arm64:
 	./softhsm-test/arm64-test.sh
+
+## check-layers: the Yocto layer and the Buildroot package against ../shared/upstream
+## (bitbake -p/-e/fetch/unpack as an unprivileged user, check-package, printvars, show-info)
+check-layers:
+	./packaging/check-layers.sh yocto buildroot
+
+## yocto-update-modules: regenerate yocto/meta-tether's tether-go-mods.inc and tether-licenses.inc
+yocto-update-modules:
+	./packaging/check-layers.sh update-modules
+
+## buildroot-hash: recompute packaging/buildroot/package/tether/tether.hash for TETHER_VERSION
+buildroot-hash:
+	./packaging/check-layers.sh buildroot-hash
 
 ## bench: figures as ratios against baselines measured in the same run
 bench: deps build
