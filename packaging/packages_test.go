@@ -156,7 +156,8 @@ func inspect(t *testing.T, pkg, ext string) (files, conffiles []string, scripts 
 		files = strings.Fields(run("rpm", "-qlp", pkg))
 		conffiles = strings.Fields(run("rpm", "-qcp", pkg))
 		scripts = run("rpm", "-qp", "--scripts", pkg)
-		cmd := exec.Command("sh", "-c", "rpm2cpio \"$1\" | cpio -idm --quiet", "sh", pkg)
+		// The payload's paths are absolute: never extract them as they are.
+		cmd := exec.Command("sh", "-c", "rpm2cpio \"$1\" | cpio -idm --quiet --no-absolute-filenames", "sh", pkg)
 		cmd.Dir = work
 		out, err := cmd.CombinedOutput()
 		require.NoError(t, err, "rpm2cpio: %s", out)
