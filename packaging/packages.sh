@@ -18,6 +18,7 @@ PKG_MAINTAINER=${PKG_MAINTAINER:-tether maintainers <maintainers@tetherd.dev>}
 export SOURCE_DATE_EPOCH PKG_MAINTAINER
 GEN=$(mktemp -d)
 trap 'rm -rf "$GEN"' EXIT
+trap 'exit 1' INT TERM
 export GEN
 mkdir -p "$out"
 

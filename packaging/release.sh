@@ -29,6 +29,7 @@ src=$PWD
 if [ "$(git rev-parse --git-dir)" != "$(git rev-parse --git-common-dir)" ]; then
 	src=$(mktemp -d)
 	trap 'rm -rf "$src"' EXIT
+	trap 'exit 1' INT TERM
 	git clone -q "$PWD" "$src"
 	git -C "$src" checkout -q "$commit"
 fi

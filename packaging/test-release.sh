@@ -9,6 +9,7 @@ set -eu
 cd "$(dirname "$0")/.."
 work=$(mktemp -d /tmp/tether-release.XXXXXX)
 trap 'rm -rf "$work"' EXIT
+trap 'exit 1' INT TERM
 for run in a bb; do
 	git clone -q "$PWD" "$work/$run"
 	git -C "$work/$run" checkout -q "$(git rev-parse HEAD)"

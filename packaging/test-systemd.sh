@@ -25,6 +25,7 @@ esac
 ${MAKE:-make} --no-print-directory dist/tether-pkcs11-linux-$arch bin/nfpm
 out=$(mktemp -d /tmp/tether-test-systemd.XXXXXX)
 trap 'rm -rf "$out"' EXIT
+trap 'exit 1' INT TERM
 if [ -z "${TETHER_LIVE_PREVIOUS_DEB:-}" ]; then
 	OUT=$out/previous ARCHES=$arch FORMATS=deb TETHER_PKG_VERSION=0.0.0~previous ./packaging/packages.sh >/dev/null
 	TETHER_LIVE_PREVIOUS_DEB=$(ls "$out"/previous/*.deb)

@@ -55,6 +55,9 @@ type Options struct {
 	// BootTimeout bounds the wait for systemd to reach a running system.
 	// Default 90s.
 	BootTimeout time.Duration
+	// NspawnArgs are more systemd-nspawn arguments, e.g. a device for the
+	// container: "--bind=/dev/tpmrm0", "--property=DeviceAllow=/dev/tpmrm0 rw".
+	NspawnArgs []string
 }
 
 // Root is a booted Debian root.
@@ -113,8 +116,9 @@ func Boot(t testing.TB, o Options) *Root {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	r.nspawn = exec.Command("systemd-nspawn", "-q", "-D", dir, "--boot", "--register=no", "--keep-unit",
-		"--machine=tether-"+strconv.Itoa(os.Getpid()))
+	args := append([]string{"-q", "-D", dir, "--boot", "--register=no", "--keep-unit",
+		"--machine=tether-" + strconv.Itoa(os.Getpid())}, o.NspawnArgs...)
+	r.nspawn = exec.Command("systemd-nspawn", args...)
 	r.nspawn.Stdout, r.nspawn.Stderr = logf, logf
 	// Its own process group, so a ^C of go test reaches nspawn through the
 	// cleanup and not mid-boot.
