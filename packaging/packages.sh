@@ -29,6 +29,9 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 printf 'tether (%s-1) unstable; urgency=medium\n\n  * Built from commit %s.\n\n -- %s  %s\n' \
 	"$(packaging/version.sh deb)" "$commit" "$PKG_MAINTAINER" "$date" | gzip -9n >"$GEN/changelog.gz"
 touch -d "@$SOURCE_DATE_EPOCH" "$GEN"/*
+# nfpm's apk takes the maintainer scripts' own mtimes (a checkout's time):
+# pin them too, or two checkouts of one commit make different .apk files.
+touch -d "@$SOURCE_DATE_EPOCH" packaging/scripts/*.sh
 
 for arch in ${ARCHES:-amd64 arm64 armv7}; do
 	case $arch in
