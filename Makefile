@@ -44,6 +44,7 @@ deps:
 ## lint: gofmt, go vet, a tidy go.mod whose go line is the lowest the dependencies allow
 lint:
 	@$(GO) mod tidy -diff >/dev/null 2>&1 || { echo "go.mod/go.sum are not tidy: run 'go mod tidy'"; $(GO) mod tidy -diff; exit 1; }
+	@(cd tools && $(GO) mod tidy -diff >/dev/null 2>&1) || { echo "tools/go.mod is not tidy: run 'cd tools && go mod tidy'"; exit 1; }
 	@grep -qx 'go 1.25.0' go.mod || { echo "go.mod: the go line must be 'go 1.25.0' (the lowest the dependencies allow; distributions build with their own Go)"; exit 1; }
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -51,17 +52,19 @@ lint:
 	CGO_ENABLED=0 $(GO) vet ./...
 
 ## test: everything, race detector on, real SoftHSM, mosquitto, aws, boto3; the static
-## (CGO_ENABLED=0) flavour; then the PKCS#11 flavour for arm64 under qemu
+## (CGO_ENABLED=0) flavour; the PKCS#11 flavour for arm64 under qemu; the packages,
+## the live systemd test and the reproducible release
 test: deps lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	CGO_ENABLED=0 $(GO) test -count=1 ./agent/ ./hsm/ ./credprovider/
 	$(MAKE) test-arm64
 	$(MAKE) test-packages
 	$(MAKE) test-systemd
+	$(MAKE) test-release
 
 ## test-systemd: the .deb in a Debian 12 root booted with systemd (nspawn): install,
 ## socket, reload, restart, watchdog, hardening, PIN, upgrade, purge; skips when not root
-test-systemd:
+test-systemd: deps
 	@./packaging/test-systemd.sh
 
 ## test-arm64: the PKCS#11 flavour for arm64 against Debian's arm64 SoftHSM under qemu
@@ -93,7 +96,7 @@ packages: static cross-pkcs11 bin/nfpm
 	./packaging/packages.sh
 
 ## test-packages: what each package holds (dpkg-deb -c, rpm -qlp, tar) and lintian
-test-packages: packages
+test-packages: deps packages
 	TETHER_PACKAGES=$(CURDIR)/dist/packages $(GO) test -count=1 -run 'TestPackage' ./packaging/
 
 ## release: dist/ with binaries, packages, SBOM and SHA256SUMS, version from git describe
@@ -101,7 +104,7 @@ release: packages bin/cyclonedx-gomod
 	./packaging/release.sh
 
 ## test-release: two release builds from this commit give identical checksums
-test-release:
+test-release: deps
 	./packaging/test-release.sh
 
 clean:
