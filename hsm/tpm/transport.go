@@ -1,0 +1,91 @@
+package tpm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
+
+	"github.com/google/go-tpm/tpm2/transport"
+)
+
+// Errors callers tell apart with errors.Is.
+var (
+	// ErrNoDevice means the TPM device (or simulator socket) is absent or
+	// cannot be opened.
+	ErrNoDevice = errors.New("TPM unavailable")
+	// ErrBusy means the TPM is in use by another program, or in its
+	// dictionary-attack lockout; it recovers on its own.
+	ErrBusy = errors.New("TPM busy")
+	// ErrAuth means the TPM refused the key's authorisation value. It is
+	// never retried: each failure counts toward the lockout.
+	ErrAuth = errors.New("TPM authorisation refused")
+	// ErrKeyNotFound means the persistent handle holds nothing, or the key
+	// file's parent is missing.
+	ErrKeyNotFound = errors.New("TPM key not found")
+	// ErrWrongTPM means a key file was made by another TPM (or under another
+	// parent, or the TPM was cleared since), so this TPM cannot load it.
+	ErrWrongTPM = errors.New("TPM key file belongs to another TPM")
+)
+
+// maxResponse bounds a response read from a simulator socket; TPMs answer
+// with at most a few KiB (TPM_PT_MAX_RESPONSE_SIZE, 4096 on most parts).
+const maxResponse = 64 << 10
+
+// openTransport opens the TPM character device or simulator socket at path.
+func openTransport(path string) (transport.TPMCloser, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s does not exist; is the TPM enabled in the firmware and its driver loaded (tpm_tis, tpm_crb)? (tether hsm list --tpm shows what it finds)", ErrNoDevice, path)
+		}
+		return nil, fmt.Errorf("%w: %s: %w", ErrNoDevice, path, err)
+	}
+	if fi.Mode()&os.ModeSocket != 0 {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			return nil, fmt.Errorf("%w: simulator socket %s: %w", ErrNoDevice, path, err)
+		}
+		return transport.FromReadWriteCloser(&frameConn{Conn: c}), nil
+	}
+	if fi.Mode()&os.ModeCharDevice == 0 {
+		return nil, fmt.Errorf("%w: %s is neither a TPM character device nor a simulator socket", ErrNoDevice, path)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	switch {
+	case errors.Is(err, syscall.EBUSY):
+		return nil, fmt.Errorf("%w: %s is held by another program (tpm2-abrmd?); use the resource manager /dev/tpmrm0", ErrBusy, path)
+	case errors.Is(err, os.ErrPermission):
+		return nil, fmt.Errorf("%w: %s: permission denied; run tether in group tss (the systemd unit's TPM drop-in does) or allow the device (DeviceAllow=%s rw)", ErrNoDevice, path, path)
+	case err != nil:
+		return nil, fmt.Errorf("%w: %s: %w", ErrNoDevice, path, err)
+	}
+	// go-tpm polls an *os.File for readiness and reads each response in one
+	// read, as the kernel's TPM driver returns it.
+	return transport.FromReadWriteCloser(f), nil
+}
+
+// frameConn reads one whole TPM response per Read from a stream socket,
+// which may deliver it in pieces; go-tpm reads a response with one Read.
+type frameConn struct {
+	net.Conn
+}
+
+func (c *frameConn) Read(p []byte) (int, error) {
+	var hdr [10]byte // tag, size, response code
+	if _, err := io.ReadFull(c.Conn, hdr[:]); err != nil {
+		return 0, err
+	}
+	size := int(binary.BigEndian.Uint32(hdr[2:6]))
+	if size < len(hdr) || size > maxResponse || size > len(p) {
+		return 0, fmt.Errorf("TPM response of %d bytes is malformed or too large", size)
+	}
+	copy(p, hdr[:])
+	if _, err := io.ReadFull(c.Conn, p[len(hdr):size]); err != nil {
+		return 0, err
+	}
+	return size, nil
+}
