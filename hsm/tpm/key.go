@@ -343,3 +343,6 @@ func (k *Key) Close() error {
 	k.tpm = nil
 	return err
 }
+
+// Type names the key's type: "EC P-256", "RSA 2048".
+func (k *Key) Type() string { return keyDesc(k.pub) }

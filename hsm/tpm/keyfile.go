@@ -141,9 +141,13 @@ func DecodeKeyFile(data []byte) (*KeyFile, error) {
 // Encode returns the key file in PEM, as tpm2-openssl writes it.
 func (kf *KeyFile) Encode() ([]byte, error) {
 	k := tpmKeyASN1{Type: oidLoadableKey, Parent: int64(kf.Parent), PubKey: tpm2.Marshal(kf.Public), PrivKey: tpm2.Marshal(kf.Private)}
+	// emptyAuth is written either way, as tpm2-openssl does: it reads an
+	// absent field as "no authorisation" and would send an empty one.
+	b := byte(0)
 	if kf.EmptyAuth {
-		k.EmptyAuth = asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: []byte{asn1.TagBoolean, 1, 0xff}}
+		b = 0xff
 	}
+	k.EmptyAuth = asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: []byte{asn1.TagBoolean, 1, b}}
 	der, err := asn1.Marshal(k)
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/google/go-tpm/tpm2/transport"
 )
@@ -68,10 +69,22 @@ func openTransport(path string) (transport.TPMCloser, error) {
 	return transport.FromReadWriteCloser(f), nil
 }
 
+// commandTimeout bounds one command on a simulator socket, so that a
+// simulator busy with another client (swtpm serves one at a time) fails the
+// call instead of hanging it; RSA key generation is the slowest command.
+const commandTimeout = 2 * time.Minute
+
 // frameConn reads one whole TPM response per Read from a stream socket,
 // which may deliver it in pieces; go-tpm reads a response with one Read.
 type frameConn struct {
 	net.Conn
+}
+
+func (c *frameConn) Write(p []byte) (int, error) {
+	if err := c.Conn.SetDeadline(time.Now().Add(commandTimeout)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *frameConn) Read(p []byte) (int, error) {
