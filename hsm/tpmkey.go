@@ -1,0 +1,76 @@
+package hsm
+
+import (
+	"context"
+	"crypto/cipher"
+	"errors"
+
+	"github.com/tetherd/tether/hsm/tpm"
+)
+
+// TPMAvailable reports whether this build holds TPM 2.0 keys; every build
+// does (pure Go, no cgo).
+const TPMAvailable = true
+
+// tpmKey is a key in a TPM 2.0, through package tpm.
+type tpmKey struct {
+	*tpm.Key
+}
+
+// openTPM opens the key a "tpm:" reference names, with its authorisation
+// value read from the same pin-source forms as PKCS#11 PINs.
+func openTPM(ctx context.Context, ref string, o options) (keyBackend, error) {
+	u, err := tpm.ParseURI(ref)
+	if err != nil {
+		return nil, err
+	}
+	var auth []byte
+	if u.PINSource != "" {
+		pin, err := readPINSource(u.PINSource, o.getenv)
+		if err != nil {
+			return nil, err
+		}
+		auth = []byte(pin)
+	}
+	k, err := tpm.Open(ctx, u, auth)
+	if err != nil {
+		return nil, tpmErr(err)
+	}
+	return tpmKey{k}, nil
+}
+
+func (k tpmKey) sealer(ctx context.Context, label string) (cipher.AEAD, error) {
+	a, err := k.Key.Sealer(ctx, label)
+	return a, tpmErr(err)
+}
+
+func (k tpmKey) location() string { return k.URI().String() }
+func (k tpmKey) close() error     { return k.Close() }
+
+// tpmErr files a TPM error under the package's errors, so callers tell a
+// TPM that is away or busy (retry later) from a configuration fault the
+// same way as for a token.
+func tpmErr(err error) error {
+	var kind error
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, tpm.ErrNoDevice), errors.Is(err, tpm.ErrBusy):
+		kind = ErrTokenUnavailable
+	case errors.Is(err, tpm.ErrAuth):
+		kind = ErrPINIncorrect
+	case errors.Is(err, tpm.ErrKeyNotFound), errors.Is(err, tpm.ErrKeyFile):
+		kind = ErrKeyNotFound
+	case errors.Is(err, tpm.ErrWrongTPM):
+		kind = ErrBadKey
+	default:
+		return err
+	}
+	return kindError{err: err, kind: kind}
+}
+
+// kindError reads as err and is also kind for errors.Is.
+type kindError struct{ err, kind error }
+
+func (e kindError) Error() string   { return e.err.Error() }
+func (e kindError) Unwrap() []error { return []error{e.err, e.kind} }
