@@ -26,7 +26,9 @@ func openTPM(ctx context.Context, ref string, o options) (keyBackend, error) {
 	}
 	var auth []byte
 	if u.PINSource != "" {
-		pin, err := readPINSource(u.PINSource, o.getenv)
+		// The pin-source rule is the pkcs11: URIs'; a URI holding only the
+		// pin-source reads it the same way.
+		pin, err := (&URI{PINSource: u.PINSource}).readPIN(o.getenv)
 		if err != nil {
 			return nil, err
 		}

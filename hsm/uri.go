@@ -221,16 +221,10 @@ var ErrPINSource = errors.New("pkcs11 PIN source unusable")
 // readPIN returns the PIN the URI points at; "" when the URI names none (the
 // token may not need a login). The PIN is never part of the returned error.
 func (u *URI) readPIN(getenv func(string) string) (string, error) {
-	if u.PINSource == "" {
+	src := u.PINSource
+	if src == "" {
 		return u.PINValue, nil
 	}
-	return readPINSource(u.PINSource, getenv)
-}
-
-// readPINSource reads a PIN from a pin-source: "file:PATH" (mode 0600 or
-// stricter), an absolute path, or "credential:NAME" (systemd
-// LoadCredential). PKCS#11 and TPM keys share it.
-func readPINSource(src string, getenv func(string) string) (string, error) {
 	var path string
 	switch {
 	case strings.HasPrefix(src, "file:"):
