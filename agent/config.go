@@ -23,6 +23,7 @@ import (
 
 	"github.com/tetherd/tether/credprovider"
 	"github.com/tetherd/tether/hsm"
+	"github.com/tetherd/tether/hsm/tpm"
 	"github.com/tetherd/tether/mqtt"
 	"github.com/tetherd/tether/platform"
 )
@@ -50,7 +51,8 @@ type Config struct {
 type IdentityConfig struct {
 	ThingName   string `toml:"thing_name"`
 	Certificate string `toml:"certificate"`
-	// PrivateKey is a PEM file or an RFC 7512 "pkcs11:" URI.
+	// PrivateKey is a PEM file, an RFC 7512 "pkcs11:" URI or a "tpm:"
+	// reference (see hsm/tpm).
 	PrivateKey string `toml:"private_key"`
 }
 
@@ -436,7 +438,11 @@ func (c *Config) validate(v *validator) {
 	v.file_("identity.certificate", id.Certificate, true)
 	switch {
 	case id.PrivateKey == "":
-		v.fail("identity.private_key", "missing; set a PEM key file or a pkcs11: URI")
+		v.fail("identity.private_key", "missing; set a PEM key file, a pkcs11: URI or a tpm: reference")
+	case tpm.IsURI(id.PrivateKey):
+		if err := hsm.CheckTPMKey(id.PrivateKey, os.Getenv); err != nil {
+			v.fail("identity.private_key", "%v", err)
+		}
 	case strings.HasPrefix(id.PrivateKey, "pkcs11:"):
 		v.pkcs11URI("identity.private_key", id.PrivateKey)
 	default:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/cipher"
 	"errors"
+	"strings"
 
 	"github.com/tetherd/tether/hsm/tpm"
 )
@@ -76,3 +77,22 @@ type kindError struct{ err, kind error }
 
 func (e kindError) Error() string   { return e.err.Error() }
 func (e kindError) Unwrap() []error { return []error{e.err, e.kind} }
+
+// CheckTPMKey checks a "tpm:" reference as far as `tether config check` can
+// without using the key: its syntax, the key file, the device and the PIN
+// file (a systemd credential exists only inside the service, so it is
+// looked at only where $CREDENTIALS_DIRECTORY is set).
+func CheckTPMKey(ref string, getenv func(string) string) error {
+	u, err := tpm.ParseURI(ref)
+	if err != nil {
+		return err
+	}
+	if err := u.Check(); err != nil {
+		return err
+	}
+	if u.PINSource == "" || (strings.HasPrefix(u.PINSource, "credential:") && getenv("CREDENTIALS_DIRECTORY") == "") {
+		return nil
+	}
+	_, err = (&URI{PINSource: u.PINSource}).readPIN(getenv)
+	return err
+}
