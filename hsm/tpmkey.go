@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"context"
+	"crypto"
 	"crypto/cipher"
 	"errors"
 	"strings"
@@ -25,21 +26,29 @@ func openTPM(ctx context.Context, ref string, o options) (keyBackend, error) {
 	if err != nil {
 		return nil, err
 	}
-	var auth []byte
-	if u.PINSource != "" {
-		// The pin-source rule is the pkcs11: URIs'; a URI holding only the
-		// pin-source reads it the same way.
-		pin, err := (&URI{PINSource: u.PINSource}).readPIN(o.getenv)
-		if err != nil {
-			return nil, err
-		}
-		auth = []byte(pin)
+	auth, err := tpmAuth(u, o)
+	if err != nil {
+		return nil, err
 	}
 	k, err := tpm.Open(ctx, u, auth)
 	if err != nil {
 		return nil, tpmErr(err)
 	}
 	return tpmKey{k}, nil
+}
+
+// tpmAuth reads the key's authorisation value from its pin-source, with
+// the pkcs11: URIs' rule (a URI holding only the pin-source reads it the
+// same way); nil without one.
+func tpmAuth(u *tpm.URI, o options) ([]byte, error) {
+	if u.PINSource == "" {
+		return nil, nil
+	}
+	pin, err := (&URI{PINSource: u.PINSource}).readPIN(o.getenv)
+	if err != nil {
+		return nil, err
+	}
+	return []byte(pin), nil
 }
 
 func (k tpmKey) sealer(ctx context.Context, label string) (cipher.AEAD, error) {
@@ -95,4 +104,27 @@ func CheckTPMKey(ref string, getenv func(string) string) error {
 	}
 	_, err = (&URI{PINSource: u.PINSource}).readPIN(getenv)
 	return err
+}
+
+// GenerateTPMKey creates a key of type kt in the TPM that ref names: a TSS2
+// key file for tpm:file=, a persistent key for tpm:handle=. Its
+// authorisation value comes from ref's pin-source (none without one).
+func GenerateTPMKey(ctx context.Context, ref string, kt KeyType, opts ...Option) (crypto.PublicKey, error) {
+	o := buildOptions(opts)
+	u, err := tpm.ParseURI(ref)
+	if err != nil {
+		return nil, err
+	}
+	auth, err := tpmAuth(u, o)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := tpm.Generate(ctx, u, string(kt), auth)
+	return pub, tpmErr(err)
+}
+
+// ListTPM reports what the TPM at device holds, for `tether hsm list --tpm`.
+func ListTPM(ctx context.Context, device string) (*tpm.Info, error) {
+	info, err := tpm.List(ctx, device)
+	return info, tpmErr(err)
 }

@@ -7,9 +7,12 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 )
 
@@ -50,7 +53,9 @@ func openTransport(path string) (transport.TPMCloser, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: simulator socket %s: %w", ErrNoDevice, path, err)
 		}
-		return transport.FromReadWriteCloser(&frameConn{Conn: c}), nil
+		t := transport.FromReadWriteCloser(&frameConn{Conn: c})
+		flushTransient(t)
+		return t, nil
 	}
 	if fi.Mode()&os.ModeCharDevice == 0 {
 		return nil, fmt.Errorf("%w: %s is neither a TPM character device nor a simulator socket", ErrNoDevice, path)
@@ -66,7 +71,34 @@ func openTransport(path string) (transport.TPMCloser, error) {
 	}
 	// go-tpm polls an *os.File for readiness and reads each response in one
 	// read, as the kernel's TPM driver returns it.
-	return transport.FromReadWriteCloser(f), nil
+	t := transport.FromReadWriteCloser(f)
+	if !strings.HasPrefix(filepath.Base(path), "tpmrm") {
+		flushTransient(t)
+	}
+	return t, nil
+}
+
+// flushTransient flushes the transient objects a TPM without a resource
+// manager still holds: a raw device (/dev/tpm0) or a simulator serves one
+// client at a time, so what is loaded was left by a client that died (a
+// killed agent, tpm2-tools without tpm2-abrmd) and would otherwise fill the
+// TPM's few object slots. The kernel's /dev/tpmrm0 flushes a client's
+// objects itself and shows no one else's.
+func flushTransient(t transport.TPM) {
+	rsp, err := tpm2.GetCapability{Capability: tpm2.TPMCapHandles, Property: uint32(tpm2.TPMHTTransient) << 24, PropertyCount: 32}.Execute(t)
+	if err != nil {
+		return
+	}
+	hs, err := rsp.CapabilityData.Data.Handles()
+	if err != nil {
+		return
+	}
+	for _, h := range hs.Handle {
+		if uint32(h)>>24 != uint32(tpm2.TPMHTTransient) {
+			break
+		}
+		_, _ = tpm2.FlushContext{FlushHandle: h}.Execute(t)
+	}
 }
 
 // commandTimeout bounds one command on a simulator socket, so that a
