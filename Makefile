@@ -9,7 +9,7 @@ LDFLAGS      := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X mai
 GOFLAGS_BUILD:= -trimpath -ldflags '$(LDFLAGS)'
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build static cross-pkcs11 test test-unit test-arm64 bench demo deps lint clean
+.PHONY: all build static cross-pkcs11 test test-unit test-arm64 test-tpm-static bench demo deps lint clean
 
 all: build
 
@@ -17,7 +17,7 @@ all: build
 build:
 	$(GO) build $(GOFLAGS_BUILD) -o bin/tether ./agent/cmd/tether
 
-## static: fully static CGO_ENABLED=0 binaries, PEM keys only
+## static: fully static CGO_ENABLED=0 binaries: PEM and TPM 2.0 keys
 static:
 	@mkdir -p dist
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build $(GOFLAGS_BUILD) -o dist/tether-linux-amd64 ./agent/cmd/tether
@@ -51,12 +51,18 @@ lint:
 ## (CGO_ENABLED=0) flavour; then the PKCS#11 flavour for arm64 under qemu
 test: deps lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
-	CGO_ENABLED=0 $(GO) test -count=1 ./agent/ ./hsm/ ./credprovider/
+	CGO_ENABLED=0 $(GO) test -count=1 ./agent/ ./hsm/... ./credprovider/
 	$(MAKE) test-arm64
+	$(MAKE) test-tpm-static
 
 ## test-arm64: the PKCS#11 flavour for arm64 against Debian's arm64 SoftHSM under qemu
 test-arm64:
 	./softhsm-test/arm64-test.sh
+
+## test-tpm-static: the static binaries (amd64, arm64 and armv7 under qemu) fetch
+## credentials with a TPM key held by swtpm
+test-tpm-static:
+	./softhsm-test/tpm-static-test.sh
 
 ## bench: figures as ratios against baselines measured in the same run
 bench: deps build

@@ -79,7 +79,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case "version", "--version", "-v":
 		pkcs11 := "yes"
 		if !hsm.PKCS11Available {
-			pkcs11 = "no (static build: PEM keys only; use tether-pkcs11-linux-* for pkcs11: keys)"
+			pkcs11 = "no (static build: PEM and TPM keys; use tether-pkcs11-linux-* for pkcs11: keys)"
 		}
 		fmt.Fprintf(stdout, "tether %s (commit %s, built %s, %s, %s/%s, pkcs11 %s, tpm yes)\n",
 			version, commit, orUnknown(buildDate), runtime.Version(), runtime.GOOS, runtime.GOARCH, pkcs11)
