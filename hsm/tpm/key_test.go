@@ -164,11 +164,12 @@ func TestGenerate(t *testing.T) {
 }
 
 // Ensures that keys made with tpm2-tools, as operators make them, load:
-// a key file written by tpm2_encodeobject under an SRK persisted at
-// 0x81000001 and a key persisted with tpm2_evictcontrol, both with an
-// authorisation value. (Without a resource manager tpm2-tools leave
+// key files written by tpm2_encodeobject under the owner hierarchy's SRK
+// (tpm2_createprimary -G ecc with the SRK's attributes) and under an SRK persisted at 0x81000001, and
+// a key persisted with tpm2_evictcontrol, all with an authorisation value. (Without a resource manager tpm2-tools leave
 // objects loaded, hence the flushes.)
 func TestTPM2ToolsKeys(t *testing.T) {
+	const srkAttrs = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt|noda"
 	sim := tpmtest.Start(t)
 	dir := t.TempDir()
 	p := func(n string) string { return filepath.Join(dir, n) }
@@ -184,9 +185,18 @@ func TestTPM2ToolsKeys(t *testing.T) {
 		run("tpm2_create", "-C", "0x81000001", "-G", "rsa2048", "-p", "pw", "-u", p("r.pub"), "-r", p("r.priv"))
 		run("tpm2_load", "-C", "0x81000001", "-u", p("r.pub"), "-r", p("r.priv"), "-c", p("r.ctx"))
 		run("tpm2_evictcontrol", "-C", "o", "-c", p("r.ctx"), "0x81000020")
+		// Parent 0x40000001: tether recreates the same SRK from its template,
+		// which is tpm2-tools' ECC default plus noda (docs/tpm.md).
+		run("tpm2_createprimary", "-C", "o", "-G", "ecc", "-a", srkAttrs, "-c", p("o.ctx"))
+		run("tpm2_create", "-C", p("o.ctx"), "-G", "ecc256", "-p", "pw", "-u", p("o.pub"), "-r", p("o.priv"))
+		run("tpm2_encodeobject", "-C", p("o.ctx"), "-u", p("o.pub"), "-r", p("o.priv"), "-p", "-o", p("o.tss2"))
 	})
+	os.Chmod(p("o.tss2"), 0o600)
+	k := open(t, "tpm:file="+p("o.tss2")+"?device="+sim.Socket, []byte("pw"))
+	verify(t, k)
+	k.Close()
 	os.Chmod(p("k.tss2"), 0o600)
-	k := open(t, "tpm:file="+p("k.tss2")+"?device="+sim.Socket, []byte("pw"))
+	k = open(t, "tpm:file="+p("k.tss2")+"?device="+sim.Socket, []byte("pw"))
 	verify(t, k)
 	k.Close()
 	verify(t, open(t, "tpm:handle=0x81000020?device="+sim.Socket, []byte("pw")))
