@@ -22,11 +22,7 @@ type tpmKey struct {
 // openTPM opens the key a "tpm:" reference names, with its authorisation
 // value read from the same pin-source forms as PKCS#11 PINs.
 func openTPM(ctx context.Context, ref string, o options) (keyBackend, error) {
-	u, err := tpm.ParseURI(ref)
-	if err != nil {
-		return nil, err
-	}
-	auth, err := tpmAuth(u, o)
+	u, auth, err := parseTPMRef(ref, o)
 	if err != nil {
 		return nil, err
 	}
@@ -37,18 +33,18 @@ func openTPM(ctx context.Context, ref string, o options) (keyBackend, error) {
 	return tpmKey{k}, nil
 }
 
-// tpmAuth reads the key's authorisation value from its pin-source, with
-// the pkcs11: URIs' rule (a URI holding only the pin-source reads it the
-// same way); nil without one.
-func tpmAuth(u *tpm.URI, o options) ([]byte, error) {
-	if u.PINSource == "" {
-		return nil, nil
+// parseTPMRef parses ref and reads the key's authorisation value from its
+// pin-source, with the pkcs11: URIs' rule (a URI holding only the
+// pin-source reads it the same way); auth is nil without one.
+func parseTPMRef(ref string, o options) (u *tpm.URI, auth []byte, err error) {
+	if u, err = tpm.ParseURI(ref); err != nil || u.PINSource == "" {
+		return u, nil, err
 	}
 	pin, err := (&URI{PINSource: u.PINSource}).readPIN(o.getenv)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return []byte(pin), nil
+	return u, []byte(pin), nil
 }
 
 func (k tpmKey) sealer(ctx context.Context, label string) (cipher.AEAD, error) {
@@ -111,11 +107,7 @@ func CheckTPMKey(ref string, getenv func(string) string) error {
 // authorisation value comes from ref's pin-source (none without one).
 func GenerateTPMKey(ctx context.Context, ref string, kt KeyType, opts ...Option) (crypto.PublicKey, error) {
 	o := buildOptions(opts)
-	u, err := tpm.ParseURI(ref)
-	if err != nil {
-		return nil, err
-	}
-	auth, err := tpmAuth(u, o)
+	u, auth, err := parseTPMRef(ref, o)
 	if err != nil {
 		return nil, err
 	}

@@ -59,28 +59,22 @@ func ParseURI(s string) (*URI, error) {
 	path, query, _ := strings.Cut(strings.TrimPrefix(s, "tpm:"), "?")
 	u := &URI{Device: DefaultDevice}
 	var hasHandle bool
-	for attr := range strings.SplitSeq(path, ";") {
-		if attr == "" {
-			continue
-		}
-		name, val, err := attribute(s, attr)
-		if err != nil {
-			return nil, err
-		}
-		switch name {
+	attrs, err := attributes(path, ";")
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range attrs {
+		switch a.name {
 		case "file":
-			if val == "" {
-				return nil, fmt.Errorf("%w: %s: file= is empty", ErrSyntax, s)
-			}
-			u.File = val
+			u.File = a.val
 		case "handle":
-			h, err := ParseHandle(val)
+			h, err := ParseHandle(a.val)
 			if err != nil {
 				return nil, fmt.Errorf("%w: %s: %w", ErrSyntax, s, err)
 			}
 			u.Handle, hasHandle = h, true
 		default:
-			return nil, fmt.Errorf("%w: %s: unknown attribute %q (known: file, handle; query: device, pin-source)", ErrSyntax, s, name)
+			return nil, fmt.Errorf("%w: %s: unknown attribute %q (known: file, handle; query: device, pin-source)", ErrSyntax, s, a.name)
 		}
 	}
 	switch {
@@ -89,54 +83,50 @@ func ParseURI(s string) (*URI, error) {
 	case u.File != "" && hasHandle:
 		return nil, fmt.Errorf("%w: %s names a key file and a handle; keep one", ErrSyntax, s)
 	}
-	for attr := range strings.SplitSeq(query, "&") {
-		if attr == "" {
-			continue
-		}
-		name, val, err := attribute(s, attr)
-		if err != nil {
-			return nil, err
-		}
-		switch name {
+	if attrs, err = attributes(query, "&"); err != nil {
+		return nil, err
+	}
+	for _, a := range attrs {
+		switch a.name {
 		case "device":
-			if val == "" {
-				return nil, fmt.Errorf("%w: %s: device= is empty", ErrSyntax, s)
-			}
-			u.Device = val
+			u.Device = a.val
 		case "pin-source":
-			u.PINSource = val
+			u.PINSource = a.val
 		case "pin-value":
-			return nil, fmt.Errorf("%w: %s: pin-value= is not accepted for TPM keys (it would leak into files and process listings); use pin-source=file:PATH or pin-source=credential:NAME", ErrSyntax, redact(s))
+			// s is not quoted: it holds the value.
+			return nil, fmt.Errorf("%w: pin-value= is not accepted for TPM keys (it would leak into files and process listings); use pin-source=file:PATH or pin-source=credential:NAME", ErrSyntax)
 		default:
-			return nil, fmt.Errorf("%w: %s: unknown query attribute %q (known: device, pin-source)", ErrSyntax, s, name)
+			return nil, fmt.Errorf("%w: %s: unknown query attribute %q (known: device, pin-source)", ErrSyntax, s, a.name)
 		}
 	}
 	return u, nil
 }
 
-func attribute(s, attr string) (name, val string, err error) {
-	name, raw, ok := strings.Cut(attr, "=")
-	if !ok {
-		return "", "", fmt.Errorf("%w: %s: attribute %q has no '=' (write name=value)", ErrSyntax, redact(s), name)
-	}
-	val, err = url.PathUnescape(raw)
-	if err != nil {
-		return "", "", fmt.Errorf("%w: %s: attribute %s: bad percent-encoding: %w", ErrSyntax, redact(s), name, err)
-	}
-	return name, val, nil
-}
+type attr struct{ name, val string }
 
-// redact hides a pin-value so that a refusal can quote the reference.
-func redact(s string) string {
-	i := strings.Index(s, "pin-value=")
-	if i < 0 {
-		return s
+// attributes splits part at sep into name=value pairs with percent-decoded,
+// non-empty values. Errors name the attribute, not the reference, which
+// may hold a pin-value.
+func attributes(part, sep string) ([]attr, error) {
+	var out []attr
+	for kv := range strings.SplitSeq(part, sep) {
+		if kv == "" {
+			continue
+		}
+		name, raw, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, fmt.Errorf("%w: attribute %q has no '=' (write name=value)", ErrSyntax, name)
+		}
+		val, err := url.PathUnescape(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%w: attribute %s: bad percent-encoding: %w", ErrSyntax, name, err)
+		}
+		if val == "" {
+			return nil, fmt.Errorf("%w: attribute %s is empty", ErrSyntax, name)
+		}
+		out = append(out, attr{name, val})
 	}
-	j := strings.IndexByte(s[i:], '&')
-	if j < 0 {
-		return s[:i] + "pin-value=REDACTED"
-	}
-	return s[:i] + "pin-value=REDACTED" + s[i+j:]
+	return out, nil
 }
 
 // ParseHandle reads a persistent handle written in hex (0x81000002) or
@@ -173,21 +163,9 @@ func (u *URI) String() string {
 	return s
 }
 
-// escape percent-encodes what would end an attribute; paths stay readable.
-func escape(v string) string {
-	var b strings.Builder
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9',
-			strings.IndexByte("-._~/:", c) >= 0:
-			b.WriteByte(c)
-		default:
-			fmt.Fprintf(&b, "%%%02X", c)
-		}
-	}
-	return b.String()
-}
+// escape percent-encodes what would end an attribute or change its
+// value when parsed back; paths stay readable.
+var escape = strings.NewReplacer("%", "%25", ";", "%3B", "?", "%3F", "&", "%26", " ", "%20", "=", "%3D").Replace
 
 // Check does what `tether config check` can do without talking to the TPM:
 // the key file exists, is not readable by others and holds a TSS2 key this

@@ -19,7 +19,7 @@ func TestParseURI(t *testing.T) {
 		{in: "tpm:file=/etc/tether/device.tss2", want: tpm.URI{File: "/etc/tether/device.tss2", Device: tpm.DefaultDevice}},
 		{in: "tpm:handle=0x81000002?device=/run/swtpm.sock&pin-source=file:/etc/tether/pin",
 			want: tpm.URI{Handle: 0x81000002, Device: "/run/swtpm.sock", PINSource: "file:/etc/tether/pin"}},
-		{in: "tpm:file=/a%20b.tss2?pin-source=credential:tpm-pin", want: tpm.URI{File: "/a b.tss2", Device: tpm.DefaultDevice, PINSource: "credential:tpm-pin"}},
+		{in: "tpm:file=/a%20b%3Bc%25.tss2?pin-source=credential:tpm-pin", want: tpm.URI{File: "/a b;c%.tss2", Device: tpm.DefaultDevice, PINSource: "credential:tpm-pin"}},
 		{in: "tpm:handle=2164260866", want: tpm.URI{Handle: 0x81000002, Device: tpm.DefaultDevice}},
 		{in: "tpm:", wantErr: "names no key"},
 		{in: "tpm:handle=0x80000001", wantErr: "not a persistent handle"},
@@ -30,6 +30,9 @@ func TestParseURI(t *testing.T) {
 		{in: "tpm:file=/k?devcie=/dev/tpm0", wantErr: `unknown query attribute "devcie"`},
 		{in: "tpm:file=/k?pin-value=1234", wantErr: "pin-value= is not accepted"},
 		{in: "tpm:file", wantErr: "has no '='"},
+		{in: "tpm:file=", wantErr: "file is empty"},
+		{in: "tpm:file=/k?device=", wantErr: "device is empty"},
+		{in: "tpm:file=/k?pin-source=file:/p&pin-value", wantErr: "pin-value"},
 		{in: "tpm:file=/k%zz", wantErr: "percent-encoding"},
 		{in: "/etc/tether/device.tss2", wantErr: `must start with "tpm:"`},
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -69,12 +68,7 @@ func TestTPMIdentityEndToEnd(t *testing.T) {
 
 	p := startAgent(t, e)
 	first := served(t, e.Socket, "device")
-	require.NoError(t, p.cmd.Process.Kill())
-	p.cmd.Wait()
-	e.Sim.Close()
-	raw, err := os.ReadFile(e.State)
-	require.NoError(t, err)
-	assert.False(t, bytes.Contains(raw, []byte(first.SecretAccessKey)), "secret access key in plaintext in the state file")
+	kill9Sealed(t, p, e, first)
 	p = startAgent(t, e)
 	assert.Equal(t, *first, *served(t, e.Socket, "device"), "state sealed with the TPM serves again after a restart")
 	require.NoError(t, p.cmd.Process.Kill())
