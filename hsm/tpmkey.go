@@ -3,9 +3,8 @@ package hsm
 import (
 	"context"
 	"crypto"
-	"crypto/cipher"
 	"errors"
-	"strings"
+	"fmt"
 
 	"github.com/tetherd/tether/hsm/tpm"
 )
@@ -30,6 +29,10 @@ func openTPM(ctx context.Context, ref string, o options) (keyBackend, error) {
 	if err != nil {
 		return nil, tpmErr(err)
 	}
+	if err := checkPublicKey(k.Public()); err != nil {
+		k.Close()
+		return nil, fmt.Errorf("%w: %s: %w", ErrBadKey, u, err)
+	}
 	return tpmKey{k}, nil
 }
 
@@ -47,9 +50,14 @@ func parseTPMRef(ref string, o options) (u *tpm.URI, auth []byte, err error) {
 	return u, []byte(pin), nil
 }
 
-func (k tpmKey) sealer(ctx context.Context, label string) (cipher.AEAD, error) {
+// sealer is an AES-GCM AEAD in memory, keyed inside the TPM: its Seal
+// cannot fail.
+func (k tpmKey) sealer(ctx context.Context, label string) (Sealer, error) {
 	a, err := k.Key.Sealer(ctx, label)
-	return a, tpmErr(err)
+	if err != nil {
+		return nil, tpmErr(err)
+	}
+	return aeadSealer{a}, nil
 }
 
 func (k tpmKey) location() string { return k.URI().String() }
@@ -85,8 +93,7 @@ func (e kindError) Unwrap() []error { return []error{e.err, e.kind} }
 
 // CheckTPMKey checks a "tpm:" reference as far as `tether config check` can
 // without using the key: its syntax, the key file, the device and the PIN
-// file (a systemd credential exists only inside the service, so it is
-// looked at only where $CREDENTIALS_DIRECTORY is set).
+// file, with the rule of the pkcs11: URIs' (URI.CheckFiles).
 func CheckTPMKey(ref string, getenv func(string) string) error {
 	u, err := tpm.ParseURI(ref)
 	if err != nil {
@@ -95,11 +102,7 @@ func CheckTPMKey(ref string, getenv func(string) string) error {
 	if err := u.Check(); err != nil {
 		return err
 	}
-	if u.PINSource == "" || (strings.HasPrefix(u.PINSource, "credential:") && getenv("CREDENTIALS_DIRECTORY") == "") {
-		return nil
-	}
-	_, err = (&URI{PINSource: u.PINSource}).readPIN(getenv)
-	return err
+	return (&URI{PINSource: u.PINSource}).checkPINFile(getenv)
 }
 
 // GenerateTPMKey creates a key of type kt in the TPM that ref names: a TSS2

@@ -45,7 +45,7 @@ func tpmIdentity(t *testing.T, sim *tpmtest.Simulator, keyType string) (ref, cer
 
 // Ensures that a TPM key is a device identity like any other: it opens with
 // its certificate, authenticates mutual TLS 1.2 and 1.3 (ECDSA, and RSA-PSS
-// or PKCS#1 v1.5 for RSA), and seals state through hsm.Seal.
+// or PKCS#1 v1.5 for RSA), and seals state.
 func TestTPMIdentity(t *testing.T) {
 	sim := tpmtest.Start(t)
 	for _, keyType := range []string{tpm.ECP256, tpm.RSA2048} {
@@ -61,7 +61,7 @@ func TestTPMIdentity(t *testing.T) {
 			a, err := id.Sealer(context.Background(), "credentials")
 			require.NoError(t, err)
 			nonce := make([]byte, a.NonceSize())
-			box, err := hsm.Seal(a, nil, nonce, []byte("secret"), nil)
+			box, err := a.Seal(nil, nonce, []byte("secret"), nil)
 			require.NoError(t, err)
 			plain, err := a.Open(nil, nonce, box, nil)
 			require.NoError(t, err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/asn1"
@@ -131,15 +130,10 @@ func (k *Key) setPublic(pub *tpm2.TPMTPublic) error {
 	if err != nil {
 		return fmt.Errorf("%s: public key: %w", k.uri, err)
 	}
-	switch p := p.(type) {
-	case *ecdsa.PublicKey:
-		if p.Curve != elliptic.P256() && p.Curve != elliptic.P384() {
-			return fmt.Errorf("%s: EC curve %s not supported; use P-256 or P-384", k.uri, p.Curve.Params().Name)
-		}
-	case *rsa.PublicKey:
-		if p.N.BitLen() < 2048 {
-			return fmt.Errorf("%s: RSA %d bits is too short; use 2048 or more", k.uri, p.N.BitLen())
-		}
+	// Which curves and sizes a device may use is hsm's policy, not this
+	// package's: ECDSA and RSA are what it signs with.
+	switch p.(type) {
+	case *ecdsa.PublicKey, *rsa.PublicKey:
 	default:
 		return fmt.Errorf("%s: key type %T not supported", k.uri, p)
 	}

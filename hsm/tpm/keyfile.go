@@ -8,6 +8,8 @@ import (
 	"os"
 
 	"github.com/google/go-tpm/tpm2"
+
+	"github.com/tetherd/tether/secretfile"
 )
 
 // KeyFilePEMType is the PEM block type of a TSS2 key file.
@@ -58,12 +60,8 @@ var ErrKeyFile = errors.New("TPM key file unusable")
 // must not be readable by group or others: it cannot be used elsewhere, but
 // with the TPM at hand it is the device's identity.
 func ReadKeyFile(path string) (*KeyFile, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
+	if err := secretfile.Check(path); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrKeyFile, err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%w: %s is readable by group or others (mode %04o); run chmod 600 %s", ErrKeyFile, path, fi.Mode().Perm(), path)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
