@@ -6,7 +6,8 @@ COMMIT       ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 BUILD_DATE   ?= $(shell date -u -d @$$(git log -1 --format=%ct 2>/dev/null || date +%s) +%Y-%m-%dT%H:%M:%SZ)
 PKG          := github.com/tetherd/tether/agent/cmd/tether
 LDFLAGS      := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(BUILD_DATE)
-GOFLAGS_BUILD:= -trimpath -ldflags '$(LDFLAGS)'
+TAGS         ?=
+GOFLAGS_BUILD:= -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)'
 TEST_TIMEOUT ?= 25m
 
 .PHONY: all build static cross-pkcs11 test test-unit test-arm64 test-tpm-static bench demo deps lint clean
@@ -17,7 +18,7 @@ all: build
 build:
 	$(GO) build $(GOFLAGS_BUILD) -o bin/tether ./agent/cmd/tether
 
-## static: fully static CGO_ENABLED=0 binaries: PEM and TPM 2.0 keys
+## static: fully static CGO_ENABLED=0 binaries: PEM and TPM 2.0 keys (TAGS=notpm leaves TPM support out)
 static:
 	@mkdir -p dist
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build $(GOFLAGS_BUILD) -o dist/tether-linux-amd64 ./agent/cmd/tether

@@ -9,9 +9,9 @@ import (
 	"github.com/tetherd/tether/hsm/tpm"
 )
 
-// TPMAvailable reports whether this build holds TPM 2.0 keys; every build
-// does (pure Go, no cgo).
-const TPMAvailable = true
+// TPMAvailable reports whether this build holds TPM 2.0 keys: every build
+// does (pure Go, no cgo), unless made with -tags notpm to leave go-tpm out.
+const TPMAvailable = tpm.Available
 
 // tpmKey is a key in a TPM 2.0, through package tpm.
 type tpmKey struct {

@@ -1,3 +1,5 @@
+//go:build !notpm
+
 package tpm
 
 import (

@@ -1,3 +1,5 @@
+//go:build !notpm
+
 package tpm
 
 import (
@@ -11,9 +13,6 @@ import (
 
 	"github.com/tetherd/tether/secretfile"
 )
-
-// KeyFilePEMType is the PEM block type of a TSS2 key file.
-const KeyFilePEMType = "TSS2 PRIVATE KEY"
 
 // OIDs of the TSS2 key file's type field ("ASN.1 Specification for TPM 2.0
 // Key Files"); only loadable keys are device keys.
@@ -52,9 +51,6 @@ type KeyFile struct {
 	// Private is the key's TPM2B_PRIVATE.
 	Private tpm2.TPM2BPrivate
 }
-
-// ErrKeyFile marks a key file that is missing or not a loadable TSS2 key.
-var ErrKeyFile = errors.New("TPM key file unusable")
 
 // ReadKeyFile reads and decodes the TSS2 key file at path. Like a PEM key it
 // must not be readable by group or others: it cannot be used elsewhere, but

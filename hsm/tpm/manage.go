@@ -1,3 +1,5 @@
+//go:build !notpm
+
 package tpm
 
 import (
@@ -11,14 +13,6 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
-)
-
-// Key types Generate makes; the names are those of `tether hsm keygen
-// --type`.
-const (
-	ECP256  = "ec-p256"
-	ECP384  = "ec-p384"
-	RSA2048 = "rsa-2048"
 )
 
 // template is the public area of a new signing key: unrestricted, a null
@@ -150,26 +144,6 @@ func persist(t transport.TPM, srk tpm2.AuthHandle, c *tpm2.CreateResponse, h uin
 		return classify(err, fmt.Sprintf("persisting at %#x: TPM2_EvictControl", h))
 	}
 	return nil
-}
-
-// Info describes a TPM for `tether hsm list`: who made it, its lockout
-// state and the persistent keys in it. It holds no secret.
-type Info struct {
-	Device       string
-	Manufacturer string
-	Firmware     string
-	// LockoutCounter counts authorisation failures; at MaxAuthFail the TPM
-	// locks out for LockoutRecovery seconds.
-	LockoutCounter, MaxAuthFail, LockoutRecovery uint32
-	InLockout                                    bool
-	Persistent                                   []Persistent
-}
-
-// Persistent is one object at a persistent handle.
-type Persistent struct {
-	Handle uint32
-	// Type is e.g. "EC P-256 signing", "RSA 2048 storage".
-	Type string
 }
 
 // List reports what the TPM at device holds.

@@ -1,3 +1,5 @@
+//go:build !notpm
+
 package tpm
 
 import (
@@ -85,3 +87,7 @@ func classify(err error, what string) error {
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
+
+// Available reports whether this binary talks to TPMs: it does, unless it
+// was built with -tags notpm.
+const Available = true

@@ -1,3 +1,5 @@
+//go:build !notpm
+
 package tpm
 
 import (
@@ -14,25 +16,6 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
-)
-
-// Errors callers tell apart with errors.Is.
-var (
-	// ErrNoDevice means the TPM device (or simulator socket) is absent or
-	// cannot be opened.
-	ErrNoDevice = errors.New("TPM unavailable")
-	// ErrBusy means the TPM is in use by another program, or in its
-	// dictionary-attack lockout; it recovers on its own.
-	ErrBusy = errors.New("TPM busy")
-	// ErrAuth means the TPM refused the key's authorisation value. It is
-	// never retried: each failure counts toward the lockout.
-	ErrAuth = errors.New("TPM authorisation refused")
-	// ErrKeyNotFound means the persistent handle holds nothing, or the key
-	// file's parent is missing.
-	ErrKeyNotFound = errors.New("TPM key not found")
-	// ErrWrongTPM means a key file was made by another TPM (or under another
-	// parent, or the TPM was cleared since), so this TPM cannot load it.
-	ErrWrongTPM = errors.New("TPM key file belongs to another TPM")
 )
 
 // maxResponse bounds a response read from a simulator socket; TPMs answer

@@ -81,8 +81,12 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		if !hsm.PKCS11Available {
 			pkcs11 = "no (static build: PEM and TPM keys; use tether-pkcs11-linux-* for pkcs11: keys)"
 		}
-		fmt.Fprintf(stdout, "tether %s (commit %s, built %s, %s, %s/%s, pkcs11 %s, tpm yes)\n",
-			version, commit, orUnknown(buildDate), runtime.Version(), runtime.GOOS, runtime.GOARCH, pkcs11)
+		tpmKeys := "yes"
+		if !hsm.TPMAvailable {
+			tpmKeys = "no (built with -tags notpm)"
+		}
+		fmt.Fprintf(stdout, "tether %s (commit %s, built %s, %s, %s/%s, pkcs11 %s, tpm %s)\n",
+			version, commit, orUnknown(buildDate), runtime.Version(), runtime.GOOS, runtime.GOARCH, pkcs11, tpmKeys)
 		return exitOK
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
