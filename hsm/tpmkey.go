@@ -99,6 +99,9 @@ func CheckTPMKey(ref string, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	if !tpm.Available {
+		return tpm.ErrNotBuilt
+	}
 	if err := u.Check(); err != nil {
 		return err
 	}

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -94,4 +96,35 @@ func TestTPMIdentityEndToEnd(t *testing.T) {
 	assert.Equal(t, 1, code, "a TPM that is away is a runtime failure: %s", stderr)
 	assert.Equal(t, 1, strings.Count(stderr, "\n"), stderr)
 	assert.Contains(t, stderr, sim.Socket)
+}
+
+// TestNotPMBuild: a binary built with -tags notpm carries no go-tpm, says
+// so in its version, and refuses a tpm: key with that reason (exit 2).
+func TestNotPMBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds another binary")
+	}
+	bin := filepath.Join(t.TempDir(), "tether-notpm")
+	build := exec.Command("go", "build", "-tags", "notpm", "-trimpath", "-ldflags=-s -w", "-o", bin, ".")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	mods, err := exec.Command("go", "version", "-m", bin).Output()
+	require.NoError(t, err)
+	assert.NotContains(t, string(mods), "go-tpm")
+	out, err = exec.Command(bin, "version").Output()
+	require.NoError(t, err)
+	assert.Contains(t, string(out), "tpm no (built with -tags notpm)")
+
+	e := agenttest.New(t, time.Hour, "")
+	e.WriteConfig("", e.KeyFile, "tpm:handle=0x81000002?device="+e.Dir)
+	for _, args := range [][]string{{"config", "check"}, {"credential-process", "--direct"}} {
+		cmd := exec.Command(bin, append(args, "-c", e.Config)...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err = cmd.Run()
+		var ee *exec.ExitError
+		require.ErrorAs(t, err, &ee, "%v", args)
+		assert.Equal(t, 2, ee.ExitCode(), stderr.String())
+		assert.Contains(t, stderr.String(), "not in this binary")
+	}
 }
