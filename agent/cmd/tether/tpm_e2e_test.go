@@ -55,6 +55,13 @@ func TestTPMIdentityEndToEnd(t *testing.T) {
 
 	code, _, stderr = tether(t, nil, "config", "check", "-c", e.Config)
 	require.Equal(t, 0, code, stderr)
+	// A PIN that is a systemd credential cannot be read outside the
+	// service: the check says so instead of failing or guessing.
+	e.WriteConfig("", e.KeyFile, strings.Replace(ref, "file:"+pin, "credential:tpm-pin", 1), e.CertFile, certFile)
+	code, _, stderr = tether(t, nil, "config", "check", "-c", e.Config)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stderr, "systemd credential tpm-pin")
+	e.WriteConfig("", e.KeyFile, ref, e.CertFile, certFile)
 
 	code, out, stderr = tether(t, nil, "hsm", "selftest", "--key", ref, "--certificate", certFile, "--count", "3")
 	require.Equal(t, 0, code, stderr)
