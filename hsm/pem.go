@@ -15,7 +15,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/tetherd/tether/secretfile"
+	"github.com/tetherd/tether/platform/secretfile"
 )
 
 // loadChain reads every CERTIFICATE block of file; the first is the leaf.
