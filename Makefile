@@ -6,14 +6,15 @@ COMMIT       ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 BUILD_DATE   ?= $(shell date -u -d @$$(git log -1 --format=%ct 2>/dev/null || date +%s) +%Y-%m-%dT%H:%M:%SZ)
 PKG          := github.com/tetherd/tether/agent/cmd/tether
 LDFLAGS      := -s -w -buildid= -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(BUILD_DATE)
-GOFLAGS_BUILD:= -trimpath -ldflags '$(LDFLAGS)'
+TAGS         ?=
+GOFLAGS_BUILD:= -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)'
 # The cgo builds go into glibc distributions' packages: position independent,
 # full RELRO and immediate binding, as those distributions build their own.
 # (The later -ldflags replaces GOFLAGS_BUILD's; everything else is inherited.)
 PKCS11_BUILD  = $(GOFLAGS_BUILD) -buildmode=pie -ldflags '$(LDFLAGS) -extldflags "-Wl,-z,relro,-z,now"'
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build static cross-pkcs11 test test-unit test-arm64 test-systemd test-packages bench demo deps lint clean packages release test-release
+.PHONY: all build static cross-pkcs11 test test-unit test-arm64 test-systemd test-packages bench demo deps lint clean packages release test-release check-layers yocto-update-modules buildroot-hash
 
 all: build
 
@@ -21,7 +22,7 @@ all: build
 build:
 	$(GO) build $(GOFLAGS_BUILD) -o bin/tether ./agent/cmd/tether
 
-## static: fully static CGO_ENABLED=0 binaries, PEM keys only
+## static: fully static CGO_ENABLED=0 binaries: PEM and TPM 2.0 keys (TAGS=notpm leaves TPM support out)
 static:
 	@mkdir -p dist
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build $(GOFLAGS_BUILD) -o dist/tether-linux-amd64 ./agent/cmd/tether
@@ -51,17 +52,20 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	CGO_ENABLED=0 $(GO) vet ./...
+	$(GO) vet -tags nopkcs11 ./...   # the Yocto/Buildroot build without PKCS#11 (cgo on, no crypto11)
 
 ## test: everything, race detector on, real SoftHSM, mosquitto, aws, boto3; the static
 ## (CGO_ENABLED=0) flavour; the PKCS#11 flavour for arm64 under qemu; the packages,
 ## the live systemd test and the reproducible release
 test: deps lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
-	CGO_ENABLED=0 $(GO) test -count=1 ./agent/ ./hsm/ ./credprovider/
+	CGO_ENABLED=0 $(GO) test -count=1 ./agent/ ./hsm/... ./credprovider/
 	$(MAKE) test-arm64
+	$(MAKE) check-layers
 	$(MAKE) test-packages
 	$(MAKE) test-systemd
 	$(MAKE) test-release
+	$(MAKE) test-tpm-static
 
 ## test-systemd: the .deb in a Debian 12 root booted with systemd (nspawn): install,
 ## socket, reload, restart, watchdog, hardening, PIN, upgrade, purge; skips when not root
@@ -71,6 +75,24 @@ test-systemd: deps
 ## test-arm64: the PKCS#11 flavour for arm64 against Debian's arm64 SoftHSM under qemu
 test-arm64:
 	./softhsm-test/arm64-test.sh
+
+## check-layers: the Yocto layer and the Buildroot package against ../shared/upstream
+## (bitbake -p/-e/fetch/unpack as an unprivileged user, check-package, printvars, show-info)
+check-layers:
+	./packaging/check-layers.sh yocto buildroot
+
+## yocto-update-modules: regenerate yocto/meta-tether's tether-go-mods.inc and tether-licenses.inc
+yocto-update-modules:
+	./packaging/check-layers.sh update-modules
+
+## buildroot-hash: recompute packaging/buildroot/package/tether/tether.hash for TETHER_VERSION
+buildroot-hash:
+	./packaging/check-layers.sh buildroot-hash
+
+## test-tpm-static: the static binaries (amd64, arm64 and armv7 under qemu) fetch
+## credentials with a TPM key held by swtpm
+test-tpm-static:
+	./softhsm-test/tpm-static-test.sh
 
 ## bench: figures as ratios against baselines measured in the same run
 bench: deps build
