@@ -87,7 +87,7 @@ func TestNewRefresherRejectsBadOptions(t *testing.T) {
 	}{
 		{"nil provider", nil, credprovider.RefreshOptions{}, "provider is nil"},
 		{"mandatory below 30s", p, credprovider.RefreshOptions{MandatoryWindow: 10 * time.Second}, "MandatoryWindow"},
-		{"advisory not above mandatory", p, credprovider.RefreshOptions{AdvisoryWindow: time.Minute, MandatoryWindow: time.Minute}, "AdvisoryWindow"},
+		{"advisory not above mandatory", p, credprovider.RefreshOptions{AdvisoryWindow: time.Minute, MandatoryWindow: time.Minute}, "MandatoryWindow"},
 		{"jitter too large", p, credprovider.RefreshOptions{Jitter: 0.9}, "Jitter"},
 		{"backoff inverted", p, credprovider.RefreshOptions{MinBackoff: time.Minute, MaxBackoff: time.Second}, "MaxBackoff"},
 		{"bad mode", p, credprovider.RefreshOptions{Mode: 7}, "Mode"},
