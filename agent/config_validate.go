@@ -16,6 +16,7 @@ import (
 	// Named so, as agent has an endpoint type of its own (the container
 	// endpoint's socket).
 	"github.com/tetherd/tether/hsm"
+	"github.com/tetherd/tether/hsm/tpm"
 	"github.com/tetherd/tether/mqtt"
 	addr "github.com/tetherd/tether/platform/endpoint"
 )
@@ -76,7 +77,11 @@ func (c *Config) validate(v *validator) {
 	v.file_("identity.certificate", id.Certificate, true)
 	switch {
 	case id.PrivateKey == "":
-		v.fail("identity.private_key", "missing; set a PEM key file or a pkcs11: URI")
+		v.fail("identity.private_key", "missing; set a PEM key file, a pkcs11: URI or a tpm: reference")
+	case tpm.IsURI(id.PrivateKey):
+		if err := hsm.CheckTPMKey(id.PrivateKey, os.Getenv); err != nil {
+			v.fail("identity.private_key", "%v", err)
+		}
 	case hsm.IsURI(id.PrivateKey):
 		v.pkcs11URI("identity.private_key", id.PrivateKey)
 	default:

@@ -529,6 +529,20 @@ func (r *Refresher) Seed(creds aws.Credentials, lifetime time.Duration) error {
 	return nil
 }
 
+// Current returns the credentials the Refresher holds, as fetched (Expires
+// is the provider's, not the serving deadline), and the lifetime they were
+// issued with (0 when unknown), without fetching; ok is false when it holds
+// none that are valid now. Pass both to another Refresher's Seed to hand
+// them over with the same windows, as the agent does on a reload.
+func (r *Refresher) Current() (creds aws.Credentials, lifetime time.Duration, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cur == nil || !r.cur.validAt(r.o.Clock.Now()) {
+		return aws.Credentials{}, 0, false
+	}
+	return r.cur.creds, r.cur.lifetime, true
+}
+
 // Run refreshes in the background until ctx is done, then returns ctx.Err().
 // It fetches at once when there are no valid credentials, at the scheduled
 // refresh time otherwise, and after the backoff delay following a failure.
