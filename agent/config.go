@@ -852,8 +852,12 @@ func validHostname(h string) bool {
 // pkcs11URI checks the parts of an RFC 7512 URI that can be checked without
 // loading the module: syntax, the module path and the PIN source.
 func (v *validator) pkcs11URI(key, uri string) {
-	if !hsm.PKCS11Available {
-		v.fail(key, "%v", hsm.ErrPKCS11Unavailable)
+	// How the module is reached (in-process, `p11-kit remote`, a p11-kit
+	// server socket) is hsm's rule.
+	if u, err := hsm.ParseURI(uri); err == nil {
+		if err := u.CheckReachable(); err != nil {
+			v.fail(key, "%v", err)
+		}
 	}
 	rest := strings.TrimPrefix(uri, "pkcs11:")
 	path, query, _ := strings.Cut(rest, "?")

@@ -6,8 +6,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/cipher"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/binary"
@@ -23,9 +21,13 @@ import (
 	"github.com/miekg/pkcs11"
 )
 
-// PKCS11Available reports whether this build can load PKCS#11 modules: this
-// cgo build can.
+// PKCS11Available reports whether this build can use pkcs11: keys: in
+// process, and through p11-kit when the URI says x-p11-kit=.
 const PKCS11Available = true
+
+// PKCS11InProcess reports whether this build can load a PKCS#11 module into the
+// process: this cgo build can.
+const PKCS11InProcess = true
 
 // moduleMu serialises every C_Initialize and C_Finalize this package causes,
 // directly or through crypto11.Configure and Context.Close. A module's
@@ -208,13 +210,6 @@ func login(p *pkcs11.Ctx, sh pkcs11.SessionHandle, t tokenRef, u *URI, pin strin
 	}
 }
 
-func pinOrigin(u *URI) string {
-	if u.PINSource != "" {
-		return "pin-source=" + u.PINSource
-	}
-	return "pin-value"
-}
-
 // keyRef is a private key found by the preflight.
 type keyRef struct {
 	id, label []byte
@@ -316,9 +311,9 @@ func keyTypeName(p *pkcs11.Ctx, sh pkcs11.SessionHandle, h pkcs11.ObjectHandle, 
 		a, err := p.GetAttributeValue(sh, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, nil)})
 		if err == nil {
 			switch string(a[0].Value) {
-			case string(oidP256):
+			case string(ecParamsP256):
 				return "EC P-256"
-			case string(oidP384):
+			case string(ecParamsP384):
 				return "EC P-384"
 			}
 		}
@@ -339,12 +334,6 @@ func keyTypeName(p *pkcs11.Ctx, sh pkcs11.SessionHandle, h pkcs11.ObjectHandle, 
 		return fmt.Sprintf("key-type-%#x", kt)
 	}
 }
-
-// DER-encoded named-curve OIDs as CKA_EC_PARAMS holds them.
-var (
-	oidP256 = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
-	oidP384 = []byte{0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22}
-)
 
 // bytesToUint decodes a CK_ULONG attribute (host byte order, host size).
 func bytesToUint(b []byte) uint {
@@ -510,6 +499,9 @@ type p11Key struct {
 }
 
 func openPKCS11(ctx context.Context, u *URI, o options) (keyBackend, error) {
+	if u.viaP11Kit() {
+		return openP11Kit(ctx, u, o)
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -569,23 +561,6 @@ func (k *p11Key) connectLocked() error {
 	k.c, k.signer, k.ref = c, s, ref
 	k.gen++
 	return nil
-}
-
-func checkSignerType(u *URI, pub crypto.PublicKey) error {
-	switch p := pub.(type) {
-	case *ecdsa.PublicKey:
-		if p.Curve == elliptic.P256() || p.Curve == elliptic.P384() {
-			return nil
-		}
-		return fmt.Errorf("key %s: EC curve %s not supported; use P-256 or P-384", u, p.Curve.Params().Name)
-	case *rsa.PublicKey:
-		if p.N.BitLen() >= 2048 {
-			return nil
-		}
-		return fmt.Errorf("key %s: RSA %d bits is too short; use 2048 or more", u, p.N.BitLen())
-	default:
-		return fmt.Errorf("key %s: key type %T not supported; use EC P-256/P-384 or RSA", u, pub)
-	}
 }
 
 // current returns a usable context, reopening it when a fault dropped it.

@@ -74,7 +74,9 @@ func server(t *testing.T, m string) string {
 		cmd.Wait()
 	})
 	for i := 0; ; i++ {
-		if _, err := os.Stat(sock); err == nil {
+		// The socket file appears before the server listens on it.
+		if conn, err := net.Dial("unix", sock); err == nil {
+			conn.Close()
 			return sock
 		}
 		if i == 500 {

@@ -77,9 +77,9 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case "mqtt":
 		return runMQTT(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":
-		pkcs11 := "yes"
-		if !hsm.PKCS11Available {
-			pkcs11 = "no (static build: PEM keys only; use tether-pkcs11-linux-* for pkcs11: keys)"
+		pkcs11 := "in-process and through p11-kit"
+		if !hsm.PKCS11InProcess {
+			pkcs11 = "through p11-kit (static build)"
 		}
 		fmt.Fprintf(stdout, "tether %s (commit %s, built %s, %s, %s/%s, pkcs11 %s)\n",
 			version, commit, orUnknown(buildDate), runtime.Version(), runtime.GOOS, runtime.GOARCH, pkcs11)
