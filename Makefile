@@ -17,7 +17,7 @@ all: build
 build:
 	$(GO) build $(GOFLAGS_BUILD) -o bin/tether ./agent/cmd/tether
 
-## static: fully static CGO_ENABLED=0 binaries, PEM keys only
+## static: fully static CGO_ENABLED=0 binaries: PEM keys, and PKCS#11 keys through p11-kit
 static:
 	@mkdir -p dist
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build $(GOFLAGS_BUILD) -o dist/tether-linux-amd64 ./agent/cmd/tether
@@ -51,7 +51,8 @@ lint:
 ## (CGO_ENABLED=0) flavour; then the PKCS#11 flavour for arm64 under qemu
 test: deps lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
-	CGO_ENABLED=0 $(GO) test -count=1 ./agent/ ./hsm/ ./credprovider/
+	CGO_ENABLED=0 $(GO) test -count=1 ./agent/ ./hsm/... ./credprovider/
+	CGO_ENABLED=0 $(GO) test -count=1 -run 'SoftHSM|P11Kit|TestHSM' ./mqtt/ ./agent/cmd/tether/
 	$(MAKE) test-arm64
 
 ## test-arm64: the PKCS#11 flavour for arm64 against Debian's arm64 SoftHSM under qemu
