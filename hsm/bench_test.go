@@ -1,5 +1,3 @@
-//go:build cgo
-
 package hsm_test
 
 import (
@@ -22,8 +20,16 @@ import (
 	"github.com/tetherd/tether/hsm/hsmtest"
 )
 
-// benchIdentities returns a token identity and a PEM identity, both EC P-256.
-func benchIdentities(b *testing.B) (token, pemID *hsm.Identity) {
+// benchIdentity is one EC P-256 identity of the benchmarks.
+type benchIdentity struct {
+	name string
+	id   *hsm.Identity
+}
+
+// benchIdentities returns the same SoftHSM key through every backend of this
+// build (in-process as "cgo" when cgo is on, then "p11kit-remote" and
+// "p11kit-server"), and a PEM key, the baseline, last.
+func benchIdentities(b *testing.B) []benchIdentity {
 	b.Helper()
 	ctx := context.Background()
 	tk := hsmtest.NewToken(b, "bench")
@@ -35,10 +41,22 @@ func benchIdentities(b *testing.B) (token, pemID *hsm.Identity) {
 	now := time.Now()
 	certFile, _ := hsmtest.Certificate(b, "token", pub, nil, k, now.Add(-time.Hour), now.Add(time.Hour))
 	k.Close()
-	if token, err = hsm.Open(ctx, certFile, uri); err != nil {
-		b.Fatal(err)
+	uris := []struct{ name, uri string }{
+		{"p11kit-remote", tk.RemoteURI("device")},
+		{"p11kit-server", tk.ServerURI(b, "device")},
 	}
-	b.Cleanup(func() { token.Close() })
+	if hsm.PKCS11InProcess {
+		uris = append([]struct{ name, uri string }{{"cgo", uri}}, uris...)
+	}
+	var out []benchIdentity
+	for _, u := range uris {
+		id, err := hsm.Open(ctx, certFile, u.uri)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { id.Close() })
+		out = append(out, benchIdentity{u.name, id})
+	}
 
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -50,25 +68,48 @@ func benchIdentities(b *testing.B) (token, pemID *hsm.Identity) {
 		b.Fatal(err)
 	}
 	pemCert, _ := hsmtest.Certificate(b, "pem", priv.Public(), nil, priv, now.Add(-time.Hour), now.Add(time.Hour))
-	if pemID, err = hsm.Open(ctx, pemCert, keyFile); err != nil {
+	pemID, err := hsm.Open(ctx, pemCert, keyFile)
+	if err != nil {
 		b.Fatal(err)
 	}
-	return token, pemID
+	return append(out, benchIdentity{"pem", pemID})
+}
+
+// ratios reports each identity's figure and its ratio to the PEM key's
+// and, when present, to the in-process (cgo) token's.
+func ratios(b *testing.B, ids []benchIdentity, per []float64, unit string) {
+	base := map[string]float64{}
+	for i, id := range ids {
+		b.ReportMetric(per[i], id.name+"-"+unit)
+		base[id.name] = per[i]
+	}
+	for i, id := range ids {
+		if id.name == "pem" {
+			continue
+		}
+		b.ReportMetric(per[i]/base["pem"], id.name+"/pem")
+		if c, ok := base["cgo"]; ok && id.name != "cgo" {
+			b.ReportMetric(per[i]/c, id.name+"/cgo")
+		}
+	}
 }
 
 // BenchmarkTLSHandshake times full TLS 1.3 mutual-auth handshakes over
-// loopback with the client key in SoftHSM and, as the baseline in the same
-// run, in a PEM file. token/pem is the cost factor of the token.
+// loopback with the client key in SoftHSM, in-process (cgo builds) and
+// through p11-kit remote and server, and, as the baseline in the same run,
+// in a PEM file. X/pem is the cost factor of path X, X/cgo its cost against
+// the in-process token.
 func BenchmarkTLSHandshake(b *testing.B) {
-	token, pemID := benchIdentities(b)
+	ids := benchIdentities(b)
 	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	now := time.Now()
 	_, srvCert := hsmtest.Certificate(b, "localhost", srvKey.Public(), nil, srvKey, now.Add(-time.Hour), now.Add(time.Hour))
 	roots := x509.NewCertPool()
 	roots.AddCert(srvCert)
 	clientCAs := x509.NewCertPool()
-	clientCAs.AddCert(token.Leaf())
-	clientCAs.AddCert(pemID.Leaf())
+	for _, id := range ids {
+		clientCAs.AddCert(id.id.Leaf())
+	}
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
 		Certificates: []tls.Certificate{{Certificate: [][]byte{srvCert.Raw}, PrivateKey: srvKey, Leaf: srvCert}},
 		ClientAuth:   tls.RequireAndVerifyClientCert, ClientCAs: clientCAs,
@@ -105,22 +146,25 @@ func BenchmarkTLSHandshake(b *testing.B) {
 		c.Close()
 		return time.Since(start)
 	}
-	var tTok, tPEM time.Duration
+	total := make([]time.Duration, len(ids))
 	b.ResetTimer()
 	for b.Loop() {
-		tPEM += handshake(pemID)
-		tTok += handshake(token)
+		for i, id := range ids {
+			total[i] += handshake(id.id)
+		}
 	}
-	n := float64(b.N)
-	b.ReportMetric(float64(tPEM.Nanoseconds())/n, "pem-ns/handshake")
-	b.ReportMetric(float64(tTok.Nanoseconds())/n, "token-ns/handshake")
-	b.ReportMetric(float64(tTok)/float64(tPEM), "token/pem")
+	per := make([]float64, len(ids))
+	for i := range ids {
+		per[i] = float64(total[i].Nanoseconds()) / float64(b.N)
+	}
+	ratios(b, ids, per, "ns/handshake")
 }
 
-// BenchmarkSign measures ECDSA P-256 signatures per second in SoftHSM with
-// 1 and 4 concurrent signers, against the PEM key in the same run.
+// BenchmarkSign measures ECDSA P-256 signatures per second in SoftHSM
+// through each backend, with 1 and (for the tokens) 4 concurrent signers,
+// against the PEM key in the same run.
 func BenchmarkSign(b *testing.B) {
-	token, pemID := benchIdentities(b)
+	ids := benchIdentities(b)
 	digest := sha256.Sum256([]byte("tether"))
 	rate := func(s crypto.Signer, workers, total int) float64 {
 		var wg sync.WaitGroup
@@ -142,17 +186,23 @@ func BenchmarkSign(b *testing.B) {
 		wg.Wait()
 		return float64(total) / time.Since(start).Seconds()
 	}
-	var tok1, tok4, pem1 float64
+	one := make([]float64, len(ids))
+	four := make([]float64, len(ids))
 	b.ResetTimer()
 	for b.Loop() {
-		tok1 += rate(token.Key(), 1, 200)
-		tok4 += rate(token.Key(), 4, 200)
-		pem1 += rate(pemID.Key(), 1, 200)
+		for i, id := range ids {
+			one[i] += rate(id.id.Key(), 1, 100)
+			if id.name != "pem" {
+				four[i] += rate(id.id.Key(), 4, 100)
+			}
+		}
 	}
-	n := float64(b.N)
-	b.ReportMetric(tok1/n, "token-sig/s-1")
-	b.ReportMetric(tok4/n, "token-sig/s-4")
-	b.ReportMetric(pem1/n, "pem-sig/s-1")
-	b.ReportMetric(tok4/tok1, "token-4/1")
-	b.ReportMetric(pem1/tok1, "pem/token")
+	for i := range ids {
+		one[i] /= float64(b.N)
+		four[i] /= float64(b.N)
+		if ids[i].name != "pem" {
+			b.ReportMetric(four[i]/one[i], ids[i].name+"-4/1")
+		}
+	}
+	ratios(b, ids, one, "sig/s")
 }

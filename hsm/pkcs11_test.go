@@ -509,3 +509,32 @@ func TestWrongPINNeverRetried(t *testing.T) {
 		assert.NotContains(t, rec.all(), oldPIN)
 	})
 }
+
+// TestP11KitConnectionLost ensures that a key reached through p11-kit
+// survives its p11-kit process going away (a crash of `p11-kit remote`, a
+// p11-kit server restart): the next use reconnects, logs in again and
+// signs, and the sealer keeps opening what it sealed.
+func TestP11KitConnectionLost(t *testing.T) {
+	skipShort(t)
+	for _, b := range rpcBackends {
+		t.Run(b.name, func(t *testing.T) {
+			_, _, _, id := tokenIdentity(t, b, hsm.KeyECP256)
+			a, err := id.Sealer(context.Background(), "store")
+			require.NoError(t, err)
+			nonce := make([]byte, 12)
+			ct, err := hsm.Seal(a, nil, nonce, []byte("kept"), nil)
+			require.NoError(t, err)
+
+			require.NoError(t, hsm.DropP11KitConnection(id.Key()))
+			digest := sha256.Sum256([]byte("x"))
+			sig, err := id.Key().Sign(rand.Reader, digest[:], crypto.SHA256)
+			require.NoError(t, err, "the key reconnects after its p11-kit connection was lost")
+			verify(t, id.Key().Public(), digest[:], sig, crypto.SHA256)
+
+			require.NoError(t, hsm.DropP11KitConnection(id.Key()))
+			pt, err := a.Open(nil, nonce, ct, nil)
+			require.NoError(t, err, "the sealer reconnects too")
+			assert.Equal(t, "kept", string(pt))
+		})
+	}
+}
