@@ -7,13 +7,6 @@ import (
 	"crypto"
 )
 
-// Object describes a token object; see the cgo build.
-type Object struct {
-	Class, Label, KeyType  string
-	ID                     []byte
-	Sensitive, Extractable bool
-}
-
 // List reports the module's slots, tokens and objects; see the cgo build.
 // Here the module is reached through p11-kit: module names the module
 // `p11-kit remote` hosts (DefaultModule when empty), or login's URI says

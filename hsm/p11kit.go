@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"math/big"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -104,7 +103,7 @@ type rpcToken struct {
 }
 
 func (t rpcToken) String() string {
-	return fmt.Sprintf("%q (serial %s, slot-id %d)", t.info.Label, t.info.SerialNumber, t.slot)
+	return tokenName(t.info.Label, t.info.SerialNumber, t.slot)
 }
 
 func rpcTokens(c *p11rpc.Client) ([]rpcToken, error) {
@@ -128,57 +127,35 @@ func rpcTokens(c *p11rpc.Client) ([]rpcToken, error) {
 
 // rpcPickToken finds the token the URI selects; see pickToken.
 func rpcPickToken(u *URI, toks []rpcToken) (rpcToken, error) {
-	var found []rpcToken
-	var names []string
-	for _, t := range toks {
-		if t.info.Flags&p11rpc.CKF_TOKEN_INITIALIZED == 0 {
-			continue
-		}
-		names = append(names, t.String())
-		if u.Token != "" && t.info.Label == u.Token ||
-			u.Token == "" && u.Serial != "" && t.info.SerialNumber == u.Serial ||
-			u.Token == "" && u.Serial == "" && u.HasSlotID && t.slot == u.SlotID ||
-			u.Token == "" && u.Serial == "" && !u.HasSlotID {
-			found = append(found, t)
-		}
+	cands := make([]tokenCandidate, len(toks))
+	for i, t := range toks {
+		cands[i] = tokenCandidate{slot: t.slot, label: t.info.Label, serial: t.info.SerialNumber,
+			initialized: t.info.Flags&p11rpc.CKF_TOKEN_INITIALIZED != 0, name: t.String()}
 	}
-	if len(found) == 1 {
-		return found[0], nil
+	i, err := chooseToken(u, u.moduleHost(), cands)
+	if err != nil {
+		return rpcToken{}, err
 	}
-	present := "no initialised token is present"
-	if len(names) > 0 {
-		present = "tokens present: " + strings.Join(names, ", ")
-	}
-	if len(found) == 0 {
-		return rpcToken{}, fmt.Errorf("%w: no token with %s in %s; %s", ErrTokenUnavailable, u.selector(), u.moduleHost(), present)
-	}
-	return rpcToken{}, fmt.Errorf("%d tokens match %s in %s; add token=, serial= or slot-id= to the URI; %s", len(found), u.selector(), u.moduleHost(), present)
+	return toks[i], nil
 }
 
 // rpcLogin logs the session in; a wrong PIN is never tried again.
 func rpcLogin(c *p11rpc.Client, sh p11rpc.SessionHandle, t rpcToken, u *URI, pin string) error {
-	if t.info.Flags&p11rpc.CKF_USER_PIN_LOCKED != 0 {
-		return fmt.Errorf("%w: token %s: the user PIN is locked after too many wrong PINs; unlock it with the SO PIN (pkcs11-tool --init-pin --login --login-type so)", ErrPINIncorrect, t)
-	}
-	if t.info.Flags&p11rpc.CKF_LOGIN_REQUIRED == 0 {
-		return nil
-	}
-	if pin == "" {
-		return fmt.Errorf("%w: token %s needs a PIN; add pin-source=file:PATH (mode 0600) or pin-source=credential:NAME to %s", ErrPINSource, t, u)
-	}
-	err := c.Login(sh, p11rpc.CKU_USER, pin)
-	switch {
-	case err == nil, errors.Is(err, p11rpc.CKR_USER_ALREADY_LOGGED_IN):
-		return nil
-	case errors.Is(err, p11rpc.CKR_PIN_INCORRECT):
-		return fmt.Errorf("%w: token %s refused the PIN from %s; fix the PIN source (not retried: the token locks after repeated failures)", ErrPINIncorrect, t, pinOrigin(u))
-	case errors.Is(err, p11rpc.CKR_PIN_LOCKED):
-		return fmt.Errorf("%w: token %s: the user PIN is locked; unlock it with the SO PIN", ErrPINIncorrect, t)
-	case rpcIsLost(err):
-		return fmt.Errorf("%w: token %s: C_Login: %w", ErrTokenUnavailable, t, err)
-	default:
-		return fmt.Errorf("token %s: C_Login: %w", t, err)
-	}
+	return doLogin(t, u, pin, t.info.Flags&p11rpc.CKF_USER_PIN_LOCKED != 0, t.info.Flags&p11rpc.CKF_LOGIN_REQUIRED != 0,
+		func() (loginResult, error) {
+			err := c.Login(sh, p11rpc.CKU_USER, pin)
+			switch {
+			case err == nil, errors.Is(err, p11rpc.CKR_USER_ALREADY_LOGGED_IN):
+				return loginOK, nil
+			case errors.Is(err, p11rpc.CKR_PIN_INCORRECT):
+				return loginPINIncorrect, err
+			case errors.Is(err, p11rpc.CKR_PIN_LOCKED):
+				return loginPINLocked, err
+			case rpcIsLost(err):
+				return loginLost, err
+			}
+			return loginFailed, err
+		})
 }
 
 // rpcDescribe reads an object's description (never a value).
@@ -272,32 +249,11 @@ func rpcKeyList(c *p11rpc.Client, sh p11rpc.SessionHandle) string {
 	if err != nil {
 		return "(cannot list: " + err.Error() + ")"
 	}
-	var s []string
-	for _, h := range hs {
-		o := rpcDescribe(c, sh, h)
-		if o.Class == "private" || o.Class == "public" || o.Class == "secret-key" {
-			s = append(s, objectLine(o))
-		}
+	objs := make([]Object, len(hs))
+	for i, h := range hs {
+		objs[i] = rpcDescribe(c, sh, h)
 	}
-	if len(s) == 0 {
-		return "none (private keys are visible only after a successful login)"
-	}
-	return strings.Join(s, "; ")
-}
-
-// objectLine is how errors and `hsm list` show an object.
-func objectLine(o Object) string {
-	s := fmt.Sprintf("%s %q id=", o.Class, o.Label)
-	if len(o.ID) == 0 {
-		s += "(none)"
-	}
-	for _, b := range o.ID {
-		s += fmt.Sprintf("%%%02x", b)
-	}
-	if o.KeyType != "" {
-		s += " " + o.KeyType
-	}
-	return s
+	return keyNames(objs)
 }
 
 // rpcSession is an open, logged-in session with the key found in it.
@@ -359,11 +315,9 @@ func rpcOpen(ctx context.Context, u *URI, pin string) (*rpcSession, error) {
 // findKey finds the URI's private key and its public half.
 func (s *rpcSession) findKey(u *URI) error {
 	c, sh, t := s.c, s.sh, s.tok
-	if u.Type != "" && u.Type != "private" {
-		return fmt.Errorf("%s: type=%s; the device key must be type=private (or leave type out)", u, u.Type)
-	}
-	if u.Object == "" && len(u.ID) == 0 {
-		return fmt.Errorf("%s: name the key with object=LABEL and/or id=%%XX; keys in token %s: %s", u, t, rpcKeyList(c, sh))
+	list := func() string { return rpcKeyList(c, sh) }
+	if err := keyQueryErr(u, t, list); err != nil {
+		return err
 	}
 	tmpl := []p11rpc.Attribute{p11rpc.NewAttribute(p11rpc.CKA_CLASS, uint(p11rpc.CKO_PRIVATE_KEY))}
 	if u.Object != "" {
@@ -379,12 +333,8 @@ func (s *rpcSession) findKey(u *URI) error {
 		}
 		return fmt.Errorf("token %s: C_FindObjects: %w", t, err)
 	}
-	switch len(hs) {
-	case 0:
-		return fmt.Errorf("%w: no private key matches %s in token %s; keys there: %s", ErrKeyNotFound, u, t, rpcKeyList(c, sh))
-	case 1:
-	default:
-		return fmt.Errorf("%d private keys match %s in token %s; add id= to pick one: %s", len(hs), u, t, rpcKeyList(c, sh))
+	if err := keyCountErr(u, t, len(hs), list); err != nil {
+		return err
 	}
 	a, err := c.GetAttributeValue(sh, hs[0], []uint{p11rpc.CKA_KEY_TYPE, p11rpc.CKA_ID, p11rpc.CKA_LABEL})
 	if err != nil {

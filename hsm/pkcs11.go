@@ -121,7 +121,7 @@ type tokenRef struct {
 }
 
 func (t tokenRef) String() string {
-	return fmt.Sprintf("%q (serial %s, slot-id %d)", t.info.Label, strings.TrimSpace(t.info.SerialNumber), t.slot)
+	return tokenName(t.info.Label, strings.TrimSpace(t.info.SerialNumber), t.slot)
 }
 
 func listTokens(p *pkcs11.Ctx) ([]tokenRef, error) {
@@ -142,72 +142,36 @@ func listTokens(p *pkcs11.Ctx) ([]tokenRef, error) {
 
 // pickToken finds the token the URI selects.
 func pickToken(u *URI, toks []tokenRef) (tokenRef, error) {
-	var found []tokenRef
-	for _, t := range toks {
-		if t.info.Flags&pkcs11.CKF_TOKEN_INITIALIZED == 0 {
-			continue
-		}
-		switch {
-		case u.Token != "":
-			if t.info.Label == u.Token {
-				found = append(found, t)
-			}
-		case u.Serial != "":
-			if strings.TrimSpace(t.info.SerialNumber) == u.Serial {
-				found = append(found, t)
-			}
-		case u.HasSlotID:
-			if t.slot == u.SlotID {
-				found = append(found, t)
-			}
-		default:
-			found = append(found, t)
-		}
+	cands := make([]tokenCandidate, len(toks))
+	for i, t := range toks {
+		cands[i] = tokenCandidate{slot: t.slot, label: t.info.Label, serial: strings.TrimSpace(t.info.SerialNumber),
+			initialized: t.info.Flags&pkcs11.CKF_TOKEN_INITIALIZED != 0, name: t.String()}
 	}
-	if len(found) == 1 {
-		return found[0], nil
+	i, err := chooseToken(u, "module "+u.ModulePath, cands)
+	if err != nil {
+		return tokenRef{}, err
 	}
-	var names []string
-	for _, t := range toks {
-		if t.info.Flags&pkcs11.CKF_TOKEN_INITIALIZED != 0 {
-			names = append(names, t.String())
-		}
-	}
-	present := "no initialised token is present"
-	if len(names) > 0 {
-		present = "tokens present: " + strings.Join(names, ", ")
-	}
-	if len(found) == 0 {
-		return tokenRef{}, fmt.Errorf("%w: no token with %s in module %s; %s", ErrTokenUnavailable, u.selector(), u.ModulePath, present)
-	}
-	return tokenRef{}, fmt.Errorf("%d tokens match %s in module %s; add token=, serial= or slot-id= to the URI; %s", len(found), u.selector(), u.ModulePath, present)
+	return toks[i], nil
 }
 
 // login logs the session's application in. A wrong PIN is reported at once
 // and never tried again by this package: tokens lock after a few failures.
 func login(p *pkcs11.Ctx, sh pkcs11.SessionHandle, t tokenRef, u *URI, pin string) error {
-	if t.info.Flags&pkcs11.CKF_USER_PIN_LOCKED != 0 {
-		return fmt.Errorf("%w: token %s: the user PIN is locked after too many wrong PINs; unlock it with the SO PIN (pkcs11-tool --init-pin --login --login-type so)", ErrPINIncorrect, t)
-	}
-	if t.info.Flags&pkcs11.CKF_LOGIN_REQUIRED == 0 {
-		return nil
-	}
-	if pin == "" {
-		return fmt.Errorf("%w: token %s needs a PIN; add pin-source=file:PATH (mode 0600) or pin-source=credential:NAME to %s", ErrPINSource, t, u)
-	}
-	err := p.Login(sh, pkcs11.CKU_USER, pin)
-	switch {
-	case err == nil, ckr(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN):
-		return nil
-	case ckr(err, pkcs11.CKR_PIN_INCORRECT):
-		return fmt.Errorf("%w: token %s refused the PIN from %s; fix the PIN source (not retried: the token locks after repeated failures)", ErrPINIncorrect, t, pinOrigin(u))
-	case ckr(err, pkcs11.CKR_PIN_LOCKED):
-		return fmt.Errorf("%w: token %s: the user PIN is locked; unlock it with the SO PIN", ErrPINIncorrect, t)
-	case isLost(err):
-		return fmt.Errorf("%w: token %s: C_Login: %w", ErrTokenUnavailable, t, err)
-	default:
-		return fmt.Errorf("token %s: C_Login: %w", t, err)
-	}
+	return doLogin(t, u, pin, t.info.Flags&pkcs11.CKF_USER_PIN_LOCKED != 0, t.info.Flags&pkcs11.CKF_LOGIN_REQUIRED != 0,
+		func() (loginResult, error) {
+			err := p.Login(sh, pkcs11.CKU_USER, pin)
+			switch {
+			case err == nil, ckr(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN):
+				return loginOK, nil
+			case ckr(err, pkcs11.CKR_PIN_INCORRECT):
+				return loginPINIncorrect, err
+			case ckr(err, pkcs11.CKR_PIN_LOCKED):
+				return loginPINLocked, err
+			case isLost(err):
+				return loginLost, err
+			}
+			return loginFailed, err
+		})
 }
 
 // keyRef is a private key found by the preflight.
@@ -233,36 +197,6 @@ func findObjects(p *pkcs11.Ctx, sh pkcs11.SessionHandle, tmpl []*pkcs11.Attribut
 		}
 	}
 	return all, p.FindObjectsFinal(sh)
-}
-
-// Object describes a token object without any secret: what `tether hsm
-// list` prints and what key-not-found errors list.
-type Object struct {
-	Class   string // private, public, secret-key, cert, data
-	Label   string
-	ID      []byte
-	KeyType string // "EC P-256", "RSA 2048", "AES 256", ...
-	// Sensitive and Extractable are set for private and secret keys.
-	Sensitive, Extractable bool
-}
-
-func (o Object) String() string {
-	s := fmt.Sprintf("%s %q id=%s", o.Class, o.Label, hexID(o.ID))
-	if o.KeyType != "" {
-		s += " " + o.KeyType
-	}
-	return s
-}
-
-func hexID(id []byte) string {
-	var b strings.Builder
-	for _, c := range id {
-		fmt.Fprintf(&b, "%%%02x", c)
-	}
-	if b.Len() == 0 {
-		return "(none)"
-	}
-	return b.String()
 }
 
 var classNames = map[uint]string{
@@ -349,11 +283,9 @@ func bytesToUint(b []byte) uint {
 // findKey looks the URI's private key up, listing what is there when it is
 // missing.
 func findKey(p *pkcs11.Ctx, sh pkcs11.SessionHandle, t tokenRef, u *URI) (keyRef, error) {
-	if u.Type != "" && u.Type != "private" {
-		return keyRef{}, fmt.Errorf("%s: type=%s; the device key must be type=private (or leave type out)", u, u.Type)
-	}
-	if u.Object == "" && len(u.ID) == 0 {
-		return keyRef{}, fmt.Errorf("%s: name the key with object=LABEL and/or id=%%XX; keys in token %s: %s", u, t, keyList(p, sh))
+	list := func() string { return keyList(p, sh) }
+	if err := keyQueryErr(u, t, list); err != nil {
+		return keyRef{}, err
 	}
 	tmpl := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY)}
 	if u.Object != "" {
@@ -369,12 +301,8 @@ func findKey(p *pkcs11.Ctx, sh pkcs11.SessionHandle, t tokenRef, u *URI) (keyRef
 		}
 		return keyRef{}, fmt.Errorf("token %s: C_FindObjects: %w", t, err)
 	}
-	switch len(hs) {
-	case 0:
-		return keyRef{}, fmt.Errorf("%w: no private key matches %s in token %s; keys there: %s", ErrKeyNotFound, u, t, keyList(p, sh))
-	case 1:
-	default:
-		return keyRef{}, fmt.Errorf("%d private keys match %s in token %s; add id= to pick one: %s", len(hs), u, t, keyList(p, sh))
+	if err := keyCountErr(u, t, len(hs), list); err != nil {
+		return keyRef{}, err
 	}
 	o := describe(p, sh, hs[0])
 	if len(o.ID) == 0 {
@@ -393,17 +321,11 @@ func keyList(p *pkcs11.Ctx, sh pkcs11.SessionHandle) string {
 	if err != nil {
 		return "(cannot list: " + err.Error() + ")"
 	}
-	var s []string
-	for _, h := range hs {
-		o := describe(p, sh, h)
-		if o.Class == "private" || o.Class == "public" || o.Class == "secret-key" {
-			s = append(s, o.String())
-		}
+	objs := make([]Object, len(hs))
+	for i, h := range hs {
+		objs[i] = describe(p, sh, h)
 	}
-	if len(s) == 0 {
-		return "none (private keys are visible only after a successful login)"
-	}
-	return strings.Join(s, "; ")
+	return keyNames(objs)
 }
 
 // preflight checks module, token, PIN and (when wantKey) the key with the

@@ -1,0 +1,169 @@
+package hsm
+
+import (
+	"fmt"
+	"strings"
+)
+
+// This file holds what both PKCS#11 backends (in-process and through
+// p11-kit) decide the same way about a token: which one a URI selects, and
+// what a login outcome means. Each backend supplies the facts.
+
+// tokenCandidate is what choosing a token needs to know about one.
+type tokenCandidate struct {
+	slot          uint
+	label, serial string
+	initialized   bool
+	name          string // for messages: label, serial and slot
+}
+
+// chooseToken returns the index of the one initialised token u selects
+// among cands; host names the module (or server) for messages.
+func chooseToken(u *URI, host string, cands []tokenCandidate) (int, error) {
+	found := -1
+	n := 0
+	var names []string
+	for i, t := range cands {
+		if !t.initialized {
+			continue
+		}
+		names = append(names, t.name)
+		var match bool
+		switch {
+		case u.Token != "":
+			match = t.label == u.Token
+		case u.Serial != "":
+			match = t.serial == u.Serial
+		case u.HasSlotID:
+			match = t.slot == u.SlotID
+		default:
+			match = true
+		}
+		if match {
+			found, n = i, n+1
+		}
+	}
+	if n == 1 {
+		return found, nil
+	}
+	present := "no initialised token is present"
+	if len(names) > 0 {
+		present = "tokens present: " + strings.Join(names, ", ")
+	}
+	if n == 0 {
+		return -1, fmt.Errorf("%w: no token with %s in %s; %s", ErrTokenUnavailable, u.selector(), host, present)
+	}
+	return -1, fmt.Errorf("%d tokens match %s in %s; add token=, serial= or slot-id= to the URI; %s", n, u.selector(), host, present)
+}
+
+// tokenName is how messages name a token.
+func tokenName(label, serial string, slot uint) string {
+	return fmt.Sprintf("%q (serial %s, slot-id %d)", label, serial, slot)
+}
+
+// loginResult classifies what C_Login returned.
+type loginResult int
+
+const (
+	loginOK loginResult = iota
+	loginPINIncorrect
+	loginPINLocked
+	loginLost
+	loginFailed
+)
+
+// doLogin logs in when the token needs it: locked, required and login are
+// the backend's facts and call. A wrong PIN is reported at once and never
+// tried again: tokens lock after a few failures.
+func doLogin(t fmt.Stringer, u *URI, pin string, locked, required bool, login func() (loginResult, error)) error {
+	if locked {
+		return fmt.Errorf("%w: token %s: the user PIN is locked after too many wrong PINs; unlock it with the SO PIN (pkcs11-tool --init-pin --login --login-type so)", ErrPINIncorrect, t)
+	}
+	if !required {
+		return nil
+	}
+	if pin == "" {
+		return fmt.Errorf("%w: token %s needs a PIN; add pin-source=file:PATH (mode 0600) or pin-source=credential:NAME to %s", ErrPINSource, t, u)
+	}
+	res, err := login()
+	switch res {
+	case loginOK:
+		return nil
+	case loginPINIncorrect:
+		return fmt.Errorf("%w: token %s refused the PIN from %s; fix the PIN source (not retried: the token locks after repeated failures)", ErrPINIncorrect, t, pinOrigin(u))
+	case loginPINLocked:
+		return fmt.Errorf("%w: token %s: the user PIN is locked; unlock it with the SO PIN", ErrPINIncorrect, t)
+	case loginLost:
+		return fmt.Errorf("%w: token %s: C_Login: %w", ErrTokenUnavailable, t, err)
+	default:
+		return fmt.Errorf("token %s: C_Login: %w", t, err)
+	}
+}
+
+// Object describes a token object without any secret: what `tether hsm
+// list` prints and what key-not-found errors list.
+type Object struct {
+	Class   string // private, public, secret-key, cert, data
+	Label   string
+	ID      []byte
+	KeyType string // "EC P-256", "RSA 2048", "AES 256", ...
+	// Sensitive and Extractable are set for private and secret keys.
+	Sensitive, Extractable bool
+}
+
+func (o Object) String() string {
+	s := fmt.Sprintf("%s %q id=%s", o.Class, o.Label, hexID(o.ID))
+	if o.KeyType != "" {
+		s += " " + o.KeyType
+	}
+	return s
+}
+
+func hexID(id []byte) string {
+	var b strings.Builder
+	for _, c := range id {
+		fmt.Fprintf(&b, "%%%02x", c)
+	}
+	if b.Len() == 0 {
+		return "(none)"
+	}
+	return b.String()
+}
+
+// keyQueryErr refuses a URI that cannot name the device key; list names
+// the keys there.
+func keyQueryErr(u *URI, t fmt.Stringer, list func() string) error {
+	if u.Type != "" && u.Type != "private" {
+		return fmt.Errorf("%s: type=%s; the device key must be type=private (or leave type out)", u, u.Type)
+	}
+	if u.Object == "" && len(u.ID) == 0 {
+		return fmt.Errorf("%s: name the key with object=LABEL and/or id=%%XX; keys in token %s: %s", u, t, list())
+	}
+	return nil
+}
+
+// keyCountErr says what is wrong when n private keys match the URI.
+func keyCountErr(u *URI, t fmt.Stringer, n int, list func() string) error {
+	switch n {
+	case 1:
+		return nil
+	case 0:
+		return fmt.Errorf("%w: no private key matches %s in token %s; keys there: %s", ErrKeyNotFound, u, t, list())
+	}
+	return fmt.Errorf("%d private keys match %s in token %s; add id= to pick one: %s", n, u, t, list())
+}
+
+// keyNames lists the key objects among objs (labels, ids, types; never
+// values).
+func keyNames(objs []Object) string {
+	var s []string
+	for _, o := range objs {
+		if o.Class == "private" || o.Class == "public" || o.Class == "secret-key" {
+			s = append(s, o.String())
+		}
+	}
+	if len(s) == 0 {
+		return "none (private keys are visible only after a successful login)"
+	}
+	return strings.Join(s, "; ")
+}
