@@ -613,15 +613,7 @@ func (k *rpcKey) sealer(ctx context.Context, label string) (cipher.AEAD, error) 
 		return nil, errors.New("sealer: empty label")
 	}
 	a := &rpcAEAD{k: k, label: label}
-	nonce := make([]byte, a.NonceSize())
-	if _, err := rand.Read(nonce); err != nil {
-		return nil, err
-	}
-	ct, err := a.SealErr(nil, nonce, []byte("tether sealer self-test"), nil)
-	if err == nil {
-		_, err = a.Open(nil, nonce, ct, nil)
-	}
-	if err != nil {
+	if err := sealerRoundTrip(a.NonceSize(), a.SealErr, a.Open); err != nil {
 		return nil, fmt.Errorf("sealer %q in token %s: AES round trip failed (does the token support CKM_AES_ECB?): %w", label, k.uri, err)
 	}
 	return a, nil

@@ -1,6 +1,7 @@
 package hsm
 
 import (
+	"crypto/rand"
 	"fmt"
 	"strings"
 )
@@ -166,4 +167,19 @@ func keyNames(objs []Object) string {
 		return "none (private keys are visible only after a successful login)"
 	}
 	return strings.Join(s, "; ")
+}
+
+// sealerRoundTrip seals and opens a test text, so that a token that cannot
+// run the sealer's mechanism fails when the sealer is made rather than at
+// the first Seal.
+func sealerRoundTrip(nonceSize int, seal, open func(dst, nonce, text, additionalData []byte) ([]byte, error)) error {
+	nonce := make([]byte, nonceSize)
+	if _, err := rand.Read(nonce); err != nil {
+		return err
+	}
+	ct, err := seal(nil, nonce, []byte("tether sealer self-test"), nil)
+	if err == nil {
+		_, err = open(nil, nonce, ct, nil)
+	}
+	return err
 }

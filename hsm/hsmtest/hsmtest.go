@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,6 +79,24 @@ func randomPIN(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// ChangePIN sets a new random user PIN on the token (C_SetPIN) while keys
+// are open, as an operator rotating the PIN would, and writes it to
+// PINFile. Keys opened before keep the old PIN in memory.
+func (tk *Token) ChangePIN(t testing.TB) {
+	t.Helper()
+	old, err := os.ReadFile(tk.PINFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin := randomPIN(t)
+	if err := tk.setPIN(strings.TrimSpace(string(old)), pin); err != nil {
+		t.Fatalf("hsmtest: C_SetPIN: %v", err)
+	}
+	if err := os.WriteFile(tk.PINFile, []byte(pin+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // URI returns the RFC 7512 URI of object in the token, with module-path and

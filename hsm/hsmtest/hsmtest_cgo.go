@@ -5,8 +5,6 @@ package hsmtest
 import (
 	"errors"
 	"fmt"
-	"os"
-	"strings"
 	"testing"
 
 	"github.com/miekg/pkcs11"
@@ -102,25 +100,12 @@ func (tk *Token) CloseAllSessions(t testing.TB) {
 	t.Fatalf("hsmtest: token %q not found", tk.Label)
 }
 
-// ChangePIN sets a new random user PIN on the token (C_SetPIN) while the
-// module is in use, as an operator rotating the PIN would, and writes it to
-// PINFile. Keys opened before keep the old PIN in memory.
-func (tk *Token) ChangePIN(t testing.TB) {
-	t.Helper()
-	old, err := os.ReadFile(tk.PINFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pin := randomPIN(t)
-	err = tk.withSession(func(p *pkcs11.Ctx, sh pkcs11.SessionHandle) error {
-		return p.SetPIN(sh, strings.TrimSpace(string(old)), pin)
+// setPIN changes the user PIN through the module in this process, which
+// the keys under test share.
+func (tk *Token) setPIN(old, pin string) error {
+	return tk.withSession(func(p *pkcs11.Ctx, sh pkcs11.SessionHandle) error {
+		return p.SetPIN(sh, old, pin)
 	})
-	if err != nil {
-		t.Fatalf("hsmtest: C_SetPIN: %v", err)
-	}
-	if err := os.WriteFile(tk.PINFile, []byte(pin+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // withSession runs f with a R/W session on the token, initialising the

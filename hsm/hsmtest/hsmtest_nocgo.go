@@ -3,8 +3,6 @@
 package hsmtest
 
 import (
-	"os"
-	"strings"
 	"testing"
 
 	"github.com/tetherd/tether/hsm/p11rpc"
@@ -17,26 +15,11 @@ func initToken(tk *Token, soPIN, pin string) error {
 	return rpcInitToken(tk, soPIN, pin)
 }
 
-// ChangePIN sets a new random user PIN on the token (C_SetPIN, through a
-// `p11-kit remote` of its own) while keys are open, as an operator
-// rotating the PIN would, and writes it to PINFile. Keys opened before keep
-// the old PIN in memory.
-func (tk *Token) ChangePIN(t testing.TB) {
-	t.Helper()
-	old, err := os.ReadFile(tk.PINFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pin := randomPIN(t)
-	err = tk.rpcSession(func(c *p11rpc.Client, sh p11rpc.SessionHandle) error {
-		return c.SetPIN(sh, strings.TrimSpace(string(old)), pin)
+// setPIN changes the user PIN through a `p11-kit remote` of its own.
+func (tk *Token) setPIN(old, pin string) error {
+	return tk.rpcSession(func(c *p11rpc.Client, sh p11rpc.SessionHandle) error {
+		return c.SetPIN(sh, old, pin)
 	})
-	if err != nil {
-		t.Fatalf("hsmtest: C_SetPIN: %v", err)
-	}
-	if err := os.WriteFile(tk.PINFile, []byte(pin+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // CloseAllSessions needs the module in this process (the cgo build); keys

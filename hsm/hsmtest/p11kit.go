@@ -25,7 +25,7 @@ func (tk *Token) RemoteURI(object string) string { return tk.URI(object) + "&x-p
 func (tk *Token) ServerURI(t testing.TB, object string) string {
 	t.Helper()
 	if tk.server == "" {
-		tk.server = startServer(t, tk.Module)
+		tk.server = StartP11KitServer(t, tk.Module)
 	}
 	return "pkcs11:token=" + url.PathEscape(tk.Label) + ";object=" + url.PathEscape(object) +
 		"?x-p11-kit=" + tk.server + "&pin-source=file:" + tk.PINFile
@@ -34,7 +34,11 @@ func (tk *Token) ServerURI(t testing.TB, object string) string {
 // P11KitServer returns the socket of the token's p11-kit server, or "".
 func (tk *Token) P11KitServer() string { return tk.server }
 
-func startServer(t testing.TB, module string) string {
+// StartP11KitServer starts `p11-kit server` in the foreground for module,
+// serving all its tokens on a socket in a temporary folder, and returns the
+// socket once the server accepts connections. The server stops when the
+// test ends.
+func StartP11KitServer(t testing.TB, module string) string {
 	t.Helper()
 	if _, err := exec.LookPath("p11-kit"); err != nil {
 		t.Fatal("hsmtest: p11-kit missing: install the Debian package p11-kit")
@@ -64,9 +68,9 @@ func startServer(t testing.TB, module string) string {
 	}
 }
 
-// rpcSession runs f with a R/W user session on the token, through a
-// `p11-kit remote` of its own.
-func (tk *Token) rpcSession(f func(*p11rpc.Client, p11rpc.SessionHandle) error) error {
+// withRemote runs f with the token's module initialised in a `p11-kit
+// remote` of its own.
+func (tk *Token) withRemote(f func(*p11rpc.Client) error) error {
 	c, err := p11rpc.DialRemote(context.Background(), "", tk.Module, nil)
 	if err != nil {
 		return err
@@ -76,72 +80,72 @@ func (tk *Token) rpcSession(f func(*p11rpc.Client, p11rpc.SessionHandle) error) 
 		return err
 	}
 	defer c.Finalize()
+	return f(c)
+}
+
+// slotOf finds the slot of the initialised token labelled label; free
+// finds an uninitialised one instead.
+func slotOf(c *p11rpc.Client, label string, free bool) (uint, error) {
 	slots, err := c.GetSlotList(true)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for _, s := range slots {
-		if ti, err := c.GetTokenInfo(s); err == nil && ti.Label == tk.Label {
-			sh, err := c.OpenSession(s, p11rpc.CKF_RW_SESSION)
-			if err != nil {
-				return err
-			}
-			defer c.CloseSession(sh)
-			return f(c, sh)
+		ti, err := c.GetTokenInfo(s)
+		if err != nil {
+			continue
+		}
+		if free && ti.Flags&p11rpc.CKF_TOKEN_INITIALIZED == 0 || !free && ti.Label == label {
+			return s, nil
 		}
 	}
-	return fmt.Errorf("token %q not found", tk.Label)
+	if free {
+		return 0, errors.New("no free SoftHSM slot")
+	}
+	return 0, fmt.Errorf("token %q not found", label)
+}
+
+// rpcSession runs f with a R/W session on the token, through a `p11-kit
+// remote` of its own.
+func (tk *Token) rpcSession(f func(*p11rpc.Client, p11rpc.SessionHandle) error) error {
+	return tk.withRemote(func(c *p11rpc.Client) error {
+		return tk.rpcSessionOn(c, func(sh p11rpc.SessionHandle) error { return f(c, sh) })
+	})
 }
 
 // rpcInitToken is initToken through `p11-kit remote`.
 func rpcInitToken(tk *Token, soPIN, pin string) error {
-	c, err := p11rpc.DialRemote(context.Background(), "", tk.Module, nil)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.Initialize(); err != nil {
-		return err
-	}
-	defer c.Finalize()
-	slots, err := c.GetSlotList(true)
-	if err != nil {
-		return err
-	}
-	free := -1
-	for _, s := range slots {
-		if ti, err := c.GetTokenInfo(s); err == nil && ti.Flags&p11rpc.CKF_TOKEN_INITIALIZED == 0 {
-			free = int(s)
-			break
-		}
-	}
-	if free < 0 {
-		return errors.New("no free SoftHSM slot")
-	}
-	if err := c.InitToken(uint(free), soPIN, tk.Label); err != nil {
-		return fmt.Errorf("C_InitToken: %w", err)
-	}
-	slots, err = c.GetSlotList(true)
-	if err != nil {
-		return err
-	}
-	for _, s := range slots {
-		ti, err := c.GetTokenInfo(s)
-		if err != nil || ti.Label != tk.Label {
-			continue
-		}
-		sh, err := c.OpenSession(s, p11rpc.CKF_RW_SESSION)
+	return tk.withRemote(func(c *p11rpc.Client) error {
+		free, err := slotOf(c, "", true)
 		if err != nil {
 			return err
 		}
-		defer c.CloseSession(sh)
-		if err := c.Login(sh, p11rpc.CKU_SO, soPIN); err != nil {
-			return fmt.Errorf("SO login: %w", err)
+		if err := c.InitToken(free, soPIN, tk.Label); err != nil {
+			return fmt.Errorf("C_InitToken: %w", err)
 		}
-		if err := c.InitPIN(sh, pin); err != nil {
-			return fmt.Errorf("C_InitPIN: %w", err)
-		}
-		return c.Logout(sh)
+		return tk.rpcSessionOn(c, func(sh p11rpc.SessionHandle) error {
+			if err := c.Login(sh, p11rpc.CKU_SO, soPIN); err != nil {
+				return fmt.Errorf("SO login: %w", err)
+			}
+			if err := c.InitPIN(sh, pin); err != nil {
+				return fmt.Errorf("C_InitPIN: %w", err)
+			}
+			return c.Logout(sh)
+		})
+	})
+}
+
+// rpcSessionOn runs f with a R/W session on the token over c. SoftHSM
+// moves a new token to a slot of its own, so the slot is looked up again.
+func (tk *Token) rpcSessionOn(c *p11rpc.Client, f func(p11rpc.SessionHandle) error) error {
+	s, err := slotOf(c, tk.Label, false)
+	if err != nil {
+		return err
 	}
-	return errors.New("initialised token not found")
+	sh, err := c.OpenSession(s, p11rpc.CKF_RW_SESSION)
+	if err != nil {
+		return err
+	}
+	defer c.CloseSession(sh)
+	return f(sh)
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/tetherd/tether/hsm/hsmtest"
 	"github.com/tetherd/tether/hsm/p11rpc"
 )
 
@@ -58,32 +59,6 @@ func remote(t *testing.T, m string) *p11rpc.Client {
 	t.Cleanup(func() { c.Close() })
 	require.NoError(t, c.Initialize())
 	return c
-}
-
-// server starts `p11-kit server` for m in the foreground and returns its
-// socket; the server is stopped when the test ends.
-func server(t *testing.T, m string) string {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "pkcs11.sock")
-	cmd := exec.Command("p11-kit", "server", "-f", "-n", sock, "--provider", m, "pkcs11:")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	for i := 0; ; i++ {
-		// The socket file appears before the server listens on it.
-		if conn, err := net.Dial("unix", sock); err == nil {
-			conn.Close()
-			return sock
-		}
-		if i == 500 {
-			t.Fatalf("p11-kit server did not create %s: %s", sock, out.String())
-		}
-		time.Sleep(10 * time.Millisecond) // waiting for another process, no clock to fake
-	}
 }
 
 // initToken initialises a token labelled label over c and returns its slot
@@ -290,7 +265,7 @@ func TestRemoteSoftHSM(t *testing.T) {
 // made over one connection is seen by the next.
 func TestServerSoftHSM(t *testing.T) {
 	m := module(t)
-	sock := server(t, m)
+	sock := hsmtest.StartP11KitServer(t, m)
 	ctx := context.Background()
 	c, err := p11rpc.DialServer(ctx, sock)
 	require.NoError(t, err)
