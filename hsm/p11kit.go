@@ -35,29 +35,14 @@ const rpcConnectTimeout = 30 * time.Second
 // maxObjects bounds a search: no gateway token holds more.
 const maxObjects = 4096
 
-// rpcLost are the CKR_ values after which the sessions (or the module's
-// state) are gone and the connection must be reopened; transport failures
-// count too.
-var rpcLost = []p11rpc.Error{
-	p11rpc.CKR_DEVICE_REMOVED, p11rpc.CKR_DEVICE_ERROR, p11rpc.CKR_SESSION_HANDLE_INVALID,
-	p11rpc.CKR_SESSION_CLOSED, p11rpc.CKR_TOKEN_NOT_PRESENT, p11rpc.CKR_TOKEN_NOT_RECOGNIZED,
-	p11rpc.CKR_CRYPTOKI_NOT_INITIALIZED, p11rpc.CKR_USER_NOT_LOGGED_IN,
-	p11rpc.CKR_KEY_HANDLE_INVALID, p11rpc.CKR_OBJECT_HANDLE_INVALID, p11rpc.CKR_SLOT_ID_INVALID,
-}
-
+// rpcIsLost reports whether err means the token, its sessions or the
+// connection to p11-kit went away.
 func rpcIsLost(err error) bool {
 	if p11rpc.IsTransport(err) {
 		return true
 	}
 	var rv p11rpc.Error
-	if errors.As(err, &rv) {
-		for _, c := range rpcLost {
-			if rv == c {
-				return true
-			}
-		}
-	}
-	return false
+	return errors.As(err, &rv) && lostRV(uint64(rv))
 }
 
 // dialP11Kit connects to the module the URI names and initialises it.
@@ -470,10 +455,7 @@ func openP11Kit(ctx context.Context, u *URI, o options) (keyBackend, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if u.PINValue != "" {
-		o.logger.Warn("pkcs11 URI carries pin-value; the PIN is then readable wherever the configuration is; use pin-source=file:PATH or credential:NAME", "key", u.String())
-	}
-	pin, err := u.readPIN(o.getenv)
+	pin, err := keyPIN(u, o)
 	if err != nil {
 		return nil, err
 	}

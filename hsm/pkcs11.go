@@ -41,31 +41,18 @@ var moduleMu sync.Mutex
 // gateway are rare.
 const maxSessions = 16
 
-// lostCodes are the PKCS#11 return values after which the sessions (or the
-// whole module state) are gone and the context must be reopened.
-var lostCodes = []pkcs11.Error{
-	pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_DEVICE_ERROR, pkcs11.CKR_SESSION_HANDLE_INVALID,
-	pkcs11.CKR_SESSION_CLOSED, pkcs11.CKR_TOKEN_NOT_PRESENT, pkcs11.CKR_TOKEN_NOT_RECOGNIZED,
-	pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED, pkcs11.CKR_USER_NOT_LOGGED_IN,
-	pkcs11.CKR_KEY_HANDLE_INVALID, pkcs11.CKR_OBJECT_HANDLE_INVALID, pkcs11.CKR_SLOT_ID_INVALID,
-}
-
 // isLost reports whether err means the token or its sessions went away.
 // crypto11 formats some errors with %v (its AEAD does), so the name of the
 // return value is matched as well as its type.
 func isLost(err error) bool {
 	var pe pkcs11.Error
 	if errors.As(err, &pe) || errors.As(cause(err), &pe) {
-		for _, c := range lostCodes {
-			if pe == c {
-				return true
-			}
-		}
-		return false
+		return lostRV(uint64(pe))
 	}
 	msg := err.Error()
 	for _, c := range lostCodes {
-		if strings.Contains(msg, c.Error()[strings.LastIndex(c.Error(), " ")+1:]) {
+		name := pkcs11.Error(c).Error()
+		if strings.Contains(msg, name[strings.LastIndex(name, " ")+1:]) {
 			return true
 		}
 	}
@@ -427,10 +414,7 @@ func openPKCS11(ctx context.Context, u *URI, o options) (keyBackend, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if u.PINValue != "" {
-		o.logger.Warn("pkcs11 URI carries pin-value; the PIN is then readable wherever the configuration is; use pin-source=file:PATH or credential:NAME", "key", u.String())
-	}
-	pin, err := u.readPIN(o.getenv)
+	pin, err := keyPIN(u, o)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"fmt"
 	"strings"
+
+	"github.com/tetherd/tether/hsm/p11rpc"
 )
 
 // This file holds what both PKCS#11 backends (in-process and through
@@ -182,4 +184,32 @@ func sealerRoundTrip(nonceSize int, seal, open func(dst, nonce, text, additional
 		_, err = open(nil, nonce, ct, nil)
 	}
 	return err
+}
+
+// lostCodes are the PKCS#11 return values after which the sessions (or the
+// whole module state) are gone and the key must reopen the token.
+var lostCodes = []p11rpc.Error{
+	p11rpc.CKR_DEVICE_REMOVED, p11rpc.CKR_DEVICE_ERROR, p11rpc.CKR_SESSION_HANDLE_INVALID,
+	p11rpc.CKR_SESSION_CLOSED, p11rpc.CKR_TOKEN_NOT_PRESENT, p11rpc.CKR_TOKEN_NOT_RECOGNIZED,
+	p11rpc.CKR_CRYPTOKI_NOT_INITIALIZED, p11rpc.CKR_USER_NOT_LOGGED_IN,
+	p11rpc.CKR_KEY_HANDLE_INVALID, p11rpc.CKR_OBJECT_HANDLE_INVALID, p11rpc.CKR_SLOT_ID_INVALID,
+}
+
+// lostRV reports whether the CK_RV rv is one of lostCodes.
+func lostRV(rv uint64) bool {
+	for _, c := range lostCodes {
+		if rv == uint64(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// keyPIN reads the PIN for opening u's key, warning when the URI carries
+// it in the clear.
+func keyPIN(u *URI, o options) (string, error) {
+	if u.PINValue != "" {
+		o.logger.Warn("pkcs11 URI carries pin-value; the PIN is then readable wherever the configuration is; use pin-source=file:PATH or credential:NAME", "key", u.String())
+	}
+	return u.readPIN(o.getenv)
 }
