@@ -9,7 +9,7 @@ LDFLAGS      := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X mai
 GOFLAGS_BUILD:= -trimpath -ldflags '$(LDFLAGS)'
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build static cross-pkcs11 test test-unit test-arm64 bench demo deps lint clean
+.PHONY: all build static cross-pkcs11 test test-unit test-arm64 test-armv7 bench demo deps lint clean
 
 all: build
 
@@ -54,10 +54,16 @@ test: deps lint
 	CGO_ENABLED=0 $(GO) test -count=1 ./agent/ ./hsm/... ./credprovider/
 	CGO_ENABLED=0 $(GO) test -count=1 -run 'SoftHSM|P11Kit|TestHSM' ./mqtt/ ./agent/cmd/tether/
 	$(MAKE) test-arm64
+	$(MAKE) test-armv7
 
-## test-arm64: the PKCS#11 flavour for arm64 against Debian's arm64 SoftHSM under qemu
+## test-arm64: the PKCS#11 flavour for arm64 against Debian's arm64 SoftHSM under qemu,
+## then the static arm64 binary through Debian's arm64 p11-kit remote
 test-arm64:
 	./softhsm-test/arm64-test.sh
+
+## test-armv7: the static armv7 (32-bit) binary through Debian's armhf p11-kit remote and SoftHSM under qemu
+test-armv7:
+	./softhsm-test/armv7-test.sh
 
 ## bench: figures as ratios against baselines measured in the same run
 bench: deps build

@@ -14,7 +14,7 @@
 #     by the arm64 test binary itself (C_InitToken), so no host tool touches
 #     them.
 #
-# Then softhsm-test/arm64-p11kit.sh runs the static flavour against the same
+# Then softhsm-test/static-p11kit.sh runs the static flavour against the same
 # arm64 SoftHSM through Debian's arm64 `p11-kit remote`.
 #
 # Needs (Debian): golang, gcc-aarch64-linux-gnu, qemu-user-static. Root for
@@ -56,7 +56,7 @@ echo "== running under qemu-aarch64-static with $module"
 cd "$work"
 # TestTokenKeyAttributes runs the host's pkcs11-tool, which cannot load an
 # arm64 module, so it stays on the native run; so do the p11-kit backends
-# here (they would start the host's p11-kit): arm64-p11kit.sh runs them.
+# here (they would start the host's p11-kit): static-p11kit.sh runs them.
 LD_LIBRARY_PATH="/usr/aarch64-linux-gnu/lib:$work/root/usr/lib/aarch64-linux-gnu:$(dirname "$module")" \
 HSMTEST_SOFTHSM2_MODULE=$module \
 	qemu-aarch64-static /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ./hsm.test -test.v -test.skip 'TestTokenKeyAttributes|TestSealerSameInProcessAndThroughP11Kit|/p11-kit_' "$@" 2>&1 | tee "$work/test.log" |
@@ -64,6 +64,6 @@ HSMTEST_SOFTHSM2_MODULE=$module \
 grep -q '^PASS$' "$work/test.log" || { echo "$0: arm64 tests failed; log: $work/test.log" >&2; exit 1; }
 echo "arm64 (cgo): PASS"
 cd "$OLDPWD"
-./softhsm-test/arm64-p11kit.sh "$work" "$module"
+./softhsm-test/static-p11kit.sh arm64 "$work" "$module"
 echo "arm64: PASS"
 touch "$work/passed"
