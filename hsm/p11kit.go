@@ -52,6 +52,9 @@ func dialP11Kit(ctx context.Context, u *URI) (*p11rpc.Client, error) {
 	var c *p11rpc.Client
 	var err error
 	if u.P11KitServer != "" {
+		if err := checkServerSocket(u.P11KitServer); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
 		if c, err = p11rpc.DialServer(ctx, u.P11KitServer); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrTokenUnavailable, err)
 		}
@@ -304,12 +307,12 @@ func (s *rpcSession) findKey(u *URI) error {
 	if err := keyQueryErr(u, t, list); err != nil {
 		return err
 	}
-	tmpl := []p11rpc.Attribute{p11rpc.NewAttribute(p11rpc.CKA_CLASS, uint(p11rpc.CKO_PRIVATE_KEY))}
+	tmpl := []p11rpc.Attribute{p11rpc.Ulong(p11rpc.CKA_CLASS, p11rpc.CKO_PRIVATE_KEY)}
 	if u.Object != "" {
-		tmpl = append(tmpl, p11rpc.NewAttribute(p11rpc.CKA_LABEL, u.Object))
+		tmpl = append(tmpl, p11rpc.String(p11rpc.CKA_LABEL, u.Object))
 	}
 	if len(u.ID) > 0 {
-		tmpl = append(tmpl, p11rpc.NewAttribute(p11rpc.CKA_ID, u.ID))
+		tmpl = append(tmpl, p11rpc.Bytes(p11rpc.CKA_ID, u.ID))
 	}
 	hs, err := c.FindAll(sh, tmpl, maxObjects)
 	if err != nil {
@@ -353,7 +356,7 @@ func (s *rpcSession) publicKey(priv p11rpc.ObjectHandle, id []byte, label string
 			return nil, fmt.Errorf("private key %q in token %s has no CKA_ID, which pairs it with its public key; set one (pkcs11-tool --set-id)", label, s.tok)
 		}
 		hs, err := c.FindAll(sh, []p11rpc.Attribute{
-			p11rpc.NewAttribute(p11rpc.CKA_CLASS, uint(p11rpc.CKO_PUBLIC_KEY)), p11rpc.NewAttribute(p11rpc.CKA_ID, id),
+			p11rpc.Ulong(p11rpc.CKA_CLASS, p11rpc.CKO_PUBLIC_KEY), p11rpc.Bytes(p11rpc.CKA_ID, id),
 		}, 2)
 		if err != nil {
 			return nil, err
@@ -609,7 +612,7 @@ func (s *rpcSession) secretKey(label string, log *slog.Logger, uri *URI) (p11rpc
 	}
 	c, sh := s.c, s.sh
 	hs, err := c.FindAll(sh, []p11rpc.Attribute{
-		p11rpc.NewAttribute(p11rpc.CKA_CLASS, uint(p11rpc.CKO_SECRET_KEY)), p11rpc.NewAttribute(p11rpc.CKA_LABEL, label),
+		p11rpc.Ulong(p11rpc.CKA_CLASS, p11rpc.CKO_SECRET_KEY), p11rpc.String(p11rpc.CKA_LABEL, label),
 	}, 2)
 	if err != nil {
 		return 0, err
@@ -625,19 +628,19 @@ func (s *rpcSession) secretKey(label string, log *slog.Logger, uri *URI) (p11rpc
 			return 0, err
 		}
 		h, err = c.GenerateKey(sh, p11rpc.Mechanism{Type: p11rpc.CKM_AES_KEY_GEN}, []p11rpc.Attribute{
-			p11rpc.NewAttribute(p11rpc.CKA_CLASS, uint(p11rpc.CKO_SECRET_KEY)),
-			p11rpc.NewAttribute(p11rpc.CKA_KEY_TYPE, uint(p11rpc.CKK_AES)),
-			p11rpc.NewAttribute(p11rpc.CKA_TOKEN, true),
+			p11rpc.Ulong(p11rpc.CKA_CLASS, p11rpc.CKO_SECRET_KEY),
+			p11rpc.Ulong(p11rpc.CKA_KEY_TYPE, p11rpc.CKK_AES),
+			p11rpc.Bool(p11rpc.CKA_TOKEN, true),
 			// CKA_PRIVATE makes generation fail, instead of creating a
 			// second key, when the login was lost and the search missed it.
-			p11rpc.NewAttribute(p11rpc.CKA_PRIVATE, true),
-			p11rpc.NewAttribute(p11rpc.CKA_SENSITIVE, true),
-			p11rpc.NewAttribute(p11rpc.CKA_EXTRACTABLE, false),
-			p11rpc.NewAttribute(p11rpc.CKA_ENCRYPT, true),
-			p11rpc.NewAttribute(p11rpc.CKA_DECRYPT, true),
-			p11rpc.NewAttribute(p11rpc.CKA_VALUE_LEN, 32),
-			p11rpc.NewAttribute(p11rpc.CKA_LABEL, label),
-			p11rpc.NewAttribute(p11rpc.CKA_ID, id),
+			p11rpc.Bool(p11rpc.CKA_PRIVATE, true),
+			p11rpc.Bool(p11rpc.CKA_SENSITIVE, true),
+			p11rpc.Bool(p11rpc.CKA_EXTRACTABLE, false),
+			p11rpc.Bool(p11rpc.CKA_ENCRYPT, true),
+			p11rpc.Bool(p11rpc.CKA_DECRYPT, true),
+			p11rpc.Ulong(p11rpc.CKA_VALUE_LEN, 32),
+			p11rpc.String(p11rpc.CKA_LABEL, label),
+			p11rpc.Bytes(p11rpc.CKA_ID, id),
 		})
 		if err != nil {
 			return 0, fmt.Errorf("generate AES-256 key %q: %w", label, err)

@@ -127,23 +127,23 @@ func rpcGenerateKey(ctx context.Context, u *URI, kt KeyType, o options) (crypto.
 		}
 	}
 	common := []p11rpc.Attribute{
-		p11rpc.NewAttribute(p11rpc.CKA_TOKEN, true),
-		p11rpc.NewAttribute(p11rpc.CKA_LABEL, u.Object),
-		p11rpc.NewAttribute(p11rpc.CKA_ID, id),
+		p11rpc.Bool(p11rpc.CKA_TOKEN, true),
+		p11rpc.String(p11rpc.CKA_LABEL, u.Object),
+		p11rpc.Bytes(p11rpc.CKA_ID, id),
 	}
 	// The public half is readable without login; the private half needs it
 	// and stays sensitive and non-extractable.
 	pub := append([]p11rpc.Attribute{
-		p11rpc.NewAttribute(p11rpc.CKA_CLASS, uint(p11rpc.CKO_PUBLIC_KEY)),
-		p11rpc.NewAttribute(p11rpc.CKA_PRIVATE, false),
-		p11rpc.NewAttribute(p11rpc.CKA_VERIFY, true),
+		p11rpc.Ulong(p11rpc.CKA_CLASS, p11rpc.CKO_PUBLIC_KEY),
+		p11rpc.Bool(p11rpc.CKA_PRIVATE, false),
+		p11rpc.Bool(p11rpc.CKA_VERIFY, true),
 	}, common...)
 	priv := append([]p11rpc.Attribute{
-		p11rpc.NewAttribute(p11rpc.CKA_CLASS, uint(p11rpc.CKO_PRIVATE_KEY)),
-		p11rpc.NewAttribute(p11rpc.CKA_PRIVATE, true),
-		p11rpc.NewAttribute(p11rpc.CKA_SIGN, true),
-		p11rpc.NewAttribute(p11rpc.CKA_SENSITIVE, true),
-		p11rpc.NewAttribute(p11rpc.CKA_EXTRACTABLE, false),
+		p11rpc.Ulong(p11rpc.CKA_CLASS, p11rpc.CKO_PRIVATE_KEY),
+		p11rpc.Bool(p11rpc.CKA_PRIVATE, true),
+		p11rpc.Bool(p11rpc.CKA_SIGN, true),
+		p11rpc.Bool(p11rpc.CKA_SENSITIVE, true),
+		p11rpc.Bool(p11rpc.CKA_EXTRACTABLE, false),
 	}, common...)
 	var mech p11rpc.Mechanism
 	switch kt {
@@ -153,13 +153,13 @@ func rpcGenerateKey(ctx context.Context, u *URI, kt KeyType, o options) (crypto.
 			params = ecParamsP384
 		}
 		mech = p11rpc.Mechanism{Type: p11rpc.CKM_EC_KEY_PAIR_GEN}
-		pub = append(pub, p11rpc.NewAttribute(p11rpc.CKA_KEY_TYPE, uint(p11rpc.CKK_EC)), p11rpc.NewAttribute(p11rpc.CKA_EC_PARAMS, params))
-		priv = append(priv, p11rpc.NewAttribute(p11rpc.CKA_KEY_TYPE, uint(p11rpc.CKK_EC)))
+		pub = append(pub, p11rpc.Ulong(p11rpc.CKA_KEY_TYPE, p11rpc.CKK_EC), p11rpc.Bytes(p11rpc.CKA_EC_PARAMS, params))
+		priv = append(priv, p11rpc.Ulong(p11rpc.CKA_KEY_TYPE, p11rpc.CKK_EC))
 	case KeyRSA2048:
 		mech = p11rpc.Mechanism{Type: p11rpc.CKM_RSA_PKCS_KEY_PAIR_GEN}
-		pub = append(pub, p11rpc.NewAttribute(p11rpc.CKA_KEY_TYPE, uint(p11rpc.CKK_RSA)),
-			p11rpc.NewAttribute(p11rpc.CKA_MODULUS_BITS, 2048), p11rpc.NewAttribute(p11rpc.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}))
-		priv = append(priv, p11rpc.NewAttribute(p11rpc.CKA_KEY_TYPE, uint(p11rpc.CKK_RSA)))
+		pub = append(pub, p11rpc.Ulong(p11rpc.CKA_KEY_TYPE, p11rpc.CKK_RSA),
+			p11rpc.Ulong(p11rpc.CKA_MODULUS_BITS, 2048), p11rpc.Bytes(p11rpc.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}))
+		priv = append(priv, p11rpc.Ulong(p11rpc.CKA_KEY_TYPE, p11rpc.CKK_RSA))
 	}
 	if _, _, err := s.c.GenerateKeyPair(s.sh, mech, pub, priv); err != nil {
 		return nil, fmt.Errorf("keygen %s in token %s: %w", u, s.tok, err)

@@ -12,6 +12,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -223,4 +224,32 @@ func TestParseURI(t *testing.T) {
 	u, err := hsm.ParseURI("pkcs11:token=t;object=o?pin-value=hunter22")
 	require.NoError(t, err)
 	assert.NotContains(t, u.String(), "hunter22")
+}
+
+// TestServerSocketOwner ensures that a p11-kit server socket in a directory
+// others can write to is refused unless it belongs to root or to us: the
+// PIN goes to whoever listens there.
+func TestServerSocketOwner(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to give the socket to another user")
+	}
+	dir := t.TempDir()
+	require.NoError(t, os.Chmod(dir, 0o1777))
+	sock := filepath.Join(dir, "pkcs11")
+	ln, err := net.Listen("unix", sock)
+	require.NoError(t, err)
+	defer ln.Close()
+	u, err := hsm.ParseURI("pkcs11:token=t;object=o?x-p11-kit=" + sock)
+	require.NoError(t, err)
+	require.NoError(t, u.CheckReachable(), "our own socket")
+
+	require.NoError(t, os.Lchown(sock, 65534, 65534))
+	err = u.CheckReachable()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "belongs to uid 65534")
+	_, err = hsm.OpenKey(context.Background(), "pkcs11:token=t;object=o?x-p11-kit="+sock)
+	assert.ErrorContains(t, err, "the PIN could go to another user's process")
+
+	require.NoError(t, os.Chmod(dir, 0o755))
+	assert.NoError(t, u.CheckReachable(), "a directory only its owner writes")
 }

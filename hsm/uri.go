@@ -219,14 +219,10 @@ func (u *URI) moduleHost() string {
 // p11-kit server's socket. `tether config check` calls it.
 func (u *URI) CheckReachable() error {
 	if u.P11KitServer != "" {
-		fi, err := os.Stat(u.P11KitServer)
-		if err != nil {
+		if _, err := os.Stat(u.P11KitServer); err != nil {
 			return fmt.Errorf("x-p11-kit=%s: %w; start `p11-kit server` with that socket name (-n) first", u.P11KitServer, err)
 		}
-		if fi.Mode()&os.ModeSocket == 0 {
-			return fmt.Errorf("x-p11-kit=%s is not a socket; name the socket `p11-kit server -n` created", u.P11KitServer)
-		}
-		return nil
+		return checkServerSocket(u.P11KitServer)
 	}
 	if _, err := os.Stat(u.ModulePath); err != nil {
 		return fmt.Errorf("module-path %s: %w; install the token's PKCS#11 library (softhsm2, tpm2-pkcs11, opensc) or fix module-path", u.ModulePath, err)
@@ -237,6 +233,32 @@ func (u *URI) CheckReachable() error {
 		}
 	}
 	return nil
+}
+
+// checkServerSocket refuses a p11-kit server socket that someone else
+// could have put there: the PIN goes to whoever listens. In a directory
+// that others may write to (such as /tmp), the socket must belong to root
+// or to this process's user.
+func checkServerSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return fmt.Errorf("x-p11-kit=%s: %w", path, err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("x-p11-kit=%s is not a socket; name the socket `p11-kit server -n` created", path)
+	}
+	dir, err := os.Stat(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("x-p11-kit=%s: %w", path, err)
+	}
+	if dir.Mode().Perm()&0o022 == 0 {
+		return nil
+	}
+	owner, ok := fileOwner(fi)
+	if ok && (owner == 0 || owner == os.Getuid()) {
+		return nil
+	}
+	return fmt.Errorf("x-p11-kit=%s: the socket belongs to uid %d in %s, which others can write to, so the PIN could go to another user's process; give p11-kit server a socket in a directory only its owner writes (e.g. -n /run/p11-kit/pkcs11)", path, owner, filepath.Dir(path))
 }
 
 // selector describes how u picks its token, for errors.

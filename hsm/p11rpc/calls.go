@@ -190,60 +190,70 @@ func (c *Client) DestroyObject(sh SessionHandle, o ObjectHandle) error {
 // present) come back with a nil Value, together with the CKR_ error
 // (CKR_ATTRIBUTE_SENSITIVE or CKR_ATTRIBUTE_TYPE_INVALID) that says so.
 func (c *Client) GetAttributeValue(sh SessionHandle, o ObjectHandle, types []uint) ([]Attribute, error) {
+	// First the sizes, then the values with buffers of those sizes;
+	// unavailable (-1) and empty (0) values are asked with length 0,
+	// which asks for nothing.
+	_, sizes, _, err := c.getAttributes(sh, o, types, make([]uint32, len(types)))
+	if err != nil {
+		return nil, err
+	}
 	lens := make([]uint32, len(types))
-	var sizes []uint32
-	for round := 0; round < 2; round++ {
-		d, err := c.do(callGetAttributeValue, func(e *encoder) {
-			e.ulong(uint64(sh))
-			e.ulong(uint64(o))
-			e.attrBuffer(types, lens)
-		})
-		if err != nil {
-			return nil, err
+	for i, l := range sizes {
+		if l != 0xffffffff {
+			lens[i] = l
 		}
-		attrs, got := d.attrs()
-		rv := Error(d.ulong())
-		if err := d.done(); err != nil {
-			return nil, err
+	}
+	attrs, _, soft, err := c.getAttributes(sh, o, types, lens)
+	if err != nil {
+		return nil, err
+	}
+	for i := range attrs {
+		switch sizes[i] {
+		case 0xffffffff:
+			attrs[i].Value = nil
+		case 0:
+			attrs[i].Value = []byte{}
 		}
-		if len(attrs) != len(types) {
-			return nil, fmt.Errorf("%w: C_GetAttributeValue returned %d attributes for %d asked", errProtocol, len(attrs), len(types))
-		}
-		for i := range attrs {
-			if attrs[i].Type != types[i] {
-				return nil, fmt.Errorf("%w: C_GetAttributeValue returned attributes in another order", errProtocol)
-			}
-		}
-		var soft error
-		switch rv {
-		case CKR_OK:
-		case CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID:
-			soft = rv
-		default:
-			return nil, rv
-		}
-		if round == 0 {
-			// Sizes only: ask again with them; unavailable (-1) and empty
-			// (0) values are asked with length 0, which asks for nothing.
-			sizes = got
-			for i, l := range got {
-				if l != 0xffffffff {
-					lens[i] = l
-				}
-			}
-			continue
-		}
-		for i := range attrs {
-			switch sizes[i] {
-			case 0xffffffff:
-				attrs[i].Value = nil
-			case 0:
-				attrs[i].Value = []byte{}
-			}
-		}
+	}
+	if soft != CKR_OK {
 		return attrs, soft
 	}
-	panic("unreachable")
+	return attrs, nil
+}
+
+// getAttributes is one C_GetAttributeValue round with buffers of lens. It
+// returns the attributes, the lengths the module reported, and the CK_RV
+// of a partial answer (CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID;
+// CKR_OK for a whole one).
+func (c *Client) getAttributes(sh SessionHandle, o ObjectHandle, types []uint, lens []uint32) ([]Attribute, []uint32, Error, error) {
+	d, err := c.do(callGetAttributeValue, func(e *encoder) {
+		e.ulong(uint64(sh))
+		e.ulong(uint64(o))
+		e.attrBuffer(types, lens)
+	})
+	if err != nil {
+		return nil, nil, CKR_OK, err
+	}
+	attrs, got := d.attrs()
+	rv := Error(d.ulong())
+	if err := d.done(); err != nil {
+		return nil, nil, CKR_OK, err
+	}
+	if len(attrs) != len(types) {
+		return nil, nil, CKR_OK, fmt.Errorf("%w: C_GetAttributeValue returned %d attributes for %d asked", errProtocol, len(attrs), len(types))
+	}
+	for i := range attrs {
+		if attrs[i].Type != types[i] {
+			return nil, nil, CKR_OK, fmt.Errorf("%w: C_GetAttributeValue returned attributes in another order", errProtocol)
+		}
+	}
+	switch rv {
+	case CKR_OK:
+		return attrs, got, CKR_OK, nil
+	case CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID:
+		return attrs, got, rv, nil
+	}
+	return nil, nil, CKR_OK, rv
 }
 
 // FindObjectsInit, FindObjects and FindObjectsFinal are the search calls.

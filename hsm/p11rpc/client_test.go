@@ -107,14 +107,14 @@ func ecPair(t *testing.T, c *p11rpc.Client, sh p11rpc.SessionHandle, label strin
 	t.Helper()
 	pub, priv, err := c.GenerateKeyPair(sh, p11rpc.Mechanism{Type: p11rpc.CKM_EC_KEY_PAIR_GEN},
 		[]p11rpc.Attribute{
-			p11rpc.NewAttribute(p11rpc.CKA_TOKEN, true), p11rpc.NewAttribute(p11rpc.CKA_VERIFY, true),
-			p11rpc.NewAttribute(p11rpc.CKA_EC_PARAMS, oidP256), p11rpc.NewAttribute(p11rpc.CKA_LABEL, label),
+			p11rpc.Bool(p11rpc.CKA_TOKEN, true), p11rpc.Bool(p11rpc.CKA_VERIFY, true),
+			p11rpc.Bytes(p11rpc.CKA_EC_PARAMS, oidP256), p11rpc.String(p11rpc.CKA_LABEL, label),
 		},
 		[]p11rpc.Attribute{
-			p11rpc.NewAttribute(p11rpc.CKA_TOKEN, true), p11rpc.NewAttribute(p11rpc.CKA_SIGN, true),
-			p11rpc.NewAttribute(p11rpc.CKA_SENSITIVE, true), p11rpc.NewAttribute(p11rpc.CKA_EXTRACTABLE, false),
-			p11rpc.NewAttribute(p11rpc.CKA_PRIVATE, true), p11rpc.NewAttribute(p11rpc.CKA_LABEL, label),
-			p11rpc.NewAttribute(p11rpc.CKA_ID, []byte{1, 2, 3}),
+			p11rpc.Bool(p11rpc.CKA_TOKEN, true), p11rpc.Bool(p11rpc.CKA_SIGN, true),
+			p11rpc.Bool(p11rpc.CKA_SENSITIVE, true), p11rpc.Bool(p11rpc.CKA_EXTRACTABLE, false),
+			p11rpc.Bool(p11rpc.CKA_PRIVATE, true), p11rpc.String(p11rpc.CKA_LABEL, label),
+			p11rpc.Bytes(p11rpc.CKA_ID, []byte{1, 2, 3}),
 		})
 	require.NoError(t, err)
 	attrs, err := c.GetAttributeValue(sh, pub, []uint{p11rpc.CKA_EC_POINT})
@@ -165,7 +165,7 @@ func TestRemoteSoftHSM(t *testing.T) {
 		verifyECDSA(t, pub, digest[:], sig)
 
 		hs, err := c.FindAll(sh, []p11rpc.Attribute{
-			p11rpc.NewAttribute(p11rpc.CKA_CLASS, uint(p11rpc.CKO_PRIVATE_KEY)), p11rpc.NewAttribute(p11rpc.CKA_LABEL, "ec"),
+			p11rpc.Ulong(p11rpc.CKA_CLASS, p11rpc.CKO_PRIVATE_KEY), p11rpc.String(p11rpc.CKA_LABEL, "ec"),
 		}, 10)
 		require.NoError(t, err)
 		require.Equal(t, []p11rpc.ObjectHandle{priv}, hs)
@@ -182,9 +182,9 @@ func TestRemoteSoftHSM(t *testing.T) {
 
 	t.Run("RSA", func(t *testing.T) {
 		pubH, priv, err := c.GenerateKeyPair(sh, p11rpc.Mechanism{Type: p11rpc.CKM_RSA_PKCS_KEY_PAIR_GEN},
-			[]p11rpc.Attribute{p11rpc.NewAttribute(p11rpc.CKA_MODULUS_BITS, 2048), p11rpc.NewAttribute(p11rpc.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),
-				p11rpc.NewAttribute(p11rpc.CKA_VERIFY, true)},
-			[]p11rpc.Attribute{p11rpc.NewAttribute(p11rpc.CKA_SIGN, true), p11rpc.NewAttribute(p11rpc.CKA_SENSITIVE, true)})
+			[]p11rpc.Attribute{p11rpc.Ulong(p11rpc.CKA_MODULUS_BITS, 2048), p11rpc.Bytes(p11rpc.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),
+				p11rpc.Bool(p11rpc.CKA_VERIFY, true)},
+			[]p11rpc.Attribute{p11rpc.Bool(p11rpc.CKA_SIGN, true), p11rpc.Bool(p11rpc.CKA_SENSITIVE, true)})
 		require.NoError(t, err)
 		attrs, err := c.GetAttributeValue(sh, pubH, []uint{p11rpc.CKA_MODULUS, p11rpc.CKA_PUBLIC_EXPONENT})
 		require.NoError(t, err)
@@ -215,9 +215,9 @@ func TestRemoteSoftHSM(t *testing.T) {
 	t.Run("AES-ECB", func(t *testing.T) {
 		// An extractable key, only here, to check the ciphertext against Go.
 		key, err := c.GenerateKey(sh, p11rpc.Mechanism{Type: p11rpc.CKM_AES_KEY_GEN}, []p11rpc.Attribute{
-			p11rpc.NewAttribute(p11rpc.CKA_VALUE_LEN, 32), p11rpc.NewAttribute(p11rpc.CKA_ENCRYPT, true),
-			p11rpc.NewAttribute(p11rpc.CKA_SENSITIVE, false), p11rpc.NewAttribute(p11rpc.CKA_EXTRACTABLE, true),
-			p11rpc.NewAttribute(p11rpc.CKA_LABEL, ""),
+			p11rpc.Ulong(p11rpc.CKA_VALUE_LEN, 32), p11rpc.Bool(p11rpc.CKA_ENCRYPT, true),
+			p11rpc.Bool(p11rpc.CKA_SENSITIVE, false), p11rpc.Bool(p11rpc.CKA_EXTRACTABLE, true),
+			p11rpc.String(p11rpc.CKA_LABEL, ""),
 		})
 		require.NoError(t, err)
 		attrs, err := c.GetAttributeValue(sh, key, []uint{p11rpc.CKA_VALUE, p11rpc.CKA_VALUE_LEN, p11rpc.CKA_LABEL})

@@ -181,30 +181,23 @@ type Attribute struct {
 	Value []byte
 }
 
-// NewAttribute makes an attribute from a Go value: bool (CK_BBOOL), an
-// integer type (CK_ULONG), string or []byte.
-func NewAttribute(typ uint, v any) Attribute {
-	switch x := v.(type) {
-	case bool:
-		if x {
-			return Attribute{typ, []byte{1}}
-		}
-		return Attribute{typ, []byte{0}}
-	case int:
-		return Attribute{typ, ulongBytes(uint64(x))}
-	case uint:
-		return Attribute{typ, ulongBytes(uint64(x))}
-	case uint64:
-		return Attribute{typ, ulongBytes(x)}
-	case string:
-		return Attribute{typ, []byte(x)}
-	case []byte:
-		return Attribute{typ, x}
-	case nil:
-		return Attribute{typ, nil}
+// Bool makes a CK_BBOOL attribute.
+func Bool(typ uint, v bool) Attribute {
+	if v {
+		return Attribute{typ, []byte{1}}
 	}
-	panic(fmt.Sprintf("p11rpc.NewAttribute: unsupported value type %T", v))
+	return Attribute{typ, []byte{0}}
 }
+
+// Ulong makes a CK_ULONG attribute (CKA_CLASS, CKA_KEY_TYPE, CKA_VALUE_LEN,
+// CKA_MODULUS_BITS, ...).
+func Ulong(typ uint, v uint64) Attribute { return Attribute{typ, ulongBytes(v)} }
+
+// Bytes makes a byte-array attribute (CKA_ID, CKA_EC_PARAMS, ...).
+func Bytes(typ uint, v []byte) Attribute { return Attribute{typ, v} }
+
+// String makes a byte-array attribute from a string (CKA_LABEL).
+func String(typ uint, v string) Attribute { return Attribute{typ, []byte(v)} }
 
 func ulongBytes(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
