@@ -303,10 +303,8 @@ func rpcOpen(ctx context.Context, u *URI, pin string) (*rpcSession, error) {
 // findKey finds the URI's private key and its public half.
 func (s *rpcSession) findKey(u *URI) error {
 	c, sh, t := s.c, s.sh, s.tok
+	// ParseKeyURI made sure that u names a private key.
 	list := func() string { return rpcKeyList(c, sh) }
-	if err := keyQueryErr(u, t, list); err != nil {
-		return err
-	}
 	tmpl := []p11rpc.Attribute{p11rpc.Ulong(p11rpc.CKA_CLASS, p11rpc.CKO_PRIVATE_KEY)}
 	if u.Object != "" {
 		tmpl = append(tmpl, p11rpc.String(p11rpc.CKA_LABEL, u.Object))
@@ -331,7 +329,9 @@ func (s *rpcSession) findKey(u *URI) error {
 	s.key, s.kt = hs[0], a[0].Uint()
 	s.pub, err = s.publicKey(hs[0], a[1].Value, string(a[2].Value))
 	if err == nil {
-		err = checkSignerType(u, s.pub)
+		if err = checkPublicKey(s.pub); err != nil {
+			err = fmt.Errorf("key %s: %w", u, err)
+		}
 	}
 	return err
 }
@@ -590,7 +590,7 @@ const maxSealed = 256 << 10
 // AES blocks (CKM_AES_ECB: the hash key and the counter blocks, one call per
 // Seal or Open) and Go's GCM does the rest. The result is standard GCM: the
 // same key seals and opens the same way in-process (CKM_AES_GCM).
-func (k *rpcKey) sealer(ctx context.Context, label string) (cipher.AEAD, error) {
+func (k *rpcKey) sealer(ctx context.Context, label string) (Sealer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -598,7 +598,7 @@ func (k *rpcKey) sealer(ctx context.Context, label string) (cipher.AEAD, error) 
 		return nil, errors.New("sealer: empty label")
 	}
 	a := &rpcAEAD{k: k, label: label}
-	if err := sealerRoundTrip(a.NonceSize(), a.SealErr, a.Open); err != nil {
+	if err := sealerRoundTrip(a.NonceSize(), a.Seal, a.Open); err != nil {
 		return nil, fmt.Errorf("sealer %q in token %s: AES round trip failed (does the token support CKM_AES_ECB?): %w", label, k.uri, err)
 	}
 	return a, nil
@@ -726,8 +726,8 @@ func (a *rpcAEAD) gcm(op string, nonce []byte, n int) (cipher.AEAD, *tableBlock,
 	return g, tb, tb.check()
 }
 
-// SealErr is Seal returning token failures as errors.
-func (a *rpcAEAD) SealErr(dst, nonce, plaintext, additionalData []byte) ([]byte, error) {
+// Seal encrypts and authenticates in one token call; see Sealer.
+func (a *rpcAEAD) Seal(dst, nonce, plaintext, additionalData []byte) ([]byte, error) {
 	g, tb, err := a.gcm("seal", nonce, len(plaintext))
 	if err != nil {
 		return nil, err
@@ -739,15 +739,7 @@ func (a *rpcAEAD) SealErr(dst, nonce, plaintext, additionalData []byte) ([]byte,
 	return out, nil
 }
 
-// Seal panics on token failure, as cipher.AEAD gives it no error to return.
-func (a *rpcAEAD) Seal(dst, nonce, plaintext, additionalData []byte) []byte {
-	out, err := a.SealErr(dst, nonce, plaintext, additionalData)
-	if err != nil {
-		panic(err)
-	}
-	return out
-}
-
+// Open authenticates and decrypts in one token call; see Sealer.
 func (a *rpcAEAD) Open(dst, nonce, ciphertext, additionalData []byte) ([]byte, error) {
 	if len(ciphertext) < a.Overhead() {
 		return nil, errors.New("open: ciphertext shorter than the GCM tag")
@@ -791,23 +783,4 @@ func (b *tableBlock) check() error {
 		return errors.New("pkcs11 sealer: internal: GCM asked for a block the token did not encrypt")
 	}
 	return nil
-}
-
-// checkSignerType is the key-type policy for token keys: what AWS IoT
-// accepts for device certificates.
-func checkSignerType(u *URI, pub crypto.PublicKey) error {
-	switch p := pub.(type) {
-	case *ecdsa.PublicKey:
-		if p.Curve == elliptic.P256() || p.Curve == elliptic.P384() {
-			return nil
-		}
-		return fmt.Errorf("key %s: EC curve %s not supported; use P-256 or P-384", u, p.Curve.Params().Name)
-	case *rsa.PublicKey:
-		if p.N.BitLen() >= 2048 {
-			return nil
-		}
-		return fmt.Errorf("key %s: RSA %d bits is too short; use 2048 or more", u, p.N.BitLen())
-	default:
-		return fmt.Errorf("key %s: key type %T not supported; use EC P-256/P-384 or RSA", u, pub)
-	}
 }

@@ -4,7 +4,6 @@ package hsm_test
 
 import (
 	"context"
-	"crypto/cipher"
 	"strings"
 	"testing"
 
@@ -38,7 +37,7 @@ func TestSealerSameInProcessAndThroughP11Kit(t *testing.T) {
 	tk := hsmtest.NewToken(t, "compat")
 	uri, _ := tk.GenerateKey(t, "device", hsm.KeyECP256)
 	ctx := context.Background()
-	open := func(uri string) cipher.AEAD {
+	open := func(uri string) hsm.Sealer {
 		k, err := hsm.OpenKey(ctx, uri)
 		require.NoError(t, err)
 		t.Cleanup(func() { k.Close() })
@@ -51,13 +50,13 @@ func TestSealerSameInProcessAndThroughP11Kit(t *testing.T) {
 	for i, text := range []string{"", "x", "exactly sixteen!", strings.Repeat("credentials ", 300)} {
 		nonce[0] = byte(i)
 		ad := []byte("role/device")
-		ct, err := hsm.Seal(inProc, nil, nonce, []byte(text), ad)
+		ct, err := inProc.Seal(nil, nonce, []byte(text), ad)
 		require.NoError(t, err)
 		pt, err := viaRPC.Open(nil, nonce, ct, ad)
 		require.NoError(t, err, "in-process sealed, opened through p11-kit (%d bytes)", len(text))
 		assert.Equal(t, text, string(pt))
 
-		ct2, err := hsm.Seal(viaRPC, nil, nonce, []byte(text), ad)
+		ct2, err := viaRPC.Seal(nil, nonce, []byte(text), ad)
 		require.NoError(t, err)
 		assert.Equal(t, ct, ct2, "the same key, nonce and text seal to the same bytes")
 		pt, err = inProc.Open(nil, nonce, ct2, ad)

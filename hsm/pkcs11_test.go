@@ -23,6 +23,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
 	"github.com/tetherd/tether/hsm"
 	"github.com/tetherd/tether/hsm/hsmtest"
 )
@@ -240,7 +241,7 @@ func TestSealerInToken(t *testing.T) {
 		nonce := make([]byte, a.NonceSize())
 		_, err = rand.Read(nonce)
 		require.NoError(t, err)
-		ct, err := hsm.Seal(a, nil, nonce, []byte("secret credentials"), []byte("role/device"))
+		ct, err := a.Seal(nil, nonce, []byte("secret credentials"), []byte("role/device"))
 		require.NoError(t, err)
 		pt, err := a.Open(nil, nonce, ct, []byte("role/device"))
 		require.NoError(t, err)
@@ -301,7 +302,7 @@ func TestTokenRecoversAfterSessionsClosed(t *testing.T) {
 
 		b.closeSessions(t, tk, id.Key())
 		nonce := make([]byte, 12)
-		ct, err := hsm.Seal(a, nil, nonce, []byte("p"), nil)
+		ct, err := a.Seal(nil, nonce, []byte("p"), nil)
 		require.NoError(t, err, "the sealer reopens too")
 		pt, err := a.Open(nil, nonce, ct, nil)
 		require.NoError(t, err)
@@ -522,7 +523,7 @@ func TestP11KitConnectionLost(t *testing.T) {
 			a, err := id.Sealer(context.Background(), "store")
 			require.NoError(t, err)
 			nonce := make([]byte, 12)
-			ct, err := hsm.Seal(a, nil, nonce, []byte("kept"), nil)
+			ct, err := a.Seal(nil, nonce, []byte("kept"), nil)
 			require.NoError(t, err)
 
 			require.NoError(t, hsm.DropP11KitConnection(id.Key()))

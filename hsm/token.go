@@ -103,48 +103,6 @@ func doLogin(t fmt.Stringer, u *URI, pin string, locked, required bool, login fu
 	}
 }
 
-// Object describes a token object without any secret: what `tether hsm
-// list` prints and what key-not-found errors list.
-type Object struct {
-	Class   string // private, public, secret-key, cert, data
-	Label   string
-	ID      []byte
-	KeyType string // "EC P-256", "RSA 2048", "AES 256", ...
-	// Sensitive and Extractable are set for private and secret keys.
-	Sensitive, Extractable bool
-}
-
-func (o Object) String() string {
-	s := fmt.Sprintf("%s %q id=%s", o.Class, o.Label, hexID(o.ID))
-	if o.KeyType != "" {
-		s += " " + o.KeyType
-	}
-	return s
-}
-
-func hexID(id []byte) string {
-	var b strings.Builder
-	for _, c := range id {
-		fmt.Fprintf(&b, "%%%02x", c)
-	}
-	if b.Len() == 0 {
-		return "(none)"
-	}
-	return b.String()
-}
-
-// keyQueryErr refuses a URI that cannot name the device key; list names
-// the keys there.
-func keyQueryErr(u *URI, t fmt.Stringer, list func() string) error {
-	if u.Type != "" && u.Type != "private" {
-		return fmt.Errorf("%s: type=%s; the device key must be type=private (or leave type out)", u, u.Type)
-	}
-	if u.Object == "" && len(u.ID) == 0 {
-		return fmt.Errorf("%s: name the key with object=LABEL and/or id=%%XX; keys in token %s: %s", u, t, list())
-	}
-	return nil
-}
-
 // keyCountErr says what is wrong when n private keys match the URI.
 func keyCountErr(u *URI, t fmt.Stringer, n int, list func() string) error {
 	switch n {
