@@ -52,7 +52,7 @@ lint:
 test: deps lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	CGO_ENABLED=0 $(GO) test -count=1 ./agent/ ./hsm/... ./credprovider/
-	CGO_ENABLED=0 $(GO) test -count=1 -run 'SoftHSM|P11Kit|TestHSM' ./mqtt/ ./agent/cmd/tether/
+	CGO_ENABLED=0 $(GO) test -count=1 -run 'SoftHSM|P11Kit|TestHSM|TokenKey' ./mqtt/ ./agent/cmd/tether/
 	$(MAKE) test-arm64
 	$(MAKE) test-armv7
 
