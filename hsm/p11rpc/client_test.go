@@ -315,14 +315,7 @@ func TestRemoteModuleUnusable(t *testing.T) {
 // each request it reads (nil closes the connection).
 func fakePeer(t *testing.T, version byte, reply func(req []byte) []byte) *p11rpc.Client {
 	t.Helper()
-	a, b := net.Pipe()
-	t.Cleanup(func() { a.Close(); b.Close() })
-	go func() {
-		var v [1]byte
-		if _, err := b.Read(v[:]); err != nil {
-			return
-		}
-		b.Write([]byte{version})
+	conn := pipePeer(t, version, func(b net.Conn) {
 		for {
 			hdr := make([]byte, 12)
 			if _, err := readFull(b, hdr); err != nil {
@@ -342,8 +335,8 @@ func fakePeer(t *testing.T, version byte, reply func(req []byte) []byte) *p11rpc
 			resp = binary.BigEndian.AppendUint32(resp, uint32(len(out)))
 			b.Write(append(resp, out...))
 		}
-	}()
-	c, err := p11rpc.NewClient(context.Background(), "fake", a)
+	})
+	c, err := p11rpc.NewClient(context.Background(), "fake", conn)
 	require.NoError(t, err)
 	c.CallTimeout = 2 * time.Second
 	return c
@@ -400,23 +393,15 @@ func TestBadPeer(t *testing.T) {
 	}
 
 	t.Run("oversized", func(t *testing.T) {
-		a, b := net.Pipe()
-		defer a.Close()
-		defer b.Close()
-		go func() {
-			var v [1]byte
-			b.Read(v[:])
-			b.Write([]byte{0})
+		b := pipePeer(t, 0, func(b net.Conn) {
 			hdr := make([]byte, 12)
 			readFull(b, hdr)
-			body := make([]byte, binary.BigEndian.Uint32(hdr[8:]))
-			readFull(b, body)
+			readFull(b, make([]byte, binary.BigEndian.Uint32(hdr[8:])))
 			out := binary.BigEndian.AppendUint32(nil, 1)
 			out = binary.BigEndian.AppendUint32(out, 0)
-			out = binary.BigEndian.AppendUint32(out, p11rpc.MaxMessage+1)
-			b.Write(out)
-		}()
-		c, err := p11rpc.NewClient(context.Background(), "fake", a)
+			b.Write(binary.BigEndian.AppendUint32(out, p11rpc.MaxMessage+1))
+		})
+		c, err := p11rpc.NewClient(context.Background(), "fake", b)
 		require.NoError(t, err)
 		_, err = c.GetInfo()
 		assert.ErrorContains(t, err, "exceeds")
@@ -424,7 +409,9 @@ func TestBadPeer(t *testing.T) {
 	})
 
 	t.Run("silent peer times out", func(t *testing.T) {
-		c := fakePeer(t, 0, func([]byte) []byte { select {} })
+		done := make(chan struct{})
+		t.Cleanup(func() { close(done) })
+		c := fakePeer(t, 0, func([]byte) []byte { <-done; return nil })
 		c.CallTimeout = 50 * time.Millisecond
 		_, err := c.GetInfo()
 		require.Error(t, err)
@@ -433,17 +420,25 @@ func TestBadPeer(t *testing.T) {
 	})
 
 	t.Run("version too new", func(t *testing.T) {
-		a, b := net.Pipe()
-		defer a.Close()
-		defer b.Close()
-		go func() {
-			var v [1]byte
-			b.Read(v[:])
-			b.Write([]byte{9})
-		}()
-		_, err := p11rpc.NewClient(context.Background(), "fake", a)
+		_, err := p11rpc.NewClient(context.Background(), "fake", pipePeer(t, 9, func(net.Conn) {}))
 		assert.ErrorContains(t, err, "protocol version 9")
 	})
+}
+
+// pipePeer answers the version byte with version, then runs f; it returns
+// the client's end of the pipe.
+func pipePeer(t *testing.T, version byte, f func(peer net.Conn)) net.Conn {
+	a, b := net.Pipe()
+	t.Cleanup(func() { a.Close(); b.Close() })
+	go func() {
+		var v [1]byte
+		if _, err := b.Read(v[:]); err != nil {
+			return
+		}
+		b.Write([]byte{version})
+		f(b)
+	}()
+	return a
 }
 
 // TestMechanismEncoding ensures that mechanisms are written the way each
