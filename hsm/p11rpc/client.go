@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -87,6 +88,9 @@ func DialRemote(ctx context.Context, p11kit, module string, env []string) (*Clie
 	}
 	cmd := exec.Command(p11kit, "remote", module)
 	cmd.Env = env
+	// Its own process group: a Ctrl-C meant for the program does not end
+	// the module under it. It still ends with us: EOF on its input.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Stdin, cmd.Stdout = inR, outW
 	tail := &tailBuffer{max: 4096}
 	cmd.Stderr = tail
