@@ -1,18 +1,16 @@
+//go:build cgo && !nopkcs11
+
 package hsm_test
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,16 +18,8 @@ import (
 	"github.com/tetherd/tether/hsm/hsmtest"
 )
 
-// benchIdentity is one EC P-256 identity of the benchmarks.
-type benchIdentity struct {
-	name string
-	id   *hsm.Identity
-}
-
-// benchIdentities returns the same SoftHSM key through every backend of this
-// build (in-process as "cgo" when cgo is on, then "p11kit-remote" and
-// "p11kit-server"), and a PEM key, the baseline, last.
-func benchIdentities(b *testing.B) []benchIdentity {
+// benchIdentities returns a token identity and a PEM identity, both EC P-256.
+func benchIdentities(b *testing.B) (token, pemID *hsm.Identity) {
 	b.Helper()
 	ctx := context.Background()
 	tk := hsmtest.NewToken(b, "bench")
@@ -41,22 +31,10 @@ func benchIdentities(b *testing.B) []benchIdentity {
 	now := time.Now()
 	certFile, _ := hsmtest.Certificate(b, "token", pub, nil, k, now.Add(-time.Hour), now.Add(time.Hour))
 	k.Close()
-	uris := []struct{ name, uri string }{
-		{"p11kit-remote", tk.RemoteURI("device")},
-		{"p11kit-server", tk.ServerURI(b, "device")},
+	if token, err = hsm.Open(ctx, certFile, uri); err != nil {
+		b.Fatal(err)
 	}
-	if hsm.PKCS11InProcess {
-		uris = append([]struct{ name, uri string }{{"cgo", uri}}, uris...)
-	}
-	var out []benchIdentity
-	for _, u := range uris {
-		id, err := hsm.Open(ctx, certFile, u.uri)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { id.Close() })
-		out = append(out, benchIdentity{u.name, id})
-	}
+	b.Cleanup(func() { token.Close() })
 
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -68,141 +46,45 @@ func benchIdentities(b *testing.B) []benchIdentity {
 		b.Fatal(err)
 	}
 	pemCert, _ := hsmtest.Certificate(b, "pem", priv.Public(), nil, priv, now.Add(-time.Hour), now.Add(time.Hour))
-	pemID, err := hsm.Open(ctx, pemCert, keyFile)
-	if err != nil {
+	if pemID, err = hsm.Open(ctx, pemCert, keyFile); err != nil {
 		b.Fatal(err)
 	}
-	return append(out, benchIdentity{"pem", pemID})
-}
-
-// ratios reports each identity's figure and its ratio to the PEM key's
-// and, when present, to the in-process (cgo) token's.
-func ratios(b *testing.B, ids []benchIdentity, per []float64, unit string) {
-	base := map[string]float64{}
-	for i, id := range ids {
-		b.ReportMetric(per[i], id.name+"-"+unit)
-		base[id.name] = per[i]
-	}
-	for i, id := range ids {
-		if id.name == "pem" {
-			continue
-		}
-		b.ReportMetric(per[i]/base["pem"], id.name+"/pem")
-		if c, ok := base["cgo"]; ok && id.name != "cgo" {
-			b.ReportMetric(per[i]/c, id.name+"/cgo")
-		}
-	}
+	return token, pemID
 }
 
 // BenchmarkTLSHandshake times full TLS 1.3 mutual-auth handshakes over
-// loopback with the client key in SoftHSM, in-process (cgo builds) and
-// through p11-kit remote and server, and, as the baseline in the same run,
-// in a PEM file. X/pem is the cost factor of path X, X/cgo its cost against
-// the in-process token.
+// loopback with the client key in SoftHSM and, as the baseline in the same
+// run, in a PEM file. token/pem is the cost factor of the token.
 func BenchmarkTLSHandshake(b *testing.B) {
-	ids := benchIdentities(b)
-	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	now := time.Now()
-	_, srvCert := hsmtest.Certificate(b, "localhost", srvKey.Public(), nil, srvKey, now.Add(-time.Hour), now.Add(time.Hour))
-	roots := x509.NewCertPool()
-	roots.AddCert(srvCert)
-	clientCAs := x509.NewCertPool()
-	for _, id := range ids {
-		clientCAs.AddCert(id.id.Leaf())
-	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{srvCert.Raw}, PrivateKey: srvKey, Leaf: srvCert}},
-		ClientAuth:   tls.RequireAndVerifyClientCert, ClientCAs: clientCAs,
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				c.(*tls.Conn).Handshake()
-				c.Close()
-			}()
-		}
-	}()
-	handshake := func(id *hsm.Identity) time.Duration {
-		start := time.Now()
-		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{
-			RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS13,
-			Certificates: []tls.Certificate{id.Certificate()},
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		// The client's CertificateVerify is checked once the server reads it.
-		if _, err := c.Read(make([]byte, 1)); err != nil && err.Error() != "EOF" {
-			b.Fatal(err)
-		}
-		c.Close()
-		return time.Since(start)
-	}
-	total := make([]time.Duration, len(ids))
+	token, pemID := benchIdentities(b)
+	handshake := handshakeServer(b, token, pemID)
+	var tTok, tPEM time.Duration
 	b.ResetTimer()
 	for b.Loop() {
-		for i, id := range ids {
-			total[i] += handshake(id.id)
-		}
+		tPEM += handshake(pemID)
+		tTok += handshake(token)
 	}
-	per := make([]float64, len(ids))
-	for i := range ids {
-		per[i] = float64(total[i].Nanoseconds()) / float64(b.N)
-	}
-	ratios(b, ids, per, "ns/handshake")
+	n := float64(b.N)
+	b.ReportMetric(float64(tPEM.Nanoseconds())/n, "pem-ns/handshake")
+	b.ReportMetric(float64(tTok.Nanoseconds())/n, "token-ns/handshake")
+	b.ReportMetric(float64(tTok)/float64(tPEM), "token/pem")
 }
 
-// BenchmarkSign measures ECDSA P-256 signatures per second in SoftHSM
-// through each backend, with 1 and (for the tokens) 4 concurrent signers,
-// against the PEM key in the same run.
+// BenchmarkSign measures ECDSA P-256 signatures per second in SoftHSM with
+// 1 and 4 concurrent signers, against the PEM key in the same run.
 func BenchmarkSign(b *testing.B) {
-	ids := benchIdentities(b)
-	digest := sha256.Sum256([]byte("tether"))
-	rate := func(s crypto.Signer, workers, total int) float64 {
-		var wg sync.WaitGroup
-		start := time.Now()
-		for w := range workers {
-			n := total / workers
-			if w < total%workers {
-				n++
-			}
-			wg.Go(func() {
-				for range n {
-					if _, err := s.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		return float64(total) / time.Since(start).Seconds()
-	}
-	one := make([]float64, len(ids))
-	four := make([]float64, len(ids))
+	token, pemID := benchIdentities(b)
+	var tok1, tok4, pem1 float64
 	b.ResetTimer()
 	for b.Loop() {
-		for i, id := range ids {
-			one[i] += rate(id.id.Key(), 1, 100)
-			if id.name != "pem" {
-				four[i] += rate(id.id.Key(), 4, 100)
-			}
-		}
+		tok1 += signRate(b, token.Key(), 1, 200)
+		tok4 += signRate(b, token.Key(), 4, 200)
+		pem1 += signRate(b, pemID.Key(), 1, 200)
 	}
-	for i := range ids {
-		one[i] /= float64(b.N)
-		four[i] /= float64(b.N)
-		if ids[i].name != "pem" {
-			b.ReportMetric(four[i]/one[i], ids[i].name+"-4/1")
-		}
-	}
-	ratios(b, ids, one, "sig/s")
+	n := float64(b.N)
+	b.ReportMetric(tok1/n, "token-sig/s-1")
+	b.ReportMetric(tok4/n, "token-sig/s-4")
+	b.ReportMetric(pem1/n, "pem-sig/s-1")
+	b.ReportMetric(tok4/tok1, "token-4/1")
+	b.ReportMetric(pem1/tok1, "pem/token")
 }

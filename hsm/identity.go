@@ -1,13 +1,15 @@
 // Package hsm provides the device identity: an X.509 certificate chain and a
-// private key that signs TLS handshakes, held either in PEM files or in a
-// PKCS#11 token (SoftHSM, tpm2-pkcs11, secure elements) addressed by an
-// RFC 7512 URI. It also derives or holds the AES-256-GCM key that seals the
+// private key that signs TLS handshakes, held in PEM files, in a PKCS#11
+// token (SoftHSM, tpm2-pkcs11, secure elements) addressed by an RFC 7512
+// URI, or in a TPM 2.0 addressed by a "tpm:" reference (package hsm/tpm,
+// pure Go). It also derives or holds the AES-256-GCM key that seals the
 // agent's persisted state.
 //
 // A PKCS#11 module is loaded into the process in cgo builds; static
-// (CGO_ENABLED=0) builds, and URIs with x-p11-kit=, reach it through
-// p11-kit's RPC instead (`p11-kit remote MODULE` or a `p11-kit server`
-// socket, see hsm/p11rpc), with the same keys, errors and recovery.
+// (CGO_ENABLED=0) builds, builds with -tags nopkcs11 (no crypto11), and URIs
+// with x-p11-kit= reach it through p11-kit's RPC instead (`p11-kit remote
+// MODULE` or a `p11-kit server` socket, see hsm/p11rpc), with the same keys,
+// errors and recovery. TPM 2.0 keys are pure Go in every build.
 package hsm
 
 import (
@@ -24,6 +26,8 @@ import (
 	"log/slog"
 	"os"
 	"time"
+
+	"github.com/tetherd/tether/hsm/tpm"
 )
 
 // Errors callers tell apart with errors.Is. ErrTokenUnavailable is the only
@@ -85,10 +89,17 @@ type keyBackend interface {
 	close() error
 }
 
-// OpenKey opens a private key without a certificate: key is a PEM file path
-// or a "pkcs11:" URI. Close it when done.
+// OpenKey opens a private key without a certificate: key is a PEM file path,
+// a "pkcs11:" URI or a "tpm:" reference (package hsm/tpm). Close it when done.
 func OpenKey(ctx context.Context, key string, opts ...Option) (*Key, error) {
 	o := buildOptions(opts)
+	if tpm.IsURI(key) {
+		b, err := openTPM(ctx, key, o)
+		if err != nil {
+			return nil, err
+		}
+		return &Key{backend: b}, nil
+	}
 	if IsURI(key) {
 		u, err := ParseKeyURI(key)
 		if err != nil {

@@ -1,11 +1,13 @@
-//go:build !cgo
+//go:build !cgo || nopkcs11
 
 package hsm
 
 import "context"
 
-// PKCS11Available reports whether this build can use pkcs11: keys. The
-// static build reaches modules through p11-kit (see p11kit.go).
+// PKCS11Available reports whether this build can use pkcs11: keys. A
+// CGO_ENABLED=0 binary cannot dlopen a module, and -tags nopkcs11 leaves
+// crypto11 out of a cgo build (Yocto and Buildroot without their pkcs11
+// option); both reach modules through p11-kit (see p11kit.go).
 const PKCS11Available = true
 
 // PKCS11InProcess reports whether this build can load a PKCS#11 module into the

@@ -10,27 +10,17 @@ run() {
 	echo "== $*" | tee -a "$out"
 	go test -run '^$' -count=1 "$@" 2>&1 | grep -E '^(Benchmark|ok|FAIL|---|panic)' | tee -a "$out"
 }
-# static_sizes: the CGO_ENABLED=0 binaries as `make static` builds them
-# (stripped), and what the PKCS#11-through-p11-kit path (hsm/p11rpc and hsm's
-# p11-kit backend) takes of the arm64 one, from its symbol table. The arm64
-# binary's budget is 10 MB.
-static_sizes() {
-	local tmp a f size
+# p11kit_share: what the PKCS#11-through-p11-kit path (hsm/p11rpc and
+# hsm's p11-kit backend) takes of the static arm64 binary, from its symbol
+# table; the arm64 binary's budget is 10 MB (sizes above).
+p11kit_share() {
+	local tmp
 	tmp=$(mktemp -d)
-	echo "== static binary sizes (bytes, stripped)" | tee -a "$out"
-	for a in amd64 arm64 armv7; do
-		f="$tmp/tether-linux-$a"
-		case $a in
-		armv7) CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 go build -trimpath -ldflags '-s -w' -o "$f" ./agent/cmd/tether ;;
-		*) CGO_ENABLED=0 GOOS=linux GOARCH=$a go build -trimpath -ldflags '-s -w' -o "$f" ./agent/cmd/tether ;;
-		esac
-		size=$(stat -c %s "$f")
-		echo "static-size tether-linux-$a $size bytes ($(awk -v s="$size" 'BEGIN{printf "%.2f MB", s/1e6}'))" | tee -a "$out"
-	done
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -trimpath -ldflags '-s -w' -o "$tmp/stripped" ./agent/cmd/tether
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -trimpath -o "$tmp/unstripped" ./agent/cmd/tether
-	go tool nm -size "$tmp/unstripped" | awk -v total="$(stat -c %s "$tmp/tether-linux-arm64")" '
+	go tool nm -size "$tmp/unstripped" | awk -v total="$(stat -c %s "$tmp/stripped")" '
 		$4 ~ /hsm\/p11rpc\./ || $4 ~ /tether\/hsm\.(\(\*)?(rpc|tableBlock|dialP11Kit|openP11Kit|signRequest|parseECPoint|keygenArgs|curveOf)/ { s += $2 }
-		END { printf "static-size p11kit-path-arm64 %d bytes of symbols (%.2f%% of the stripped binary)\n", s, 100*s/total }' | tee -a "$out"
+		END { printf "static-arm64 p11kit-path %d bytes of symbols (%.2f%% of the stripped binary)\n", s, 100*s/total }' | tee -a "$out"
 	rm -rf "$tmp"
 }
 
@@ -39,5 +29,23 @@ run -bench . ./hsm/...
 run -bench . ./store/...
 run -bench . ./mqtt/...
 run -bench . -timeout 30m ./agent/...
-static_sizes
+# Static binary sizes with and without TPM 2.0 support (go-tpm), built the
+# way `make static` builds them; -tags notpm is the "before".
+sizes() {
+	local dir
+	dir=$(mktemp -d)
+	echo "== static binary sizes (bytes, -trimpath -ldflags '-s -w')" | tee -a "$out"
+	for arch in amd64 arm64 armv7; do
+		local goarch=$arch goarm=
+		[ "$arch" = armv7 ] && goarch=arm goarm=7
+		CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm go build -trimpath -ldflags '-s -w' -o "$dir/tpm" ./agent/cmd/tether
+		CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm go build -tags notpm -trimpath -ldflags '-s -w' -o "$dir/notpm" ./agent/cmd/tether
+		local with without
+		with=$(stat -c %s "$dir/tpm") without=$(stat -c %s "$dir/notpm")
+		awk -v a="$arch" -v w="$with" -v n="$without" 'BEGIN { printf "static-%s without-tpm %d with-tpm %d (+%d bytes, x%.3f)\n", a, n, w, w - n, w / n }' | tee -a "$out"
+	done
+	rm -rf "$dir"
+}
+sizes
+p11kit_share
 echo "figures written to $out"
