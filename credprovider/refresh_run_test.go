@@ -280,12 +280,12 @@ func TestOnRefreshGetsIssuedCredentials(t *testing.T) {
 	assert.Equal(t, t0.Add(time.Hour-30*time.Second), c.Expires)
 }
 
-// TestSeedWithLifetimeKeepsTheWindows ensures that credentials restored
-// with the lifetime OnRefresh reported are served, and refreshed, exactly
-// as by the process that fetched them: a 60-second credential keeps its
-// quarter-lifetime window after a restart (kill -9) instead of being
-// refused for the full 30-second one, and one of unknown lifetime is judged
-// by the full window as before.
+// TestSeedWithLifetimeKeepsTheWindows ensures that credentials restored with
+// the lifetime OnRefresh reported (or handed over with Current's) are
+// served, and refreshed, exactly as by the process that fetched them: a
+// 60-second credential keeps its quarter-lifetime window after a restart
+// (kill -9) instead of being refused for the full 30-second one, and one of
+// unknown lifetime is judged by the full window as before.
 func TestSeedWithLifetimeKeepsTheWindows(t *testing.T) {
 	clk := clocktest.New(t0)
 	p := &scripted{clk: clk, lifetime: time.Minute}
@@ -297,6 +297,10 @@ func TestSeedWithLifetimeKeepsTheWindows(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, time.Minute, lifetime)
 	want := first.Status()
+	held, heldLifetime, ok := first.Current()
+	require.True(t, ok)
+	assert.Equal(t, stored, held, "Current hands over what OnRefresh persisted (a reload)")
+	assert.Equal(t, lifetime, heldLifetime)
 
 	// The process dies 35 s later: 25 s are left, inside the full window
 	// but outside the 15 s quarter-lifetime one.
