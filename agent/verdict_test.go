@@ -222,3 +222,26 @@ func TestVerdictRefreshOptions(t *testing.T) {
 		sameVerdict(t, windows, libErr, cfgErrs)
 	}
 }
+
+// TestVerdictMQTTSettings ensures that config check accepts the [mqtt]
+// endpoint, port and client id exactly when mqtt.New does.
+func TestVerdictMQTTSettings(t *testing.T) {
+	dir := writeIdentityFiles(t)
+	for _, mqttSection := range []string{
+		"endpoint = \"a1-ats.iot.eu-west-1.amazonaws.com\"\n",
+		"endpoint = \"a1-ats.iot.eu-west-1.amazonaws.com:443\"\n",
+		"endpoint = \"mqtts://a1-ats.iot.eu-west-1.amazonaws.com\"\n",
+		"endpoint = \"a1-ats.iot.eu-west-1.amazonaws.com:70000\"\n",
+		"endpoint = \"a1.example.com\"\nport = 99999\n",
+		"endpoint = \"a1.example.com\"\nclient_id = \"" + strings.Repeat("c", 129) + "\"\n",
+		"endpoint = \"a1.example.com\"\nclient_id = \"" + strings.Repeat("c", 128) + "\"\n",
+	} {
+		text := minimalConfig(dir) + "[mqtt]\n" + mqttSection
+		libErr := sessionOptions(decoded(t, text)).Validate()
+		var cfgErrs []string
+		for _, key := range mqttKeys {
+			cfgErrs = append(cfgErrs, configVerdict(t, text, key)...)
+		}
+		sameVerdict(t, mqttSection, libErr, cfgErrs)
+	}
+}
