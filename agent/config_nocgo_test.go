@@ -10,7 +10,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestStaticBuildRefusesPKCS11Key: `tether config check` of a static build
+// TestStaticBuildRefusesPKCS11Key ensures that config check of a static build says which build a pkcs11: key needs.
+//
+// `tether config check` of a static build
 // says which build a pkcs11: key needs, before anything starts.
 func TestStaticBuildRefusesPKCS11Key(t *testing.T) {
 	dir := writeIdentityFiles(t)

@@ -138,6 +138,8 @@ func TestRedacted(t *testing.T) {
 	assert.Equal(t, "s3cr3t-id", c.Roles[0].ExternalID, "the original is left alone")
 }
 
+// TestPackagedConfig ensures that the shipped /etc/tether/tether.toml uses only known keys and is wrong only in the device's paths.
+//
 // TestPackagedConfig checks that the default /etc/tether/tether.toml we ship
 // uses only keys the parser knows and is wrong only in the paths a device
 // provides.

@@ -202,7 +202,9 @@ func TestProviderHandingOutStaleCredentials(t *testing.T) {
 	assert.Equal(t, 1, r.Status().Failures)
 }
 
-// TestSecondsLongCredentials: a test issuer or custom source handing out
+// TestSecondsLongCredentials ensures that credentials that live for seconds are served until their last quarter and refreshed at half-life.
+//
+// A test issuer or custom source handing out
 // credentials that live for seconds gets a mandatory window of a quarter of
 // their lifetime, so they are served, refreshed at half-life, and never
 // served in their last quarter.
@@ -220,7 +222,9 @@ func TestSecondsLongCredentials(t *testing.T) {
 	assert.NotEqual(t, c.AccessKeyID, c2.AccessKeyID)
 }
 
-// TestUnsynchronisedClock: before the release date the wall clock is not
+// TestUnsynchronisedClock ensures that before the release date the clock is not trusted, and credentials are judged by the monotonic clock only.
+//
+// Before the release date the wall clock is not
 // trusted: the error is reported, fresh credentials are served for the
 // shortest lifetime AWS issues measured from the fetch, stored ones are
 // refused, and trust returns with a synchronised clock.

@@ -15,7 +15,9 @@ import (
 	"github.com/tetherd/tether/mqtt/mqtttest"
 )
 
-// TestRoundTripSoftHSM: the device key never leaves a SoftHSM token; the
+// TestRoundTripSoftHSM ensures that the MQTT handshake signs through PKCS#11 with a key that never leaves a SoftHSM token.
+//
+// The device key never leaves a SoftHSM token; the
 // TLS handshake with mosquitto signs through PKCS#11.
 func TestRoundTripSoftHSM(t *testing.T) {
 	b := mqtttest.NewBroker(t, mqtttest.Options{})
