@@ -352,9 +352,6 @@ func TestAgentNotifiesSystemd(t *testing.T) {
 }
 
 // TestAgentCacheFollowsConfiguration ensures that credentials cached for one role alias are never served once the configuration names another.
-//
-// Credentials cached for one role alias
-// are never served once the configuration names another, and are deleted.
 func TestAgentCacheFollowsConfiguration(t *testing.T) {
 	h := newHarness(t, time.Hour, "")
 	h.start()

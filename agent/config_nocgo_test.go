@@ -11,9 +11,6 @@ import (
 )
 
 // TestStaticBuildRefusesPKCS11Key ensures that config check of a static build says which build a pkcs11: key needs.
-//
-// `tether config check` of a static build
-// says which build a pkcs11: key needs, before anything starts.
 func TestStaticBuildRefusesPKCS11Key(t *testing.T) {
 	dir := writeIdentityFiles(t)
 	cfg := strings.Replace(minimalConfig(dir), `"`+dir+`/device.key"`, `"pkcs11:token=t;object=k?module-path=/usr/lib/softhsm/libsofthsm2.so"`, 1)

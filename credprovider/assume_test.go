@@ -359,9 +359,6 @@ func TestRefreshWindowsHonouredInEveryMode(t *testing.T) {
 }
 
 // TestOneFetchPerRoleAtExpiry ensures that 100 callers of a chained role at expiry cause one fetch of each role in the chain.
-//
-// 100 goroutines asking for role B when device,
-// A and B have all expired cause one fetch of each.
 func TestOneFetchPerRoleAtExpiry(t *testing.T) {
 	for _, mode := range []credprovider.Mode{credprovider.Eager, credprovider.Deferred} {
 		t.Run(mode.String(), func(t *testing.T) {

@@ -146,9 +146,6 @@ func TestAssumeRoleWithTOTP(t *testing.T) {
 }
 
 // TestAssumeRoleMFACommandFailure ensures that a failing MFA command stops the refresh before STS is asked, with its stderr in the error.
-//
-// A failing MFA command stops the refresh
-// before STS is asked, and its stderr reaches the error.
 func TestAssumeRoleMFACommandFailure(t *testing.T) {
 	srv := stsServer(t)
 	tp, err := credprovider.MFACommand([]string{script(t, `echo "yubikey not inserted" >&2; exit 1`)}, 0)

@@ -302,9 +302,6 @@ func TestCancelledCallerDoesNotCancelSharedFetch(t *testing.T) {
 }
 
 // TestServeStaleWhileValid ensures that a failed advisory refresh keeps the current credentials in service until the mandatory deadline, never past it.
-//
-// A failed advisory refresh keeps the current
-// credentials in service until the mandatory deadline, never past it.
 func TestServeStaleWhileValid(t *testing.T) {
 	for _, mode := range []credprovider.Mode{credprovider.Eager, credprovider.Deferred} {
 		t.Run(mode.String(), func(t *testing.T) {

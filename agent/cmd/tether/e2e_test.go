@@ -326,9 +326,6 @@ func kill9Sealed(t *testing.T, p *agentProcess, e *agenttest.Env, served *agent.
 }
 
 // TestAgentStartFailures ensures that a bad start is one line and the right exit status, before READY.
-//
-// A bad start is one line and the right
-// status, before READY.
 func TestAgentStartFailures(t *testing.T) {
 	e := agenttest.New(t, time.Hour, "")
 	e.WriteConfig("", e.Socket, filepath.Join(e.Dir, "missing", "tether.sock"))
