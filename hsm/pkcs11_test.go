@@ -197,6 +197,8 @@ func TestTokenKeySignsAndHandshakes(t *testing.T) {
 	})
 }
 
+// TestTokenKeyAttributes ensures that keygen makes the private key sensitive and never extractable, as OpenSC's pkcs11-tool reads it.
+//
 // TestTokenKeyAttributes cross-checks with OpenSC's pkcs11-tool that keygen
 // made the private key sensitive and never extractable.
 func TestTokenKeyAttributes(t *testing.T) {
@@ -484,7 +486,9 @@ func TestTokenFaults(t *testing.T) {
 	})
 }
 
-// TestWrongPINNeverRetried: the PIN is changed on the token while the agent
+// TestWrongPINNeverRetried ensures that a PIN the token refuses is tried once and never again.
+//
+// The PIN is changed on the token while the agent
 // runs; after the sessions are lost, the reopen meets CKR_PIN_INCORRECT once
 // and from then on fails without another login attempt.
 func TestWrongPINNeverRetried(t *testing.T) {

@@ -13,10 +13,10 @@ import (
 	"github.com/tetherd/tether/mqtt/mqtttest"
 )
 
-// TestRoundTripSoftHSM: the device key never leaves a SoftHSM token; the
-// TLS handshake with mosquitto signs through PKCS#11, with the module as
-// the URI says (in-process in cgo builds, `p11-kit remote` in static ones)
-// and through p11-kit explicitly.
+// TestRoundTripSoftHSM ensures that the MQTT handshake with mosquitto signs
+// through PKCS#11 with a key that never leaves a SoftHSM token, with the
+// module as the URI says (in-process in cgo builds, `p11-kit remote` in
+// static ones) and through p11-kit explicitly.
 func TestRoundTripSoftHSM(t *testing.T) {
 	for _, via := range []string{"default", "p11-kit remote", "p11-kit server"} {
 		t.Run(via, func(t *testing.T) { roundTripSoftHSM(t, via) })
