@@ -10,7 +10,8 @@ TAGS         ?=
 GOFLAGS_BUILD:= -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)'
 # The cgo builds go into glibc distributions' packages: position independent,
 # full RELRO and immediate binding, as those distributions build their own.
-PKCS11_BUILD := -trimpath -buildmode=pie -ldflags '$(LDFLAGS) -extldflags "-Wl,-z,relro,-z,now"'
+# (The later -ldflags replaces GOFLAGS_BUILD's; everything else is inherited.)
+PKCS11_BUILD  = $(GOFLAGS_BUILD) -buildmode=pie -ldflags '$(LDFLAGS) -extldflags "-Wl,-z,relro,-z,now"'
 TEST_TIMEOUT ?= 25m
 
 .PHONY: all build static cross-pkcs11 test test-unit test-arm64 test-tpm-static test-systemd test-packages bench demo deps lint clean packages release test-release check-layers yocto-update-modules buildroot-hash
@@ -61,11 +62,11 @@ test: deps lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	CGO_ENABLED=0 $(GO) test -count=1 ./agent/ ./hsm/... ./credprovider/
 	$(MAKE) test-arm64
-	$(MAKE) test-tpm-static
 	$(MAKE) check-layers
 	$(MAKE) test-packages
 	$(MAKE) test-systemd
 	$(MAKE) test-release
+	$(MAKE) test-tpm-static
 
 ## test-systemd: the .deb in a Debian 12 root booted with systemd (nspawn): install,
 ## socket, reload, restart, watchdog, hardening, PIN, upgrade, purge; skips when not root
@@ -75,11 +76,6 @@ test-systemd: deps
 ## test-arm64: the PKCS#11 flavour for arm64 against Debian's arm64 SoftHSM under qemu
 test-arm64:
 	./softhsm-test/arm64-test.sh
-
-## test-tpm-static: the static binaries (amd64, arm64 and armv7 under qemu) fetch
-## credentials with a TPM key held by swtpm
-test-tpm-static:
-	./softhsm-test/tpm-static-test.sh
 
 ## check-layers: the Yocto layer and the Buildroot package against ../shared/upstream
 ## (bitbake -p/-e/fetch/unpack as an unprivileged user, check-package, printvars, show-info)
@@ -93,6 +89,11 @@ yocto-update-modules:
 ## buildroot-hash: recompute packaging/buildroot/package/tether/tether.hash for TETHER_VERSION
 buildroot-hash:
 	./packaging/check-layers.sh buildroot-hash
+
+## test-tpm-static: the static binaries (amd64, arm64 and armv7 under qemu) fetch
+## credentials with a TPM key held by swtpm
+test-tpm-static:
+	./softhsm-test/tpm-static-test.sh
 
 ## bench: figures as ratios against baselines measured in the same run
 bench: deps build
