@@ -14,7 +14,7 @@ GOFLAGS_BUILD:= -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)'
 PKCS11_BUILD  = $(GOFLAGS_BUILD) -buildmode=pie -ldflags '$(LDFLAGS) -extldflags "-Wl,-z,relro,-z,now"'
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build static cross-pkcs11 test test-unit test-arm64 test-armv7 test-systemd test-packages bench demo deps lint clean packages release test-release check-layers yocto-update-modules buildroot-hash
+.PHONY: all build static cross-pkcs11 test test-unit test-arm64 test-armv7 test-tpm-static test-systemd test-packages bench demo deps lint clean packages release test-release check-layers yocto-update-modules buildroot-hash
 
 all: build
 
@@ -53,6 +53,7 @@ lint:
 	$(GO) vet ./...
 	CGO_ENABLED=0 $(GO) vet ./...
 	$(GO) vet -tags nopkcs11 ./...   # the Yocto/Buildroot build without PKCS#11 (cgo on, no crypto11)
+	$(GO) vet -tags notpm ./...      # a build without TPM 2.0 support (no go-tpm)
 
 ## test: everything, race detector on, real SoftHSM, mosquitto, aws, boto3; the static
 ## (CGO_ENABLED=0) flavour; the PKCS#11 flavour for arm64 under qemu; the packages,
