@@ -35,7 +35,7 @@ func roundTripSoftHSM(t *testing.T, via string) {
 	}
 	pub, err := hsm.GenerateKey(context.Background(), uri, hsm.KeyECP256)
 	require.NoError(t, err)
-	certFile, _ := hsmtest.Certificate(t, "gw-hsm", pub, b.PKI.CA, b.PKI.Signer(), time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	certFile, _ := hsmtest.Certificate(t, "gw-hsm", pub, b.PKI.CA, b.PKI.CAKey, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
 	id, err := hsm.Open(context.Background(), certFile, uri)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = id.Close() })
