@@ -298,18 +298,22 @@ br_download() {
 	v=$(sed -n 's/^TETHER_VERSION = //p' "$BR_EXT/package/tether/tether.mk")
 	BR_SOURCE=tether-$v-git4-go2.tar.gz
 	as rm -rf "$dl/tether"
+	as mkdir -p "$LAYERS_CACHE/br-build"
 	if [ "${1:-}" = check ]; then
 		hashopt=(-H "$LAYERS_CACHE/br-external/package/tether/tether.hash")
 	else
 		nocheck=$BR_SOURCE
 	fi
+	# dl-wrapper runs its backends relative to Buildroot's top directory.
+	cd "$LAYERS_CACHE/upstream/buildroot" || return 1
 	as env GOFLAGS=-mod=vendor GO111MODULE=on GOTOOLCHAIN=local GOPROXY="$(go env GOPROXY)" \
 		GOMODCACHE="$LAYERS_CACHE/br-gomod" GOPATH="$LAYERS_CACHE/br-gopath" GIT=git TAR=tar \
-		BR_NO_CHECK_HASH_FOR="$nocheck" \
+		BR_NO_CHECK_HASH_FOR="$nocheck" BUILD_DIR="$LAYERS_CACHE/br-build" \
 		"$LAYERS_CACHE/upstream/buildroot/support/download/dl-wrapper" -q -c "$v" -d "$dl/tether" -D "$dl" \
 		-f "$BR_SOURCE" "${hashopt[@]}" -n "tether-$v" -N tether -o "$dl/tether/$BR_SOURCE" \
 		-u "git+file://$LAYERS_CACHE/tether.git" -p go -- >"$LAYERS_CACHE/br-download.log" 2>&1 ||
-		{ tail -20 "$LAYERS_CACHE/br-download.log" >&2; return 1; }
+		{ cd "$ROOTDIR"; tail -20 "$LAYERS_CACHE/br-download.log" >&2; return 1; }
+	cd "$ROOTDIR" || return 1
 	BR_TARBALL=$dl/tether/$BR_SOURCE
 }
 
@@ -330,14 +334,18 @@ check_buildroot() {
 	for variant in pkcs11 nopkcs11; do
 		say "qemu_aarch64_virt_defconfig + configs/tether.fragment ($variant): printvars, tether-show-info"
 		as rm -rf "$out"
-		br O="$out" qemu_aarch64_virt_defconfig >/dev/null
-		as cp "$LAYERS_CACHE/br-external/configs/tether.fragment" "$out/tether.fragment"
+		# A board's defconfig with the fragment merged in, as a user would.
+		as mkdir -p "$out"
+		as sh -c "cat '$LAYERS_CACHE/upstream/buildroot/configs/qemu_aarch64_virt_defconfig' \
+			'$LAYERS_CACHE/br-external/configs/tether.fragment' >'$out/tether_defconfig'"
 		if [ $variant = nopkcs11 ]; then
-			as sed -i 's/^BR2_PACKAGE_TETHER_PKCS11=y/# BR2_PACKAGE_TETHER_PKCS11 is not set/' "$out/tether.fragment"
+			as sed -i 's/^BR2_PACKAGE_TETHER_PKCS11=y/# BR2_PACKAGE_TETHER_PKCS11 is not set/' "$out/tether_defconfig"
 		fi
-		(cd "$out" && as "$LAYERS_CACHE/upstream/buildroot/support/kconfig/merge_config.sh" -m -O "$out" \
-			"$out/.config" "$out/tether.fragment") >/dev/null
-		br O="$out" olddefconfig >/dev/null
+		br O="$out" BR2_DEFCONFIG="$out/tether_defconfig" defconfig >"$LAYERS_CACHE/br-defconfig.log" 2>&1 ||
+			{ cat "$LAYERS_CACHE/br-defconfig.log" >&2; die "defconfig with configs/tether.fragment failed"; }
+		if grep -i 'warning' "$LAYERS_CACHE/br-defconfig.log" >&2; then
+			die "kconfig warned about configs/tether.fragment"
+		fi
 		grep -qx 'BR2_PACKAGE_TETHER=y' "$out/.config" || die "the fragment did not enable BR2_PACKAGE_TETHER (a dependency is missing)"
 		br O="$out" printvars VARS='TETHER_%' >"$LAYERS_CACHE/printvars.txt" 2>&1 ||
 			{ cat "$LAYERS_CACHE/printvars.txt" >&2; die "printvars VARS='TETHER_%' failed"; }
