@@ -208,8 +208,10 @@ check_yocto() {
 	bb "bitbake -e tether" >"$env" 2>&1 || { tail -30 "$env" >&2; die "bitbake -e tether failed"; }
 	expect_var() { # NAME REGEX
 		local line
+		local line value
 		line=$(grep -E "^(export )?$1=" "$env" | tail -1)
-		[[ $line =~ $2 ]] || die "bitbake -e tether: $1 is '${line#*=}', expected it to match $2"
+		value=${line#*=}
+		[[ $value =~ $2 ]] || die "bitbake -e tether: $1 is '$value', expected it to match $2"
 	}
 	expect_var GO_IMPORT '"github.com/tetherd/tether"'
 	expect_var LICENSE '^"Apache-2\.0 & .*MIT'
