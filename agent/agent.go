@@ -208,6 +208,14 @@ func (a *Agent) addRole(name string, ck credentialsKey, p aws.CredentialsProvide
 	if err != nil {
 		return nil, configFailure("role %s: %w", name, err)
 	}
+	if prev, ok := a.inherit[key]; ok {
+		// The running generation's credentials for the same role and
+		// identity: a reload never loses what is in memory, whatever the
+		// store or the network say.
+		if c, ok := prev.Current(); ok {
+			_ = r.Seed(c)
+		}
+	}
 	if c, ok, err := a.db.Credentials(key); err != nil {
 		a.log.Warn("could not read cached credentials", "role", name, "err", err)
 	} else if ok {
