@@ -191,7 +191,7 @@ func (a *Agent) addRole(name string, ck credentialsKey, p aws.CredentialsProvide
 		NotBefore:       a.opts.NotBefore,
 		Logger:          a.log,
 		Name:            name,
-		OnRefresh: func(c aws.Credentials) {
+		OnRefresh: func(c aws.Credentials, lifetime time.Duration) {
 			// A fetch may outlive its generation (it runs detached from
 			// callers); never write into a store that close() has closed.
 			a.closing.RLock()
@@ -199,7 +199,7 @@ func (a *Agent) addRole(name string, ck credentialsKey, p aws.CredentialsProvide
 			if a.closed {
 				return
 			}
-			if err := a.db.PutCredentials(key, c); err != nil && !errors.Is(err, store.ErrNoSealer) {
+			if err := a.db.PutCredentials(key, store.Cached{Credentials: c, Lifetime: lifetime}); err != nil && !errors.Is(err, store.ErrNoSealer) {
 				a.log.Warn("could not cache credentials", "role", name, "err", err)
 			}
 		},
@@ -212,14 +212,16 @@ func (a *Agent) addRole(name string, ck credentialsKey, p aws.CredentialsProvide
 		// The running generation's credentials for the same role and
 		// identity: a reload never loses what is in memory, whatever the
 		// store or the network say.
-		if c, ok := prev.Current(); ok {
-			_ = r.Seed(c)
+		if c, lifetime, ok := prev.Current(); ok {
+			_ = r.Seed(c, lifetime)
 		}
 	}
 	if c, ok, err := a.db.Credentials(key); err != nil {
 		a.log.Warn("could not read cached credentials", "role", name, "err", err)
 	} else if ok {
-		if err := r.Seed(c); err == nil {
+		if err := r.Seed(c.Credentials, c.Lifetime); err != nil {
+			a.log.Info("cached credentials not used; fetching new ones", "role", name, "reason", err)
+		} else {
 			a.log.Info("serving cached credentials", "role", name, "expires", c.Expires.UTC().Format(time.RFC3339))
 		}
 	}

@@ -15,10 +15,10 @@ import (
 	"github.com/tetherd/tether/credprovider"
 	// Named so, as agent has an endpoint type of its own (the container
 	// endpoint's socket).
-	addr "github.com/tetherd/tether/endpoint"
 	"github.com/tetherd/tether/hsm"
 	"github.com/tetherd/tether/hsm/tpm"
 	"github.com/tetherd/tether/mqtt"
+	addr "github.com/tetherd/tether/platform/endpoint"
 )
 
 // Validation checks what the file says, before anything starts. A rule about

@@ -7,7 +7,7 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/tetherd/tether/endpoint"
+	"github.com/tetherd/tether/platform/endpoint"
 )
 
 // OptionError is an option, or a file an option names, that this package

@@ -148,7 +148,7 @@ func TestSeed(t *testing.T) {
 			clk := clocktest.New(t0)
 			p := &scripted{clk: clk, lifetime: time.Hour}
 			r := newRefresher(t, p, clk, credprovider.RefreshOptions{Mode: credprovider.Deferred})
-			err := r.Seed(tc.creds)
+			err := r.Seed(tc.creds, 0)
 			if tc.wantErr != "" {
 				require.ErrorContains(t, err, tc.wantErr)
 				assert.False(t, r.Status().Valid)
@@ -237,7 +237,7 @@ func TestUnsynchronisedClock(t *testing.T) {
 	assert.Equal(t, st.ServeUntil, c.Expires, "consumers get an expiry in this machine's time")
 	assert.Equal(t, boot.Add(7*time.Minute+30*time.Second), st.NextRefresh, "half-life of the assumed 15 min")
 
-	require.ErrorIs(t, r.Seed(aws.Credentials{AccessKeyID: "OLD", SecretAccessKey: "s", CanExpire: true, Expires: realNow.Add(time.Hour)}), credprovider.ErrClockUnsynchronised)
+	require.ErrorIs(t, r.Seed(aws.Credentials{AccessKeyID: "OLD", SecretAccessKey: "s", CanExpire: true, Expires: realNow.Add(time.Hour)}, 0), credprovider.ErrClockUnsynchronised)
 
 	clk.Advance(15*time.Minute - 30*time.Second)
 	assert.False(t, r.Status().Valid, "not served past the assumed lifetime")
@@ -264,10 +264,47 @@ func TestOnRefreshGetsIssuedCredentials(t *testing.T) {
 	clk := clocktest.New(t0)
 	p := &scripted{clk: clk, lifetime: time.Hour}
 	var got []aws.Credentials
-	r := newRefresher(t, p, clk, credprovider.RefreshOptions{Mode: credprovider.Deferred, OnRefresh: func(c aws.Credentials) { got = append(got, c) }})
+	r := newRefresher(t, p, clk, credprovider.RefreshOptions{Mode: credprovider.Deferred, OnRefresh: func(c aws.Credentials, _ time.Duration) { got = append(got, c) }})
 	c, err := r.Retrieve(t.Context())
 	require.NoError(t, err)
 	require.Len(t, got, 1)
 	assert.Equal(t, t0.Add(time.Hour), got[0].Expires, "issued expiry, for persisting and Seed")
 	assert.Equal(t, t0.Add(time.Hour-30*time.Second), c.Expires)
+}
+
+// TestSeedWithLifetimeKeepsTheWindows ensures that credentials restored
+// with the lifetime OnRefresh reported are served, and refreshed, exactly
+// as by the process that fetched them: a 60-second credential keeps its
+// quarter-lifetime window after a restart (kill -9) instead of being
+// refused for the full 30-second one, and one of unknown lifetime is judged
+// by the full window as before.
+func TestSeedWithLifetimeKeepsTheWindows(t *testing.T) {
+	clk := clocktest.New(t0)
+	p := &scripted{clk: clk, lifetime: time.Minute}
+	var stored aws.Credentials
+	var lifetime time.Duration
+	first := newRefresher(t, p, clk, credprovider.RefreshOptions{Mode: credprovider.Deferred, Jitter: -1,
+		OnRefresh: func(c aws.Credentials, l time.Duration) { stored, lifetime = c, l }})
+	served, err := first.Retrieve(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, time.Minute, lifetime)
+	want := first.Status()
+
+	// The process dies 35 s later: 25 s are left, inside the full window
+	// but outside the 15 s quarter-lifetime one.
+	clk.Advance(35 * time.Second)
+	// (Eager, with no Run: Retrieve serves what is valid without waiting.)
+	restarted := newRefresher(t, p, clk, credprovider.RefreshOptions{Jitter: -1})
+	require.NoError(t, restarted.Seed(stored, lifetime))
+	st := restarted.Status()
+	assert.True(t, st.Valid)
+	assert.Equal(t, want.Expires, st.Expires, "served until the same deadline")
+	assert.Equal(t, clk.Now(), st.NextRefresh, "its half-life (30 s) is past: due now, as in the first process")
+	c, err := restarted.Retrieve(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, served.AccessKeyID, c.AccessKeyID, "the cached credentials, not a new fetch")
+	assert.EqualValues(t, 1, p.calls.Load())
+
+	unknown := newRefresher(t, p, clk, credprovider.RefreshOptions{Mode: credprovider.Deferred, Jitter: -1})
+	assert.ErrorContains(t, unknown.Seed(stored, 0), "within 30s of now", "without a lifetime the full window applies")
 }

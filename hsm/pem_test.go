@@ -309,3 +309,22 @@ func TestParseKeyURI(t *testing.T) {
 		}
 	}
 }
+
+// TestWithNow ensures that the certificate's validity period is checked
+// against the clock Open is given, not the machine's.
+func TestWithNow(t *testing.T) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	require.NoError(t, err)
+	now := time.Now()
+	cert := writeFile(t, "c.pem", selfSigned(t, k, now.Add(-time.Hour), now.Add(time.Hour)), 0o644)
+	key := writeFile(t, "k.pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	id, err := hsm.Open(context.Background(), cert, key)
+	require.NoError(t, err)
+	id.Close()
+	_, err = hsm.Open(context.Background(), cert, key, hsm.WithNow(func() time.Time { return now.Add(2 * time.Hour) }))
+	assert.ErrorContains(t, err, "expired")
+	_, err = hsm.Open(context.Background(), cert, key, hsm.WithNow(func() time.Time { return now.Add(-2 * time.Hour) }))
+	assert.ErrorContains(t, err, "not valid yet")
+}

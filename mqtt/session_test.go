@@ -264,11 +264,11 @@ func TestConnectFailuresBackOff(t *testing.T) {
 		recover bool
 	}{
 		{"device certificate from an untrusted CA", func(t *testing.T, b *mqtttest.Broker, c *Config) {
-			cert := mqtttest.NewPKI(t, "rogue CA").ClientCertificate(t, "gw-rogue")
+			cert := mqtttest.Device(t, mqtttest.NewPKI(t), "gw-rogue").TLSCertificate()
 			c.Certificate = &cert
 		}, "", false},
 		{"wrong CA for the broker", func(t *testing.T, b *mqtttest.Broker, c *Config) {
-			c.RootCAs = mqtttest.NewPKI(t, "other CA").Pool
+			c.RootCAs = mqtttest.NewPKI(t).Pool()
 		}, "certificate", false},
 		{"broker down", func(t *testing.T, b *mqtttest.Broker, c *Config) {
 			require.NoError(t, b.Stop())

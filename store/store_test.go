@@ -102,11 +102,11 @@ func TestCredentialsRoundTrip(t *testing.T) {
 	db := openT(t, path, Options{Sealer: sealer})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			require.NoError(t, db.PutCredentials(tc.role, tc.c))
+			require.NoError(t, db.PutCredentials(tc.role, Cached{Credentials: tc.c}))
 			got, ok, err := db.Credentials(tc.role)
 			require.NoError(t, err)
 			require.True(t, ok)
-			assert.Equal(t, tc.c, got)
+			assert.Equal(t, tc.c, got.Credentials)
 		})
 	}
 
@@ -122,7 +122,7 @@ func TestCredentialsRoundTrip(t *testing.T) {
 		got, ok, err := db2.Credentials(tc.role)
 		require.NoError(t, err)
 		require.True(t, ok, tc.role)
-		assert.Equal(t, tc.c, got, tc.role)
+		assert.Equal(t, tc.c, got.Credentials, tc.role)
 	}
 	h := db2.Health()
 	assert.Equal(t, path, h.Path)
@@ -135,7 +135,7 @@ func TestCredentialsRoundTrip(t *testing.T) {
 func TestFileHoldsNoPlaintextSecret(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	db := openT(t, path, Options{Sealer: newSealer(t)})
-	require.NoError(t, db.PutCredentials("device", testCreds))
+	require.NoError(t, db.PutCredentials("device", Cached{Credentials: testCreds}))
 	require.NoError(t, db.Close())
 
 	raw, err := os.ReadFile(path)
@@ -184,7 +184,7 @@ func TestCorruptFileMovedAside(t *testing.T) {
 		{"both meta pages overwritten", func(t *testing.T, path string) {
 			db, err := Open(path, Options{Sealer: newSealer(t)})
 			require.NoError(t, err)
-			require.NoError(t, db.PutCredentials("device", testCreds))
+			require.NoError(t, db.PutCredentials("device", Cached{Credentials: testCreds}))
 			require.NoError(t, db.Close())
 			f, err := os.OpenFile(path, os.O_WRONLY, 0)
 			require.NoError(t, err)
@@ -196,7 +196,7 @@ func TestCorruptFileMovedAside(t *testing.T) {
 			db, err := Open(path, Options{Sealer: newSealer(t)})
 			require.NoError(t, err)
 			for i := range 50 {
-				require.NoError(t, db.PutCredentials(fmt.Sprintf("role-%d", i), testCreds))
+				require.NoError(t, db.PutCredentials(fmt.Sprintf("role-%d", i), Cached{Credentials: testCreds}))
 			}
 			require.NoError(t, db.Close())
 			f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -234,11 +234,11 @@ func TestCorruptFileMovedAside(t *testing.T) {
 			assert.Contains(t, buf.String(), h.MovedAside)
 
 			// The fresh file works.
-			require.NoError(t, db.PutCredentials("device", testCreds))
+			require.NoError(t, db.PutCredentials("device", Cached{Credentials: testCreds}))
 			got, ok, err := db.Credentials("device")
 			require.NoError(t, err)
 			require.True(t, ok)
-			assert.Equal(t, testCreds, got)
+			assert.Equal(t, testCreds, got.Credentials)
 		})
 	}
 }
@@ -247,7 +247,7 @@ func TestWrongSealerDiscardsEntry(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	oldKey, newKey := newSealer(t), newSealer(t)
 	db := openT(t, path, Options{Sealer: oldKey})
-	require.NoError(t, db.PutCredentials("device", testCreds))
+	require.NoError(t, db.PutCredentials("device", Cached{Credentials: testCreds}))
 	require.NoError(t, db.Close())
 
 	log, buf := newLogger()
@@ -273,7 +273,7 @@ func TestSealedEntryBoundToRole(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	log, buf := newLogger()
 	db := openT(t, path, Options{Sealer: newSealer(t), Logger: log})
-	require.NoError(t, db.PutCredentials("admin", testCreds))
+	require.NoError(t, db.PutCredentials("admin", Cached{Credentials: testCreds}))
 	// Copy admin's sealed value under another role's key, as an attacker
 	// with write access to the file could.
 	require.NoError(t, db.bolt.Update(func(tx *bbolt.Tx) error {
@@ -288,7 +288,7 @@ func TestSealedEntryBoundToRole(t *testing.T) {
 	got, ok, err := db.Credentials("admin")
 	require.NoError(t, err)
 	require.True(t, ok)
-	assert.Equal(t, testCreds, got)
+	assert.Equal(t, testCreds, got.Credentials)
 }
 
 func TestDamagedEntryDiscarded(t *testing.T) {
@@ -303,7 +303,7 @@ func TestDamagedEntryDiscarded(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			db := openT(t, filepath.Join(t.TempDir(), "state.db"), Options{Sealer: newSealer(t)})
-			require.NoError(t, db.PutCredentials("device", testCreds))
+			require.NoError(t, db.PutCredentials("device", Cached{Credentials: testCreds}))
 			require.NoError(t, db.bolt.Update(func(tx *bbolt.Tx) error {
 				b := tx.Bucket(bucketCredentials)
 				v := append([]byte(nil), b.Get([]byte("device"))...)
@@ -322,7 +322,7 @@ func TestDamagedEntryDiscarded(t *testing.T) {
 
 func TestNoSealerNeverWritesCredentials(t *testing.T) {
 	db := openT(t, filepath.Join(t.TempDir(), "state.db"), Options{})
-	err := db.PutCredentials("device", testCreds)
+	err := db.PutCredentials("device", Cached{Credentials: testCreds})
 	require.ErrorIs(t, err, ErrNoSealer)
 	_, ok, err := db.Credentials("device")
 	require.NoError(t, err)
@@ -445,7 +445,7 @@ func TestCloseThenUse(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 	require.NoError(t, db.Close(), "second Close is harmless")
-	require.ErrorIs(t, db.PutCredentials("device", testCreds), ErrClosed)
+	require.ErrorIs(t, db.PutCredentials("device", Cached{Credentials: testCreds}), ErrClosed)
 	_, _, err = db.Credentials("device")
 	require.ErrorIs(t, err, ErrClosed)
 	assert.Contains(t, db.Health().LastError, "closed")
@@ -462,7 +462,7 @@ func TestConcurrentUse(t *testing.T) {
 				role := fmt.Sprintf("role-%d", w%3) // shared roles: readers race writers
 				c := testCreds
 				c.AccessKeyID = fmt.Sprintf("ASIA-%d-%d", w, i)
-				if err := db.PutCredentials(role, c); err != nil {
+				if err := db.PutCredentials(role, Cached{Credentials: c}); err != nil {
 					errs <- err
 					return
 				}
@@ -507,7 +507,7 @@ func BenchmarkPutCredentials(b *testing.B) {
 	b.ResetTimer()
 	start = time.Now()
 	for b.Loop() {
-		if err := db.PutCredentials("device", testCreds); err != nil {
+		if err := db.PutCredentials("device", Cached{Credentials: testCreds}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -521,7 +521,7 @@ func BenchmarkCredentials(b *testing.B) {
 	db, err := Open(filepath.Join(b.TempDir(), "state.db"), Options{Sealer: newSealer(b)})
 	require.NoError(b, err)
 	defer db.Close()
-	require.NoError(b, db.PutCredentials("device", testCreds))
+	require.NoError(b, db.PutCredentials("device", Cached{Credentials: testCreds}))
 
 	const baselineN = 20000
 	start := time.Now()
@@ -577,8 +577,8 @@ func TestClassifyOpenErrors(t *testing.T) {
 func TestCredentialKeys(t *testing.T) {
 	db := openT(t, filepath.Join(t.TempDir(), "state.db"), Options{Sealer: newSealer(t)})
 	creds := aws.Credentials{AccessKeyID: "AKID", SecretAccessKey: "secret", SessionToken: "token", CanExpire: true, Expires: time.Now().Add(time.Hour)}
-	require.NoError(t, db.PutCredentials("device#1", creds))
-	require.NoError(t, db.PutCredentials("telemetry#2", creds))
+	require.NoError(t, db.PutCredentials("device#1", Cached{Credentials: creds}))
+	require.NoError(t, db.PutCredentials("telemetry#2", Cached{Credentials: creds}))
 	keys, err := db.CredentialKeys()
 	require.NoError(t, err)
 	assert.ElementsMatch(t, []string{"device#1", "telemetry#2"}, keys)
@@ -586,4 +586,26 @@ func TestCredentialKeys(t *testing.T) {
 	keys, err = db.CredentialKeys()
 	require.NoError(t, err)
 	assert.Equal(t, []string{"telemetry#2"}, keys)
+}
+
+// TestCredentialsKeepTheirLifetime ensures that the lifetime credentials
+// were issued with survives the store, so a restarted agent gives them the
+// windows the one before did, and that entries written without one read as
+// unknown (0).
+func TestCredentialsKeepTheirLifetime(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	sealer := newSealer(t)
+	db := openT(t, path, Options{Sealer: sealer})
+	require.NoError(t, db.PutCredentials("short", Cached{Credentials: testCreds, Lifetime: 90 * time.Second}))
+	require.NoError(t, db.PutCredentials("older", Cached{Credentials: testCreds}))
+	require.NoError(t, db.Close())
+	db = openT(t, path, Options{Sealer: sealer})
+	got, ok, err := db.Credentials("short")
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, Cached{Credentials: testCreds, Lifetime: 90 * time.Second}, got)
+	got, ok, err = db.Credentials("older")
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Zero(t, got.Lifetime)
 }

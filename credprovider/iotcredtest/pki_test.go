@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -103,4 +104,28 @@ func TestFailReplacesQueuedFaults(t *testing.T) {
 	assert.Equal(t, 200, get())
 	assert.Equal(t, 4, s.Requests())
 	assert.Len(t, s.Grants(), 2)
+}
+
+// TestWithPKI ensures that two simulators given one PKI present its server
+// certificate and accept its devices, so one identity works against both.
+func TestWithPKI(t *testing.T) {
+	p, err := iotcredtest.NewPKI()
+	require.NoError(t, err)
+	dev, err := p.NewDevice("gw-shared", iotcredtest.ECDSAP256)
+	require.NoError(t, err)
+	for range 2 {
+		s, err := iotcredtest.NewServer(iotcredtest.WithPKI(p), iotcredtest.WithRoleAlias("r", time.Hour))
+		require.NoError(t, err)
+		t.Cleanup(s.Close)
+		assert.Same(t, p, s.PKI)
+		client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
+			RootCAs: p.Pool(), Certificates: []tls.Certificate{dev.TLSCertificate()}}}}
+		req, err := http.NewRequest(http.MethodGet, s.URL+"/role-aliases/r/credentials", nil)
+		require.NoError(t, err)
+		req.Header.Set("x-amzn-iot-thingname", "gw-shared")
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+	}
 }
