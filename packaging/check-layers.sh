@@ -180,7 +180,7 @@ yocto_setup() {
 check_go_mods() {
 	local inc=$ROOTDIR/yocto/meta-tether/recipes-iot/tether/tether-go-mods.inc want have
 	want=$(cd "$ROOTDIR" && { go list -deps -f '{{with .Module}}{{if not .Main}}{{.Path}} {{.Version}}{{end}}{{end}}' ./agent/cmd/tether
-		CGO_ENABLED=1 go list -deps -tags nopkcs11 -f '{{with .Module}}{{if not .Main}}{{.Path}} {{.Version}}{{end}}{{end}}' ./agent/cmd/tether; } | sort -u)
+		CGO_ENABLED=1 go list -deps -tags nopkcs11,notpm -f '{{with .Module}}{{if not .Main}}{{.Path}} {{.Version}}{{end}}{{end}}' ./agent/cmd/tether; } | sort -u)
 	have=$(sed -n 's|^ *gomod://\([^;]*\);version=\([^;]*\);sha256sum=.*|\1 \2|p' "$inc" | sort -u)
 	if [ "$want" != "$have" ]; then
 		diff <(echo "$want") <(echo "$have") >&2 || true
@@ -221,7 +221,8 @@ check_yocto() {
 	expect_var GROUPADD_PARAM:tether '--system tether'
 	expect_var CONFFILES:tether '/etc/tether/tether.toml'
 	expect_var GO_EXTRA_LDFLAGS '-X main.version=0\.1\.0\+git.* -X main.commit=[0-9a-f]{7} -X main.buildDate=[0-9]{4}-[0-9]{2}-[0-9]{2}T'
-	expect_var GOBUILDFLAGS '-buildmode=pie.*-tags='
+	expect_var GOBUILDFLAGS '-trimpath .*-tags= .*-buildmode=pie'
+	expect_var GO_LINKSHARED '^""$'
 	expect_var CGO_ENABLED '"1"'
 	expect_var RRECOMMENDS:tether 'p11-kit'
 	expect_var SRC_URI 'gomod://github.com/aws/aws-sdk-go-v2;version=v[^;]*;sha256sum=[0-9a-f]{64}'
@@ -341,7 +342,8 @@ check_buildroot() {
 		as sh -c "cat '$LAYERS_CACHE/upstream/buildroot/configs/qemu_aarch64_virt_defconfig' \
 			'$LAYERS_CACHE/br-external/configs/tether.fragment' >'$out/tether_defconfig'"
 		if [ $variant = nopkcs11 ]; then
-			as sed -i 's/^BR2_PACKAGE_TETHER_PKCS11=y/# BR2_PACKAGE_TETHER_PKCS11 is not set/' "$out/tether_defconfig"
+			as sed -i -e 's/^BR2_PACKAGE_TETHER_PKCS11=y/# BR2_PACKAGE_TETHER_PKCS11 is not set/' \
+				-e 's/^BR2_PACKAGE_TETHER_TPM=y/# BR2_PACKAGE_TETHER_TPM is not set/' "$out/tether_defconfig"
 		fi
 		br O="$out" BR2_DEFCONFIG="$out/tether_defconfig" defconfig >"$LAYERS_CACHE/br-defconfig.log" 2>&1 ||
 			{ cat "$LAYERS_CACHE/br-defconfig.log" >&2; die "defconfig with configs/tether.fragment failed"; }
@@ -358,7 +360,7 @@ check_buildroot() {
 		br_expect TETHER_INSTALL_INIT_SYSV '.*S95tether'
 		br_expect TETHER_SOURCE 'tether-[0-9a-f]{40}-git4-go2.tar.gz'
 		if [ $variant = nopkcs11 ]; then
-			br_expect TETHER_TAGS 'nopkcs11'
+			br_expect TETHER_TAGS ' *nopkcs11 notpm'
 		else
 			br_expect TETHER_GO_ENV 'CGO_ENABLED=1'
 		fi
