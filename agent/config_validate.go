@@ -38,6 +38,12 @@ var iotKeys = map[string]string{
 	"IoTOptions.CAFile":    "aws.ca_file",
 }
 
+// refreshKeys names the [aws] keys of the refresh engine's options.
+var refreshKeys = map[string]string{
+	"RefreshOptions.Mode":            "aws.refresh",
+	"RefreshOptions.MandatoryWindow": "aws.mandatory_window",
+}
+
 // roleKeys names the keys of a [[role]] for the options credprovider checks.
 var roleKeys = map[string]string{
 	"STSOptions.Region":                   "region",
@@ -87,11 +93,13 @@ func (c *Config) validate(v *validator) {
 		v.fail("aws.region", "%q is not an AWS region name like eu-west-1", a.Region)
 	}
 	v.options("", iotKeys, deviceOptions(c).Validate())
+	// The agent's own bounds on the windows; how they relate, and the
+	// mandatory window's minimum, are the refresh engine's rules.
 	v.duration("aws.advisory_window", a.AdvisoryWindow.Duration, time.Minute, 6*time.Hour)
-	v.duration("aws.mandatory_window", a.MandatoryWindow.Duration, credprovider.DefaultMandatoryWindow, time.Hour)
-	if a.MandatoryWindow.Duration >= a.AdvisoryWindow.Duration && a.AdvisoryWindow.Duration > 0 {
-		v.fail("aws.mandatory_window", "%s must be shorter than advisory_window (%s)", a.MandatoryWindow.Duration, a.AdvisoryWindow.Duration)
+	if a.MandatoryWindow.Duration > time.Hour {
+		v.fail("aws.mandatory_window", "%s is out of range; use at most 1h", a.MandatoryWindow.Duration)
 	}
+	v.options("", refreshKeys, refreshOptions(c).Validate())
 
 	c.validateRoles(v)
 

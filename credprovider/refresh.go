@@ -229,35 +229,27 @@ type flight struct {
 	err  error
 }
 
-// NewRefresher wraps p. It returns an error wrapping ErrInvalidConfig naming
-// the option at fault.
+// NewRefresher wraps p. Options are checked with RefreshOptions.Validate;
+// errors match ErrInvalidConfig and name the option at fault.
 func NewRefresher(p aws.CredentialsProvider, opts RefreshOptions) (*Refresher, error) {
 	if p == nil {
 		return nil, fmt.Errorf("%w: NewRefresher: provider is nil", ErrInvalidConfig)
 	}
-	o := opts
-	if o.Mode != Eager && o.Mode != Deferred {
-		return nil, fmt.Errorf("%w: RefreshOptions.Mode %v: use Eager or Deferred", ErrInvalidConfig, o.Mode)
+	if err := opts.Validate(); err != nil {
+		return nil, err
 	}
+	o := opts
 	if o.AdvisoryWindow == 0 {
 		o.AdvisoryWindow = DefaultAdvisoryWindow
 	}
 	if o.MandatoryWindow == 0 {
 		o.MandatoryWindow = DefaultMandatoryWindow
 	}
-	if o.MandatoryWindow < DefaultMandatoryWindow {
-		return nil, fmt.Errorf("%w: RefreshOptions.MandatoryWindow %v is below the minimum %v", ErrInvalidConfig, o.MandatoryWindow, DefaultMandatoryWindow)
-	}
-	if o.AdvisoryWindow <= o.MandatoryWindow {
-		return nil, fmt.Errorf("%w: RefreshOptions.AdvisoryWindow %v must exceed MandatoryWindow %v", ErrInvalidConfig, o.AdvisoryWindow, o.MandatoryWindow)
-	}
 	switch {
 	case o.Jitter == 0:
 		o.Jitter = DefaultJitter
 	case o.Jitter < 0:
 		o.Jitter = 0
-	case o.Jitter > 0.5:
-		return nil, fmt.Errorf("%w: RefreshOptions.Jitter %v exceeds 0.5", ErrInvalidConfig, o.Jitter)
 	}
 	if o.MinBackoff == 0 {
 		o.MinBackoff = DefaultMinBackoff
@@ -265,14 +257,8 @@ func NewRefresher(p aws.CredentialsProvider, opts RefreshOptions) (*Refresher, e
 	if o.MaxBackoff == 0 {
 		o.MaxBackoff = DefaultMaxBackoff
 	}
-	if o.MinBackoff < 0 || o.MaxBackoff < o.MinBackoff {
-		return nil, fmt.Errorf("%w: RefreshOptions.MinBackoff %v and MaxBackoff %v: need 0 < MinBackoff <= MaxBackoff", ErrInvalidConfig, o.MinBackoff, o.MaxBackoff)
-	}
 	if o.FetchTimeout == 0 {
 		o.FetchTimeout = DefaultFetchTimeout
-	}
-	if o.FetchTimeout < 0 {
-		return nil, fmt.Errorf("%w: RefreshOptions.FetchTimeout %v is negative", ErrInvalidConfig, o.FetchTimeout)
 	}
 	if o.Clock == nil {
 		o.Clock = SystemClock{}
@@ -547,7 +533,7 @@ func (r *Refresher) Seed(creds aws.Credentials, lifetime time.Duration) error {
 // is the provider's, not the serving deadline), and the lifetime they were
 // issued with (0 when unknown), without fetching; ok is false when it holds
 // none that are valid now. Pass both to another Refresher's Seed to hand
-// them over, as the agent does on a reload.
+// them over with the same windows, as the agent does on a reload.
 func (r *Refresher) Current() (creds aws.Credentials, lifetime time.Duration, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

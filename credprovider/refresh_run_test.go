@@ -45,6 +45,7 @@ func nextAttempt(t *testing.T, changes <-chan credprovider.Status) credprovider.
 	}
 }
 
+// TestRunRefreshesAheadOfExpiry ensures that Run refreshes at the advisory point, before the credentials expire.
 func TestRunRefreshesAheadOfExpiry(t *testing.T) {
 	clk := clocktest.New(t0)
 	p := &scripted{clk: clk, lifetime: time.Hour}
@@ -70,6 +71,7 @@ func TestRunRefreshesAheadOfExpiry(t *testing.T) {
 	assert.EqualValues(t, 4, p.calls.Load())
 }
 
+// TestRunRetriesWithBackoffWhileServing ensures that failed refreshes are retried with backoff while the current credentials keep being served.
 func TestRunRetriesWithBackoffWhileServing(t *testing.T) {
 	clk := clocktest.New(t0)
 	p := &scripted{clk: clk, lifetime: time.Hour}
@@ -99,6 +101,7 @@ func TestRunRetriesWithBackoffWhileServing(t *testing.T) {
 	assert.Zero(t, st.Failures)
 }
 
+// TestRunTwiceFails ensures that a second concurrent Run is refused.
 func TestRunTwiceFails(t *testing.T) {
 	clk := clocktest.New(t0)
 	p := &scripted{clk: clk, lifetime: time.Hour}
@@ -107,6 +110,7 @@ func TestRunTwiceFails(t *testing.T) {
 	require.Error(t, r.Run(t.Context()))
 }
 
+// TestEagerRetrieveNeverWaitsInAdvisoryWindow ensures that in eager mode Retrieve returns valid credentials at once even while a refresh is running.
 func TestEagerRetrieveNeverWaitsInAdvisoryWindow(t *testing.T) {
 	clk := clocktest.New(t0)
 	started := make(chan struct{}, 2)
@@ -128,6 +132,7 @@ func TestEagerRetrieveNeverWaitsInAdvisoryWindow(t *testing.T) {
 	close(gate)
 }
 
+// TestSeed ensures that Seed installs stored credentials unless they are incomplete or inside the mandatory window.
 func TestSeed(t *testing.T) {
 	seed := func(left time.Duration) aws.Credentials {
 		return aws.Credentials{AccessKeyID: "SEED", SecretAccessKey: "s", SessionToken: "t", CanExpire: true, Expires: t0.Add(left)}
@@ -167,6 +172,7 @@ func TestSeed(t *testing.T) {
 	}
 }
 
+// TestStaticCredentialsNeverRefresh ensures that credentials that do not expire are fetched once and never refreshed.
 func TestStaticCredentialsNeverRefresh(t *testing.T) {
 	clk := clocktest.New(t0)
 	var calls int
@@ -185,6 +191,7 @@ func TestStaticCredentialsNeverRefresh(t *testing.T) {
 	assert.True(t, r.Status().NextRefresh.IsZero())
 }
 
+// TestProviderHandingOutStaleCredentials ensures that credentials that arrive already inside the mandatory window are refused, not served.
 func TestProviderHandingOutStaleCredentials(t *testing.T) {
 	clk := clocktest.New(t0)
 	p := &scripted{clk: clk, lifetime: -time.Second} // as seen by a clock running ahead
@@ -260,6 +267,7 @@ func TestUnsynchronisedClock(t *testing.T) {
 	assert.True(t, sawCleared, "OnChange reported the clock becoming trusted")
 }
 
+// TestOnRefreshGetsIssuedCredentials ensures that OnRefresh sees the issuer's expiry while callers get the serving deadline.
 func TestOnRefreshGetsIssuedCredentials(t *testing.T) {
 	clk := clocktest.New(t0)
 	p := &scripted{clk: clk, lifetime: time.Hour}

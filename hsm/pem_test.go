@@ -41,6 +41,7 @@ func selfSigned(t *testing.T, key crypto.Signer, nb, na time.Time) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
+// TestPEMIdentity ensures that PEM identities are opened when valid and refused, with one line naming the file, for every way they go wrong.
 func TestPEMIdentity(t *testing.T) {
 	ec256, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
@@ -135,6 +136,7 @@ func TestPEMIdentity(t *testing.T) {
 	}
 }
 
+// TestPEMSealer ensures that the PEM-derived sealer is stable for one key and label and opens nothing sealed under another.
 func TestPEMSealer(t *testing.T) {
 	k1, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
@@ -174,6 +176,7 @@ func TestPEMSealer(t *testing.T) {
 	assert.Error(t, err, "a replaced device key cannot open old data")
 }
 
+// TestParseURI ensures that the RFC 7512 parser accepts what tether uses and refuses unknown attributes, never quoting a PIN.
 func TestParseURI(t *testing.T) {
 	tests := []struct {
 		in      string

@@ -87,6 +87,7 @@ var testCreds = aws.Credentials{
 	AccountID:       "123456789012",
 }
 
+// TestCredentialsRoundTrip ensures that credentials come back from the store exactly as put, across a reopen.
 func TestCredentialsRoundTrip(t *testing.T) {
 	cases := []struct {
 		name string
@@ -132,6 +133,7 @@ func TestCredentialsRoundTrip(t *testing.T) {
 	assert.Empty(t, h.MovedAside)
 }
 
+// TestFileHoldsNoPlaintextSecret ensures that the state file never holds a secret in plaintext.
 func TestFileHoldsNoPlaintextSecret(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	db := openT(t, path, Options{Sealer: newSealer(t)})
@@ -152,6 +154,7 @@ func TestFileHoldsNoPlaintextSecret(t *testing.T) {
 	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
 }
 
+// TestExistingFileModeTightened ensures that an existing state file readable by others is made 0600.
 func TestExistingFileModeTightened(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	db := openT(t, path, Options{})
@@ -166,6 +169,7 @@ func TestExistingFileModeTightened(t *testing.T) {
 	assert.Contains(t, buf.String(), "0600")
 }
 
+// TestCorruptFileMovedAside ensures that a corrupt state file is moved aside and a fresh one started.
 func TestCorruptFileMovedAside(t *testing.T) {
 	garbage := make([]byte, 64<<10)
 	_, err := rand.Read(garbage)
@@ -243,6 +247,7 @@ func TestCorruptFileMovedAside(t *testing.T) {
 	}
 }
 
+// TestWrongSealerDiscardsEntry ensures that an entry sealed with another key is discarded with a log line and reads as absent.
 func TestWrongSealerDiscardsEntry(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	oldKey, newKey := newSealer(t), newSealer(t)
@@ -269,6 +274,7 @@ func TestWrongSealerDiscardsEntry(t *testing.T) {
 	assert.False(t, ok)
 }
 
+// TestSealedEntryBoundToRole ensures that an entry copied under another role's key does not open.
 func TestSealedEntryBoundToRole(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	log, buf := newLogger()
@@ -291,6 +297,7 @@ func TestSealedEntryBoundToRole(t *testing.T) {
 	assert.Equal(t, testCreds, got.Credentials)
 }
 
+// TestDamagedEntryDiscarded ensures that a damaged entry is discarded rather than served.
 func TestDamagedEntryDiscarded(t *testing.T) {
 	cases := []struct {
 		name   string
@@ -320,6 +327,7 @@ func TestDamagedEntryDiscarded(t *testing.T) {
 	}
 }
 
+// TestNoSealerNeverWritesCredentials ensures that without a sealer no credentials are written.
 func TestNoSealerNeverWritesCredentials(t *testing.T) {
 	db := openT(t, filepath.Join(t.TempDir(), "state.db"), Options{})
 	err := db.PutCredentials("device", Cached{Credentials: testCreds})
@@ -365,6 +373,7 @@ func readSchema(t *testing.T, path string) uint64 {
 	return v
 }
 
+// TestNewerSchemaRefused ensures that a state file of a newer schema is refused, not downgraded.
 func TestNewerSchemaRefused(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "state.db")
@@ -385,6 +394,7 @@ func TestNewerSchemaRefused(t *testing.T) {
 	assert.Len(t, entries, 1, "nothing moved aside")
 }
 
+// TestOlderSchemaMigrated ensures that a state file of an older schema is migrated.
 func TestOlderSchemaMigrated(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	// Schema 0: a file with only the meta bucket and no version key.
@@ -401,6 +411,7 @@ func TestOlderSchemaMigrated(t *testing.T) {
 	assert.Equal(t, uint64(SchemaVersion), readSchema(t, path))
 }
 
+// TestUnusablePath ensures that a missing or read-only directory, or a directory as path, is ErrUnusable with the path.
 func TestUnusablePath(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "plain-file")
@@ -429,6 +440,7 @@ func TestUnusablePath(t *testing.T) {
 	}
 }
 
+// TestSecondOpenReportsLock ensures that a second Open of a state file in use gets ErrLocked, naming the path and another tether.
 func TestSecondOpenReportsLock(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	openT(t, path, Options{})
@@ -440,6 +452,7 @@ func TestSecondOpenReportsLock(t *testing.T) {
 	assert.Contains(t, err.Error(), "another tether")
 }
 
+// TestCloseThenUse ensures that using a closed store is ErrClosed, never a panic.
 func TestCloseThenUse(t *testing.T) {
 	db, err := Open(filepath.Join(t.TempDir(), "state.db"), Options{Sealer: newSealer(t)})
 	require.NoError(t, err)
@@ -451,6 +464,7 @@ func TestCloseThenUse(t *testing.T) {
 	assert.Contains(t, db.Health().LastError, "closed")
 }
 
+// TestConcurrentUse ensures that concurrent readers and writers see whole entries.
 func TestConcurrentUse(t *testing.T) {
 	db := openT(t, filepath.Join(t.TempDir(), "state.db"), Options{Sealer: newSealer(t)})
 	const workers, rounds = 8, 20
@@ -574,6 +588,7 @@ func TestClassifyOpenErrors(t *testing.T) {
 	}
 }
 
+// TestCredentialKeys ensures that CredentialKeys lists what is stored, so stale entries can be pruned.
 func TestCredentialKeys(t *testing.T) {
 	db := openT(t, filepath.Join(t.TempDir(), "state.db"), Options{Sealer: newSealer(t)})
 	creds := aws.Credentials{AccessKeyID: "AKID", SecretAccessKey: "secret", SessionToken: "token", CanExpire: true, Expires: time.Now().Add(time.Hour)}

@@ -28,6 +28,7 @@ func (s opaqueSigner) Sign(r io.Reader, d []byte, o crypto.SignerOpts) ([]byte, 
 	return s.k.Sign(r, d, o)
 }
 
+// TestPKI ensures that the test PKI issues device certificates for software and opaque keys and writes them with safe modes.
 func TestPKI(t *testing.T) {
 	p, err := iotcredtest.NewPKI()
 	require.NoError(t, err)
@@ -74,6 +75,7 @@ func TestPKI(t *testing.T) {
 	require.NoError(t, err)
 }
 
+// TestFailReplacesQueuedFaults ensures that Fail replaces the faults still queued and Fail(0) clears them.
 func TestFailReplacesQueuedFaults(t *testing.T) {
 	s, err := iotcredtest.NewServer(iotcredtest.WithRoleAlias("r", 0))
 	require.NoError(t, err)

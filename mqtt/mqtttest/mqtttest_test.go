@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// TestBrokerRestartsOnSamePortAndRequiresCertificate ensures that the test broker requires a device certificate from its PKI and comes back on the same port.
 func TestBrokerRestartsOnSamePortAndRequiresCertificate(t *testing.T) {
 	b := NewBroker(t, Options{})
 	cert, key := DeviceFiles(t, b.PKI, "dev-1")
