@@ -355,6 +355,7 @@ func (a *Agent) serve(ctx context.Context, unixLn net.Listener) (*Config, error)
 	a.ready.Store(true)
 	platform.Ready(a.statusLine())
 	a.log.Info("tether is ready", "socket", unixLn.Addr().String(), "container_endpoint", a.cfg.Serve.ContainerEndpoint, "thing", a.cfg.Identity.ThingName)
+	go a.trimResident(ctx)
 
 	if iv, err := platform.WatchdogInterval(); err != nil {
 		a.log.Warn("watchdog disabled", "err", err)

@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/url"
 	"strconv"
@@ -234,6 +233,7 @@ func New(ctx context.Context, cfg Config) (*Session, error) {
 		OnConnectionUp:                s.onUp,
 		OnConnectionDown:              s.onDown,
 		OnConnectError:                s.onConnectError,
+		ConnectPacketBuilder:          withReceiveMaximum,
 		ClientConfig: paho.ClientConfig{
 			ClientID:          clientID,
 			Session:           sess,
@@ -308,11 +308,7 @@ func (s *Session) backoff(attempt int) time.Duration {
 	if hook != nil {
 		hook()
 	}
-	ceiling := s.cfg.MaxBackoff
-	if n < 30 {
-		ceiling = min(s.cfg.MaxBackoff, s.cfg.MinBackoff<<n)
-	}
-	return rand.N(ceiling)
+	return ReconnectDelay(s.cfg.MinBackoff, s.cfg.MaxBackoff, n, nil)
 }
 
 func (s *Session) onConnectError(err error) {

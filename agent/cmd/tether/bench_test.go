@@ -118,7 +118,12 @@ func readKB(b *testing.B, pid int, file, key string) float64 {
 }
 
 func startAgentB(b *testing.B, e *agenttest.Env) *exec.Cmd {
-	cmd := exec.Command(tetherBin, "run", "-c", e.Config)
+	return startAgentBin(b, e, tetherBin)
+}
+
+// startAgentBin starts bin as the agent and waits for READY=1.
+func startAgentBin(b *testing.B, e *agenttest.Env, bin string) *exec.Cmd {
+	cmd := exec.Command(bin, "run", "-c", e.Config)
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}

@@ -1,0 +1,43 @@
+package mqtt
+
+import (
+	"math/rand/v2"
+	"net/url"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// ReconnectDelay is the session's reconnect rule: after failures
+// consecutive failed attempts, a delay drawn uniformly (from r, or the global
+// source when r is nil) from [0, min(maxBackoff, minBackoff·2^failures)).
+// It is exported so that a fleet's reconnect storm can be simulated with the
+// rule the agent runs (softhsm-test/fleetsim).
+func ReconnectDelay(minBackoff, maxBackoff time.Duration, failures int, r *rand.Rand) time.Duration {
+	ceiling := maxBackoff
+	if failures < 30 {
+		ceiling = min(maxBackoff, minBackoff<<failures)
+	}
+	if ceiling <= 0 {
+		return 0
+	}
+	if r == nil {
+		return rand.N(ceiling)
+	}
+	return time.Duration(r.Int64N(int64(ceiling)))
+}
+
+// receiveMaximum is how many QoS 1 messages the broker may have in flight to
+// the session at once (MQTT v5 Receive Maximum). AWS IoT Core sends at most
+// 100; paho sizes a buffer by it (65,535 when unset: 512 KiB of heap).
+const receiveMaximum = 100
+
+// withReceiveMaximum sets receiveMaximum on every CONNECT.
+func withReceiveMaximum(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+	if cp.Properties == nil {
+		cp.Properties = &paho.ConnectProperties{}
+	}
+	rm := uint16(receiveMaximum)
+	cp.Properties.ReceiveMaximum = &rm
+	return cp, nil
+}
