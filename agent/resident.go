@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/tetherd/tether/platform"
@@ -13,7 +14,7 @@ import (
 var trimAfter = []time.Duration{0, 15 * time.Second}
 
 // trimResident runs platform.TrimResident at trimAfter, until ctx ends.
-func (a *Agent) trimResident(ctx context.Context) {
+func trimResident(ctx context.Context, log *slog.Logger) {
 	var waited time.Duration
 	for _, d := range trimAfter {
 		select {
@@ -23,9 +24,9 @@ func (a *Agent) trimResident(ctx context.Context) {
 		}
 		waited = d
 		if n, err := platform.TrimResident(); err != nil {
-			a.log.Debug("could not trim resident memory", "err", err)
+			log.Debug("could not trim resident memory", "err", err)
 		} else {
-			a.log.Debug("trimmed resident memory", "executable_bytes", n)
+			log.Debug("trimmed resident memory", "executable_bytes", n)
 		}
 	}
 }

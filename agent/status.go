@@ -81,8 +81,8 @@ func (a *Agent) Status() Status {
 		st.Roles = append(st.Roles, r)
 	}
 	st.Store = a.db.Health()
-	if a.mqtt != nil {
-		ms := a.mqtt.Status()
+	if s := a.session(); s != nil {
+		ms := s.Status()
 		st.MQTT = &ms
 	}
 	st.Memory = memoryStatus()
