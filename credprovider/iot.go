@@ -79,6 +79,7 @@ type IoT struct {
 	transport                      *http.Transport
 	client                         *http.Client
 	getCert                        atomic.Pointer[func(*tls.CertificateRequestInfo) (*tls.Certificate, error)]
+	sessions                       *SessionCache
 }
 
 var _ aws.CredentialsProvider = (*IoT)(nil)
@@ -99,6 +100,7 @@ func NewIoT(opts IoTOptions) (*IoT, error) {
 		thingName: opts.ThingName,
 		url:       "https://" + opts.Endpoint + "/role-aliases/" + url.PathEscape(opts.RoleAlias) + "/credentials",
 		timeout:   opts.Timeout,
+		sessions:  NewSessionCache(),
 	}
 	if p.timeout == 0 {
 		p.timeout = DefaultIoTTimeout
@@ -116,6 +118,9 @@ func NewIoT(opts IoTOptions) (*IoT, error) {
 	switch {
 	case opts.GetClientCertificate != nil:
 		p.getCert.Store(&opts.GetClientCertificate)
+		// The function may change identities between handshakes, which
+		// a resumed session would not notice: full handshakes only.
+		p.sessions = nil
 	case len(opts.Certificate.Certificate) > 0 && opts.Certificate.PrivateKey != nil:
 		p.SetCertificate(opts.Certificate)
 	default:
@@ -153,6 +158,9 @@ func NewIoT(opts IoTOptions) (*IoT, error) {
 		MaxIdleConns:        2,
 		MaxIdleConnsPerHost: 2,
 		IdleConnTimeout:     90 * time.Second,
+	}
+	if p.sessions != nil {
+		p.transport.TLSClientConfig.ClientSessionCache = p.sessions
 	}
 	p.client = &http.Client{
 		Transport: p.transport,
@@ -192,6 +200,9 @@ func endpointHost(ep string) (string, error) {
 func (p *IoT) SetCertificate(cert tls.Certificate) {
 	f := func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }
 	p.getCert.Store(&f)
+	if p.sessions != nil {
+		p.sessions.Reset() // a resumed session would present the old identity
+	}
 	if p.transport != nil {
 		p.transport.CloseIdleConnections()
 	}
