@@ -53,8 +53,11 @@ func TestIoTResumesTLSSessions(t *testing.T) {
 
 	// An identity function may change between handshakes unseen: no resumption.
 	q, err := credprovider.NewIoT(credprovider.IoTOptions{Endpoint: s.Endpoint, RoleAlias: "gw-role", ThingName: "gw-0001",
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { c := dev1.TLSCertificate(); return &c, nil },
-		RootCAs:              s.Pool()})
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			c := dev1.TLSCertificate()
+			return &c, nil
+		},
+		RootCAs: s.Pool()})
 	require.NoError(t, err)
 	p = q
 	assert.False(t, fetch())
