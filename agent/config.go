@@ -386,7 +386,7 @@ func (c *Config) applyDefaults(dirs platform.Dirs) {
 	if m.ClientID == "" {
 		m.ClientID = c.Identity.ThingName
 	}
-	m.KeepAlive.orDefault(30 * time.Second)
+	m.KeepAlive.orDefault(mqtt.DefaultKeepAlive)
 	m.SessionExpiry.orDefault(24 * time.Hour)
 	m.BackoffCap.orDefault(2 * time.Minute)
 	if m.OutboxMaxMessages == 0 {

@@ -144,8 +144,10 @@ func NewIoT(opts IoTOptions) (*IoT, error) {
 	}
 
 	p.transport = &http.Transport{
-		Proxy:       http.ProxyFromEnvironment,
-		DialContext: (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
+		Proxy: http.ProxyFromEnvironment,
+		// No TCP keepalive probes: a refresh is one request every 40
+		// minutes, and its connection is closed soon after.
+		DialContext: (&net.Dialer{KeepAlive: -1}).DialContext,
 		TLSClientConfig: &tls.Config{
 			MinVersion: tls.VersionTLS12,
 			ServerName: host, // SNI and the name verified
@@ -157,7 +159,10 @@ func NewIoT(opts IoTOptions) (*IoT, error) {
 		TLSHandshakeTimeout: p.timeout,
 		MaxIdleConns:        2,
 		MaxIdleConnsPerHost: 2,
-		IdleConnTimeout:     90 * time.Second,
+		// Long enough for the retries and roles of one refresh burst, short
+		// enough that an idle gateway holds no connection (and its probes
+		// and FIN exchange happen while the radio is still up).
+		IdleConnTimeout: 10 * time.Second,
 	}
 	if p.sessions != nil {
 		p.transport.TLSClientConfig.ClientSessionCache = p.sessions

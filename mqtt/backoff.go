@@ -1,10 +1,14 @@
 package mqtt
 
 import (
+	"context"
+	"crypto/tls"
 	"math/rand/v2"
+	"net"
 	"net/url"
 	"time"
 
+	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
 )
 
@@ -40,4 +44,18 @@ func withReceiveMaximum(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
 	rm := uint16(receiveMaximum)
 	cp.Properties.ReceiveMaximum = &rm
 	return cp, nil
+}
+
+// dialer connects with TLS and without TCP keepalive probes: the MQTT
+// keep-alive already proves the connection alive, and Go's default probes
+// every 15 s of idleness would double an idle session's traffic on a metered
+// link. autopaho hands AttemptConnection its parent context, so the connect
+// timeout is applied here.
+func dialer(tlsCfg *tls.Config, timeout time.Duration) func(context.Context, autopaho.ClientConfig, *url.URL) (net.Conn, error) {
+	return func(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		d := tls.Dialer{NetDialer: &net.Dialer{KeepAlive: -1}, Config: tlsCfg}
+		return d.DialContext(ctx, "tcp", u.Host)
+	}
 }

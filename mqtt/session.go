@@ -33,8 +33,8 @@ import (
 // Defaults for Config.
 const (
 	DefaultPort             = 8883
-	DefaultKeepAlive        = 30 * time.Second // AWS IoT Core allows 30 s to 1200 s
-	DefaultSessionExpiry    = time.Hour        // AWS IoT Core's default persistent session expiry
+	DefaultKeepAlive        = 4 * time.Minute // AWS IoT Core allows 30 s to 1200 s; below common 5-minute NAT timeouts (docs/mqtt.md)
+	DefaultSessionExpiry    = time.Hour       // AWS IoT Core's default persistent session expiry
 	DefaultMinBackoff       = time.Second
 	DefaultMaxBackoff       = 2 * time.Minute
 	DefaultConnectTimeout   = 10 * time.Second
@@ -198,6 +198,11 @@ func New(ctx context.Context, cfg Config) (*Session, error) {
 	if tlsCfg.GetClientCertificate == nil {
 		cert := cfg.Certificate
 		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+		// A fixed identity: a reconnect may resume the TLS session (no
+		// certificate chain, no signature by the device key) where the
+		// broker allows it. A GetClientCertificate may change identities
+		// unseen by a resumed session, so it gets full handshakes.
+		tlsCfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
 	}
 	if port == 443 {
 		tlsCfg.NextProtos = []string{ALPNProtocol}
@@ -234,6 +239,7 @@ func New(ctx context.Context, cfg Config) (*Session, error) {
 		OnConnectionDown:              s.onDown,
 		OnConnectError:                s.onConnectError,
 		ConnectPacketBuilder:          withReceiveMaximum,
+		AttemptConnection:             dialer(tlsCfg, cfg.ConnectTimeout),
 		ClientConfig: paho.ClientConfig{
 			ClientID:          clientID,
 			Session:           sess,
