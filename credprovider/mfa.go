@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/tetherd/tether/secretfile"
 )
 
 // TokenProvider returns a current MFA token code. AssumeRole calls it on
@@ -22,7 +24,7 @@ var ErrNoMFACode = errors.New("credprovider: no MFA code")
 // A command that fails, hangs or prints no code yields a *CommandError that
 // carries its standard error, never its output.
 func MFACommand(argv []string, timeout time.Duration) (TokenProvider, error) {
-	if err := checkArgv("mfa_command", argv); err != nil {
+	if err := checkArgv("MFACommand.argv", argv); err != nil {
 		return nil, err
 	}
 	argv = append([]string(nil), argv...)
@@ -58,7 +60,7 @@ func lastCode(s string) string {
 // now is the clock (nil: time.Now).
 func TOTPFile(path string, now func() time.Time) (TokenProvider, error) {
 	if path == "" {
-		return nil, fmt.Errorf("%w: mfa_totp_file is empty", ErrInvalidConfig)
+		return nil, &OptionError{Field: "TOTPFile.path", Issue: "is empty: give the file holding the TOTP secret"}
 	}
 	if now == nil {
 		now = time.Now
@@ -75,36 +77,20 @@ func TOTPFile(path string, now func() time.Time) (TokenProvider, error) {
 	}, nil
 }
 
-// CheckSecretFile returns an error if path is not a regular file that only
-// its owner may access.
-func CheckSecretFile(field, path string) error {
-	st, err := os.Stat(path)
-	if err != nil {
-		return fmt.Errorf("%w: %s %s: %v", ErrInvalidConfig, field, path, err)
-	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("%w: %s %s is not a regular file", ErrInvalidConfig, field, path)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return fmt.Errorf("%w: %s %s has mode %04o: it holds a secret, so only its owner may access it; chmod 600 it", ErrInvalidConfig, field, path, st.Mode().Perm())
-	}
-	return nil
-}
-
 func readTOTP(path string) (totpKey, error) {
-	if err := CheckSecretFile("mfa_totp_file", path); err != nil {
-		return totpKey{}, err
+	if err := secretfile.Check(path); err != nil {
+		return totpKey{}, &OptionError{Field: "TOTPFile.path", Issue: err.Error()}
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return totpKey{}, fmt.Errorf("%w: mfa_totp_file %s: %v", ErrInvalidConfig, path, unwrapPath(err))
+		return totpKey{}, &OptionError{Field: "TOTPFile.path", Issue: fmt.Sprintf("%s: %v", path, unwrapPath(err))}
 	}
 	k, err := parseTOTPKey(strings.TrimSpace(string(b)))
 	switch {
 	case errors.Is(err, errEmptySecret):
-		return k, fmt.Errorf("%w: mfa_totp_file %s %v", ErrInvalidConfig, path, err)
+		return k, &OptionError{Field: "TOTPFile.path", Issue: path + " " + err.Error()}
 	case err != nil:
-		return k, fmt.Errorf("%w: mfa_totp_file %s: %v", ErrInvalidConfig, path, err)
+		return k, &OptionError{Field: "TOTPFile.path", Issue: path + ": " + err.Error()}
 	}
 	return k, nil
 }

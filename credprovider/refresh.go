@@ -56,8 +56,27 @@ func ParseMode(s string) (Mode, error) {
 	case "deferred":
 		return Deferred, nil
 	}
-	return 0, fmt.Errorf("%w: refresh = %q: use \"eager\" or \"deferred\"", ErrInvalidConfig, s)
+	return 0, fmt.Errorf("%w: %w", ErrInvalidConfig, errMode(s))
 }
+
+func errMode(s string) error {
+	return fmt.Errorf("%q is not a refresh mode; use \"eager\" or \"deferred\"", s)
+}
+
+// UnmarshalText parses the refresh setting with ParseMode, so a
+// configuration file can hold a Mode.
+func (m *Mode) UnmarshalText(b []byte) error {
+	v, err := ParseMode(string(b))
+	if err != nil {
+		// The caller (a configuration decoder) names the setting.
+		return errMode(string(b))
+	}
+	*m = v
+	return nil
+}
+
+// MarshalText writes the mode as the refresh setting spells it.
+func (m Mode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
 
 // Defaults of RefreshOptions.
 const (
@@ -534,6 +553,19 @@ func (r *Refresher) Seed(creds aws.Credentials) error {
 	r.unlock(changed)
 	r.poke()
 	return nil
+}
+
+// Current returns the credentials the Refresher holds, as fetched (Expires
+// is the provider's, not the serving deadline), without fetching; ok is
+// false when it holds none that are valid now. Pass them to another
+// Refresher's Seed to hand them over, as the agent does on a reload.
+func (r *Refresher) Current() (creds aws.Credentials, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cur == nil || !r.cur.validAt(r.o.Clock.Now()) {
+		return aws.Credentials{}, false
+	}
+	return r.cur.creds, true
 }
 
 // Run refreshes in the background until ctx is done, then returns ctx.Err().

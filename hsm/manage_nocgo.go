@@ -1,4 +1,4 @@
-//go:build !cgo
+//go:build !cgo || nopkcs11
 
 package hsm
 
@@ -6,13 +6,6 @@ import (
 	"context"
 	"crypto"
 )
-
-// Object describes a token object; see the cgo build.
-type Object struct {
-	Class, Label, KeyType  string
-	ID                     []byte
-	Sensitive, Extractable bool
-}
 
 // List needs the PKCS#11 build.
 func List(context.Context, string, *URI, ...Option) ([]Slot, error) {

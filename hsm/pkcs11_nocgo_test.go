@@ -1,4 +1,4 @@
-//go:build !cgo
+//go:build !cgo || nopkcs11
 
 package hsm_test
 
@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
 	"github.com/tetherd/tether/hsm"
 )
 

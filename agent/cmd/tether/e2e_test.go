@@ -133,13 +133,14 @@ func TestConfigCheck(t *testing.T) {
 	assert.Equal(t, 2, code)
 	assert.Contains(t, stderr, "missing.toml: cannot read the configuration: no such file or directory")
 
-	// A PIN given in the URI is never printed.
-	pinned := `"pkcs11:token=t;object=k?pin-value=123456"`
+	// A PIN given in the URI is never printed, not even when the token it
+	// names is absent (a runtime failure: exit 1).
+	pinned := `"pkcs11:token=absent;object=k?pin-value=123456"`
 	e.WriteConfig("", `private_key = "`+e.KeyFile+`"`, `private_key = `+pinned)
-	code, out, _ = tether(t, nil, "config", "check", "-c", e.Config)
-	require.Equal(t, 0, code)
-	assert.NotContains(t, out, "123456")
-	assert.Contains(t, out, "pin-value=REDACTED")
+	code, out, stderr = tether(t, nil, "config", "check", "-c", e.Config)
+	assert.Equal(t, 1, code, stderr)
+	assert.NotContains(t, out+stderr, "123456")
+	assert.Contains(t, stderr, "pin-value=REDACTED")
 }
 
 func TestCredentialProcessDirect(t *testing.T) {
@@ -288,14 +289,7 @@ func TestKill9WarmRestart(t *testing.T) {
 	e := agenttest.New(t, time.Hour, "")
 	p := startAgent(t, e)
 	first := served(t, e.Socket, "device")
-	require.NoError(t, p.cmd.Process.Kill())
-	p.cmd.Wait()
-	e.Sim.Close()
-
-	raw, err := os.ReadFile(e.State)
-	require.NoError(t, err)
-	assert.False(t, bytes.Contains(raw, []byte(first.SecretAccessKey)), "secret access key in plaintext in the state file")
-	assert.False(t, bytes.Contains(raw, []byte(first.Token)), "session token in plaintext in the state file")
+	kill9Sealed(t, p, e, first)
 
 	startAgent(t, e)
 	again := served(t, e.Socket, "device")
@@ -311,6 +305,20 @@ func TestKill9WarmRestart(t *testing.T) {
 	var st agent.Status
 	require.NoError(t, json.Unmarshal([]byte(out), &st))
 	assert.Equal(t, "gw-0001", st.Identity.ThingName)
+}
+
+// kill9Sealed kills the agent with SIGKILL, stops the simulator (so what
+// is served next comes from the state file) and checks that the file holds
+// the credentials the agent served sealed, not in plaintext.
+func kill9Sealed(t *testing.T, p *agentProcess, e *agenttest.Env, served *agent.Credentials) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Kill())
+	p.cmd.Wait()
+	e.Sim.Close()
+	raw, err := os.ReadFile(e.State)
+	require.NoError(t, err)
+	assert.False(t, bytes.Contains(raw, []byte(served.SecretAccessKey)), "secret access key in plaintext in the state file")
+	assert.False(t, bytes.Contains(raw, []byte(served.Token)), "session token in plaintext in the state file")
 }
 
 // TestAgentStartFailures: a bad start is one line and the right
