@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tetherd/tether/secretfile"
+	"github.com/tetherd/tether/platform/secretfile"
 )
 
 // TokenProvider returns a current MFA token code. AssumeRole calls it on

@@ -25,12 +25,8 @@ type LoadResult struct {
 // Load runs clients concurrent keep-alive HTTP clients against GET path on
 // the Unix socket until d has passed or n requests were made (n ≤ 0: no
 // limit), and measures throughput and latency. Any answer but 200 fails tb.
-func Load(tb testing.TB, socket, path string, clients int, d time.Duration, n ...int) LoadResult {
-	limit := 0
-	if len(n) > 0 {
-		limit = n[0]
-	}
-	r, err := RunLoad(socket, path, clients, d, limit)
+func Load(tb testing.TB, socket, path string, clients int, d time.Duration, n int) LoadResult {
+	r, err := RunLoad(socket, path, clients, d, n)
 	if err != nil {
 		tb.Error(err)
 	}

@@ -110,11 +110,11 @@ func BenchmarkWire(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		cert := broker.PKI.ClientCertificate(b, "gw-0001")
+		cert := mqtttest.Device(b, broker.PKI, "gw-0001").TLSCertificate()
 		host, port, _ := net.SplitHostPort(mqttProxy.Addr)
 		portN, _ := strconv.Atoi(port)
 		s, err := mqtt.New(context.Background(), mqtt.Config{Endpoint: host, Port: portN, ServerName: "127.0.0.1", ThingName: "gw-0001",
-			Certificate: &cert, RootCAs: broker.PKI.Pool, Outbox: ob, KeepAlive: measureKeepAlive,
+			Certificate: &cert, RootCAs: broker.PKI.Pool(), Outbox: ob, KeepAlive: measureKeepAlive,
 			MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
 		if err != nil {
 			b.Fatal(err)

@@ -127,12 +127,10 @@ func BenchmarkMemory(b *testing.B) {
 	}
 	for _, build := range builds {
 		b.Run("build="+build[0], func(b *testing.B) {
-			broker := mqtttest.NewBroker(b, mqtttest.Options{})
 			e := agenttest.New(b, time.Hour, "")
-			cert, key := broker.PKI.ClientFiles(b, agenttest.ThingName)
-			e.Sim.TrustCA(broker.PKI.CA)
-			e.WriteConfig(fmt.Sprintf("\n[mqtt]\nendpoint = %q\nca_file = %q\n", broker.Addr, broker.CAFile),
-				e.CertFile, cert, e.KeyFile, key)
+			// One test PKI for both: the broker trusts the simulator's device.
+			broker := mqtttest.NewBroker(b, mqtttest.Options{PKI: e.Sim.PKI})
+			e.WriteConfig(fmt.Sprintf("\n[mqtt]\nendpoint = %q\nca_file = %q\n", broker.Addr, broker.CAFile))
 			p := startAgentBin(b, e, build[1])
 			waitStatus(b, e.Socket, func(st *agent.Status) bool { return st.MQTT != nil && st.MQTT.State == "connected" })
 			for b.Loop() {
