@@ -3,7 +3,6 @@ package agent
 import (
 	"bytes"
 	"context"
-	"crypto/cipher"
 	"crypto/sha256"
 	"errors"
 	"log/slog"
@@ -59,13 +58,10 @@ type Agent struct {
 	idDigest [32]byte
 	// sealer is the new identity's, installed in a store borrowed from the
 	// previous generation once this one takes over (when setSealer).
-	sealer    cipher.AEAD
+	sealer    hsm.Sealer
 	setSealer bool
 	db        *store.DB
 	roles     roleSet
-	refs      map[string]*credprovider.Refresher
-	// cacheKeys maps each role to the store key of its credentials.
-	cacheKeys map[string]string
 	// inherit holds the previous generation's refreshers by cache key, to
 	// seed this one's from memory.
 	inherit map[string]*credprovider.Refresher
@@ -263,8 +259,8 @@ func start(ctx context.Context, d *daemon, cfg *Config, prev *Agent) (_ *Agent, 
 	}
 	if prev != nil {
 		a.inherit = map[string]*credprovider.Refresher{}
-		for name, key := range prev.cacheKeys {
-			a.inherit[key] = prev.refs[name]
+		for _, rl := range prev.roles {
+			a.inherit[rl.cacheKey] = rl.ref
 		}
 	}
 	err = a.buildRoles()
@@ -422,11 +418,11 @@ func (a *Agent) launch(ctx context.Context) {
 	runCtx, cancel := context.WithCancel(ctx)
 	a.endRun = cancel
 	a.streams, a.endStreams = context.WithCancel(context.Background())
-	for name, r := range a.refs {
+	for name, rl := range a.roles {
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()
-			if err := r.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+			if err := rl.ref.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
 				a.log.Error("refresh loop stopped", "role", name, "err", err)
 			}
 		}()
@@ -439,7 +435,7 @@ func (a *Agent) launch(ctx context.Context) {
 		log:    a.log,
 	}
 	if a.outbox != nil {
-		api.mqtt = a.mqttHandler()
+		api.mqtt, api.streams = a.session, a.streams
 	}
 	a.api = api.routes()
 	if a.container != nil {
@@ -465,22 +461,6 @@ func (a *Agent) serveContainer() {
 	srv.ConnContext = nil
 	a.container.srv = srv
 	go a.d.serve(srv, a.container.ln)
-}
-
-// mqttHandler serves the socket's MQTT endpoints with the current session;
-// subscription streams end when this generation retires.
-func (a *Agent) mqttHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s := a.session()
-		if s == nil {
-			writeError(w, http.StatusServiceUnavailable, "mqtt_unavailable", "the MQTT session is restarting; retry in a moment")
-			return
-		}
-		ctx, cancel := context.WithCancel(r.Context())
-		defer cancel()
-		defer context.AfterFunc(a.streams, cancel)()
-		mqtt.NewHTTPHandler(s).ServeHTTP(w, r.WithContext(ctx))
-	})
 }
 
 // retire waits, at most 10 s, for the requests a is answering, after

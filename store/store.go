@@ -10,7 +10,6 @@
 package store
 
 import (
-	"crypto/cipher"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -71,7 +70,7 @@ var (
 type Options struct {
 	// Sealer encrypts cached credentials (AES-256-GCM from hsm.Identity.Sealer).
 	// Nil disables the credential cache; the outbox works without it.
-	Sealer cipher.AEAD
+	Sealer Sealer
 	// Logger receives the lines about moved-aside files, discarded entries and
 	// migrations. Nil discards them.
 	Logger *slog.Logger
@@ -99,7 +98,7 @@ type DB struct {
 	timeout time.Duration
 
 	path   string
-	sealer cipher.AEAD
+	sealer Sealer
 	log    *slog.Logger
 
 	mu         sync.Mutex
