@@ -82,7 +82,6 @@ func TestParseConfigErrors(t *testing.T) {
 		{"relative path", strings.Replace(base, dir+"/device.key", "device.key", 1), []string{"identity.private_key: \"device.key\" must be an absolute path"}},
 		{"endpoint with scheme", strings.Replace(base, `"c1abc.`, `"https://c1abc.`, 1), []string{"aws.credential_endpoint", "without a scheme"}},
 		{"container endpoint not loopback", base + "[serve]\ncontainer_endpoint = \"0.0.0.0:2020\"\n", []string{"serve.container_endpoint", "loopback"}},
-		{"container endpoint with allow lists", base + "[serve]\ncontainer_endpoint = \"127.0.0.1:2020\"\nallow_uids = [0]\n", []string{"serve.container_endpoint: cannot be combined with serve.allow_uids"}},
 		{"pkcs11 without object", strings.Replace(base, `"`+dir+`/device.key"`, `"pkcs11:token=t"`, 1), []string{"names no key"}},
 		{"pkcs11 missing module", strings.Replace(base, `"`+dir+`/device.key"`, `"pkcs11:token=t;object=k?module-path=/nope/lib.so"`, 1), []string{"module-path", "/nope/lib.so"}},
 		{"role arn", base + "[[role]]\nname = \"a\"\nrole_arn = \"arn:aws:iam::12:role/x\"\n", []string{"t.toml:13: role[0].role_arn", "is not an IAM role ARN"}},

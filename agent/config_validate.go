@@ -102,12 +102,6 @@ func (c *Config) validate(v *validator) {
 		if _, err := addr.ParseLoopback(s.ContainerEndpoint); err != nil {
 			v.fail("serve.container_endpoint", "%v", err)
 		}
-		if len(s.AllowUIDs) > 0 || len(s.AllowGIDs) > 0 {
-			// The token file is readable by the socket's group: with allow
-			// lists narrowing that group, the endpoint would let the others
-			// in, and a TCP peer has no uid to check.
-			v.fail("serve.container_endpoint", "cannot be combined with serve.allow_uids or allow_gids (a TCP peer has no uid to check); use the Unix socket, or drop the allow lists")
-		}
 	}
 	if !filepath.IsAbs(s.TokenFile) {
 		v.fail("serve.token_file", "%q must be an absolute path", s.TokenFile)

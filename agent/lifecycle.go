@@ -43,7 +43,10 @@ type daemon struct {
 	cur  atomic.Pointer[Agent]
 	// reqCtx is the base of every request's context; it ends when Run stops.
 	reqCtx context.Context
-	errc   chan error
+	// refusals logs what local clients can cause at will (refused peers,
+	// tokens, connections over the limits), rate-limited.
+	refusals *slog.Logger
+	errc     chan error
 }
 
 // Agent is one generation: a configuration with what it opened.
@@ -120,7 +123,8 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	defer ln.Close()
 	reqCtx, endRequests := context.WithCancel(context.Background())
 	defer endRequests()
-	d := &daemon{opts: opts, log: log, reqCtx: reqCtx, errc: make(chan error, 4)}
+	d := &daemon{opts: opts, log: log, reqCtx: reqCtx, errc: make(chan error, 4),
+		refusals: slog.New(platform.RateLimit(log.Handler(), time.Second, 10))}
 
 	a, err := start(ctx, d, cfg, nil)
 	if err != nil {
@@ -136,7 +140,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	a.ready.Store(true)
 	unixSrv := d.newServer(func(a *Agent) http.Handler { return a.api })
 	unixSrv.ConnContext = connContext
-	go d.serve(unixSrv, ln)
+	go d.serve(unixSrv, newLimitListener(ln, ucredOf, d.refusals))
 	a.serveContainer()
 	platform.Ready(a.statusLine())
 	log.Info("tether is ready", "socket", ln.Addr().String(), "container_endpoint", cfg.Serve.ContainerEndpoint, "thing", cfg.Identity.ThingName)
@@ -182,7 +186,7 @@ loop:
 // newServer returns a server that hands each request to the current
 // generation's handler, as pick chooses it.
 func (d *daemon) newServer(pick func(*Agent) http.Handler) *http.Server {
-	srv := newHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := newHTTPServer(bodyDeadline(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		for {
 			a := d.cur.Load()
 			if !a.gate.enter() {
@@ -198,7 +202,7 @@ func (d *daemon) newServer(pick func(*Agent) http.Handler) *http.Server {
 			h.ServeHTTP(w, r)
 			return
 		}
-	}), d.log)
+	})), d.log)
 	srv.BaseContext = func(net.Listener) context.Context { return d.reqCtx }
 	return srv
 }
@@ -432,14 +436,14 @@ func (a *Agent) launch(ctx context.Context) {
 		roles:  roles,
 		allow:  func() AllowList { return AllowList{UIDs: a.cfg.Serve.AllowUIDs, GIDs: a.cfg.Serve.AllowGIDs} },
 		status: a.Status,
-		log:    a.log,
+		log:    a.d.refusals,
 	}
 	if a.outbox != nil {
 		api.mqtt, api.streams = a.session, a.streams
 	}
 	a.api = api.routes()
 	if a.container != nil {
-		c := &containerAPI{roles: roles, token: a.token, log: a.log}
+		c := &containerAPI{roles: roles, allow: api.allow, token: a.token, log: a.d.refusals}
 		a.containerAPI = c.routes()
 	}
 	if iv, err := platform.WatchdogInterval(); err != nil {
@@ -458,9 +462,9 @@ func (a *Agent) serveContainer() {
 		return
 	}
 	srv := a.d.newServer(func(a *Agent) http.Handler { return a.containerAPI })
-	srv.ConnContext = nil
+	srv.ConnContext = connContext
 	a.container.srv = srv
-	go a.d.serve(srv, a.container.ln)
+	go a.d.serve(srv, newLimitListener(a.container.ln, tcpPeer, a.d.refusals))
 }
 
 // retire waits, at most 10 s, for the requests a is answering, after
