@@ -27,6 +27,8 @@ type Config struct {
 	MQTT     MQTTConfig     `toml:"mqtt"`
 	State    StateConfig    `toml:"state"`
 	Log      LogConfig      `toml:"log"`
+	// Greengrass is set when the device runs AWS IoT Greengrass too.
+	Greengrass GreengrassConfig `toml:"greengrass"`
 
 	// File is the path the configuration was read from.
 	File string `toml:"-"`

@@ -239,12 +239,8 @@ func start(ctx context.Context, d *daemon, cfg *Config, prev *Agent) (_ *Agent, 
 		a.id, a.idDigest, a.borrowed.id = prev.id, digest, true
 	} else {
 		a.idDigest = digest
-		a.id, err = hsm.Open(ctx, cfg.Identity.Certificate, cfg.Identity.PrivateKey, hsm.WithLogger(a.log))
-		if err != nil {
-			if errors.Is(err, hsm.ErrTokenUnavailable) {
-				return nil, runtimeFailure("identity: %w", err)
-			}
-			return nil, configFailure("identity: %w", err)
+		if a.id, err = openIdentity(ctx, cfg, a.log); err != nil {
+			return nil, err
 		}
 		if a.sealer, err = a.id.Sealer(ctx, "tether-state"); err != nil {
 			// Without a sealer the store keeps no credentials; say so and go

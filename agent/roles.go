@@ -19,13 +19,26 @@ import (
 const mfaTimeout = 30 * time.Second
 
 // buildExtraRoles adds the [[role]] sections, each built from its source and
-// refreshed like the device role. Roles sourced from other roles are built
-// after them (validation has ruled out loops and unknown sources); the SDK's
-// shared configuration is loaded only for roles whose source is a profile.
+// refreshed like the device role.
 func (a *Agent) buildExtraRoles(device aws.CredentialsProvider) error {
+	return buildRoleProviders(a.cfg, device, func(r *RoleConfig, p aws.CredentialsProvider) (aws.CredentialsProvider, error) {
+		rl, err := a.addRole(r.Name, a.roleKey(r), p, r.Source, AllowList{UIDs: r.AllowUIDs, GIDs: r.AllowGIDs})
+		if err != nil {
+			return nil, err
+		}
+		return rl.ref, nil
+	})
+}
+
+// buildRoleProviders builds the provider of each [[role]] of cfg from its
+// source and hands it to add, whose result is what roles sourced from it
+// sign with. Roles sourced from other roles are built after them
+// (validation has ruled out loops and unknown sources); the SDK's shared
+// configuration is loaded only for roles whose source is a profile.
+func buildRoleProviders(cfg *Config, device aws.CredentialsProvider, add func(*RoleConfig, aws.CredentialsProvider) (aws.CredentialsProvider, error)) error {
 	built := map[string]aws.CredentialsProvider{DeviceRole: device}
 	profiles := map[string]aws.CredentialsProvider{}
-	pending := append([]RoleConfig(nil), a.cfg.Roles...)
+	pending := append([]RoleConfig(nil), cfg.Roles...)
 	for len(pending) > 0 {
 		var next []RoleConfig
 		for _, r := range pending {
@@ -58,11 +71,9 @@ func (a *Agent) buildExtraRoles(device aws.CredentialsProvider) error {
 			if err != nil {
 				return configFailure("role %s: %w", r.Name, optionsError("", roleKeys, err))
 			}
-			rl, err := a.addRole(r.Name, a.roleKey(&r), p, r.Source, AllowList{UIDs: r.AllowUIDs, GIDs: r.AllowGIDs})
-			if err != nil {
+			if built[r.Name], err = add(&r, p); err != nil {
 				return err
 			}
-			built[r.Name] = rl.ref
 		}
 		if len(next) == len(pending) {
 			return configFailure("role %s: source %s cannot be resolved (a loop?)", next[0].Name, next[0].Source)

@@ -6,16 +6,23 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 
 	"github.com/tetherd/tether/agent"
+	"github.com/tetherd/tether/platform"
 )
 
 // runConfig implements `tether config check -c FILE`: it validates the file,
-// reports every error at once, and prints the resolved configuration with
-// secrets redacted.
-func runConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
+// reports every error at once, opens the identity and builds every role's
+// provider as `tether run` does (agent.Check: nothing is started, nothing
+// leaves the device), and prints the resolved configuration with secrets
+// redacted. `tether config import greengrass` is in greengrass.go.
+func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "import" {
+		return runConfigImport(args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "check" {
-		fmt.Fprintln(stderr, "usage: tether config check [-c FILE]")
+		fmt.Fprintln(stderr, "usage: tether config check [-c FILE] | tether config import greengrass FILE")
 		return exitUsage
 	}
 	fs := newFlagSet("config check", stderr)
@@ -28,10 +35,16 @@ func runConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		reportConfigError(stderr, err)
 		return exitUsage
 	}
+	if err := agent.Check(ctx, cfg, platform.NewLogger(stderr, slog.LevelWarn)); err != nil {
+		return exitStatus(stderr, err)
+	}
 	b, err := cfg.Redacted().Marshal()
 	if err != nil {
 		fmt.Fprintf(stderr, "tether: %v\n", err)
 		return exitRuntime
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stderr, "tether: warning: %s\n", w)
 	}
 	fmt.Fprintf(stdout, "# %s: configuration OK\n%s", *file, b)
 	return exitOK

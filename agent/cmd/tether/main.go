@@ -33,6 +33,7 @@ Usage:
                                              fetch credentials without an agent
   tether status [--json] [--socket PATH]     show the agent's identity, roles and store
   tether config check [-c FILE]              validate a configuration and print it, secrets redacted
+  tether config import greengrass FILE       print the configuration for Greengrass's identity
   tether hsm list|keygen|csr|selftest ...    manage keys in a PKCS#11 token
   tether mqtt publish|subscribe ...          use the agent's MQTT session
   tether version                             print the version
