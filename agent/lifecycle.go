@@ -5,12 +5,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"reflect"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,7 +158,7 @@ loop:
 			platform.Reloading()
 			next, err := a.reload(ctx)
 			if err != nil {
-				log.Error("reload failed; the running configuration and identity are unchanged", "file", a.cfg.File, "err", strings.ReplaceAll(err.Error(), "\n", "; "))
+				log.Error("reload failed; the running configuration and identity are unchanged", "file", a.cfg.File, "err", ErrorLine(err))
 				platform.Ready(a.statusLine())
 				continue
 			}
@@ -252,7 +252,7 @@ func start(ctx context.Context, d *daemon, cfg *Config, prev *Agent) (_ *Agent, 
 		a.db, a.borrowed.db = prev.db, true
 		a.setSealer = !a.borrowed.id
 	} else {
-		a.db, err = store.Open(cfg.State.Path, store.Options{Sealer: a.sealer, Logger: a.log})
+		a.db, err = openStore(ctx, cfg.State.Path, store.Options{Sealer: a.sealer, Logger: a.log})
 		if err != nil {
 			return nil, runtimeFailure("state: %w", err)
 		}
@@ -290,6 +290,32 @@ func start(ctx context.Context, d *daemon, cfg *Config, prev *Agent) (_ *Agent, 
 		}
 	}
 	return a, nil
+}
+
+// openStore is store.Open, given up when ctx ends: waiting for the file
+// lock another tether holds takes up to store.DefaultTimeout, and SIGTERM
+// must not wait for it. A store opened after that is closed again.
+func openStore(ctx context.Context, path string, opts store.Options) (*store.DB, error) {
+	type result struct {
+		db  *store.DB
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		db, err := store.Open(path, opts)
+		done <- result{db, err}
+	}()
+	select {
+	case r := <-done:
+		return r.db, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.db != nil {
+				r.db.Close()
+			}
+		}()
+		return nil, fmt.Errorf("stopped while waiting for the state file %s: %w", path, context.Cause(ctx))
+	}
 }
 
 // identityDigest is a digest of the identity's files as they are now (the

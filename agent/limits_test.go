@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -88,4 +89,54 @@ func TestWrongTokenFloodIsRateLimitedAndCut(t *testing.T) {
 	n := strings.Count(logs.String(), "container endpoint refused a request without the right token")
 	assert.LessOrEqual(t, n, 15, "log lines for 300 refused requests")
 	assert.GreaterOrEqual(t, n, 1)
+}
+
+// TestRoutesAnswerWrongMethodsAndPaths ensures that another method on a GET
+// endpoint gets 405 with Allow, on the socket and the container endpoint,
+// and that a path under the Greengrass TES path is not the TES path.
+func TestRoutesAnswerWrongMethodsAndPaths(t *testing.T) {
+	port := agenttest.FreePort(t)
+	h := newHarness(t, time.Hour, "")
+	h.WriteConfig("", "[serve]\n", fmt.Sprintf("[serve]\ncontainer_endpoint = \"127.0.0.1:%d\"\n", port))
+	h.start()
+	token, err := os.ReadFile(h.Token)
+	require.NoError(t, err)
+	sock := SocketClient(h.Socket)
+	for _, path := range []string{"/v1/credentials", "/v1/credentials/device", "/v1/status"} {
+		for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodDelete} {
+			req, err := http.NewRequest(m, "http://tether"+path, nil)
+			require.NoError(t, err)
+			resp, err := sock.Do(req)
+			require.NoError(t, err)
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			assert.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode, "%s %s: %s", m, path, body)
+			assert.Contains(t, resp.Header.Get("Allow"), "GET")
+			assert.Contains(t, string(body), `"code":"method_not_allowed"`)
+		}
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{http.MethodGet, "/2016-11-01/credentialprovider/", http.StatusOK},
+		{http.MethodGet, "/2016-11-01/credentialprovider", http.StatusOK},
+		{http.MethodGet, "/2016-11-01/credentialprovider/anything", http.StatusNotFound},
+		{http.MethodGet, "/2016-11-01/credentialprovider/a/b", http.StatusNotFound},
+		{http.MethodPost, "/2016-11-01/credentialprovider/", http.StatusMethodNotAllowed},
+		{http.MethodDelete, "/v1/credentials", http.StatusMethodNotAllowed},
+	} {
+		req, err := http.NewRequest(tc.method, base+tc.path, nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", string(token))
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, tc.want, resp.StatusCode, "%s %s: %s", tc.method, tc.path, body)
+		if tc.want != http.StatusOK {
+			assert.NotContains(t, string(body), "SecretAccessKey")
+		}
+	}
 }

@@ -123,6 +123,7 @@ func (a *api) routes() http.Handler {
 	mux.HandleFunc("/v1/mqtt/", withMQTT(func(_ *mqtt.Session, w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+"; see POST /v1/mqtt/publish, GET /v1/mqtt/subscribe")
 	}))
+	getOnly(mux, "/v1/credentials", "/v1/credentials/{role}", "/v1/status")
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+"; see GET /v1/credentials, /v1/credentials/{role}, /v1/status")
 	})
@@ -201,6 +202,18 @@ func toJSON(c aws.Credentials) Credentials {
 	}
 }
 
+// getOnly answers 405, in the API's error shape, to any method but GET (and
+// HEAD) on paths that GET patterns serve: the catch-all "/" would otherwise
+// answer 404.
+func getOnly(mux *http.ServeMux, paths ...string) {
+	for _, p := range paths {
+		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path+"; use GET")
+		})
+	}
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -240,12 +253,14 @@ func (c *containerAPI) routes() http.Handler {
 	}
 	// The Greengrass Token Exchange Service path, so components written for
 	// Greengrass find their credentials here too.
-	mux.HandleFunc("GET /2016-11-01/credentialprovider/", device)
+	// Exactly that path: anything under it is not found, as with Greengrass.
+	mux.HandleFunc("GET /2016-11-01/credentialprovider/{$}", device)
 	mux.HandleFunc("GET /2016-11-01/credentialprovider", device)
 	mux.HandleFunc("GET /v1/credentials", device)
 	mux.HandleFunc("GET /v1/credentials/{role}", func(w http.ResponseWriter, r *http.Request) {
 		c.serve(w, r, r.PathValue("role"))
 	})
+	getOnly(mux, "/2016-11-01/credentialprovider/{$}", "/2016-11-01/credentialprovider", "/v1/credentials", "/v1/credentials/{role}")
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path)
 	})

@@ -340,7 +340,9 @@ func (u *URI) pinFile(getenv func(string) string) (string, error) {
 	case strings.HasPrefix(src, "/"):
 		return src, nil
 	}
-	return "", fmt.Errorf("%w: pin-source=%q: want file:PATH or credential:NAME", ErrPINSource, src)
+	// Not quoted: a value that is neither a path nor a credential name is
+	// most likely the PIN itself, written there by mistake.
+	return "", fmt.Errorf("%w: pin-source is neither file:PATH, an absolute path nor credential:NAME (its value is not shown: it may be the PIN itself; put the PIN in a file and name it, or use pin-value)", ErrPINSource)
 }
 
 func checkCredentialName(src, name string) error {
