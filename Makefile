@@ -6,7 +6,8 @@ COMMIT       ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 BUILD_DATE   ?= $(shell date -u -d @$$(git log -1 --format=%ct 2>/dev/null || date +%s) +%Y-%m-%dT%H:%M:%SZ)
 PKG          := github.com/tetherd/tether/agent/cmd/tether
 LDFLAGS      := -s -w -buildid= -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(BUILD_DATE)
-GOFLAGS_BUILD:= -trimpath -ldflags '$(LDFLAGS)'
+TAGS         ?=
+GOFLAGS_BUILD:= -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)'
 # The cgo builds go into glibc distributions' packages: position independent,
 # full RELRO and immediate binding, as those distributions build their own.
 PKCS11_BUILD := -trimpath -buildmode=pie -ldflags '$(LDFLAGS) -extldflags "-Wl,-z,relro,-z,now"'
@@ -20,7 +21,7 @@ all: build
 build:
 	$(GO) build $(GOFLAGS_BUILD) -o bin/tether ./agent/cmd/tether
 
-## static: fully static CGO_ENABLED=0 binaries, PEM keys only
+## static: fully static CGO_ENABLED=0 binaries: PEM and TPM 2.0 keys (TAGS=notpm leaves TPM support out)
 static:
 	@mkdir -p dist
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build $(GOFLAGS_BUILD) -o dist/tether-linux-amd64 ./agent/cmd/tether
@@ -57,12 +58,13 @@ lint:
 ## the live systemd test and the reproducible release
 test: deps lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
-	CGO_ENABLED=0 $(GO) test -count=1 ./agent/ ./hsm/ ./credprovider/
+	CGO_ENABLED=0 $(GO) test -count=1 ./agent/ ./hsm/... ./credprovider/
 	$(MAKE) test-arm64
 	$(MAKE) check-layers
 	$(MAKE) test-packages
 	$(MAKE) test-systemd
 	$(MAKE) test-release
+	$(MAKE) test-tpm-static
 
 ## test-systemd: the .deb in a Debian 12 root booted with systemd (nspawn): install,
 ## socket, reload, restart, watchdog, hardening, PIN, upgrade, purge; skips when not root
@@ -85,6 +87,11 @@ yocto-update-modules:
 ## buildroot-hash: recompute packaging/buildroot/package/tether/tether.hash for TETHER_VERSION
 buildroot-hash:
 	./packaging/check-layers.sh buildroot-hash
+
+## test-tpm-static: the static binaries (amd64, arm64 and armv7 under qemu) fetch
+## credentials with a TPM key held by swtpm
+test-tpm-static:
+	./softhsm-test/tpm-static-test.sh
 
 ## bench: figures as ratios against baselines measured in the same run
 bench: deps build

@@ -38,7 +38,8 @@ type Config struct {
 type IdentityConfig struct {
 	ThingName   string `toml:"thing_name"`
 	Certificate string `toml:"certificate"`
-	// PrivateKey is a PEM file or an RFC 7512 "pkcs11:" URI.
+	// PrivateKey is a PEM file, an RFC 7512 "pkcs11:" URI or a "tpm:"
+	// reference (see hsm/tpm).
 	PrivateKey string `toml:"private_key"`
 }
 

@@ -80,10 +80,14 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case "version", "--version", "-v":
 		pkcs11 := "yes"
 		if !hsm.PKCS11Available {
-			pkcs11 = "no (static build: PEM keys only; use tether-pkcs11-linux-* for pkcs11: keys)"
+			pkcs11 = "no (static build: PEM and TPM keys; use tether-pkcs11-linux-* for pkcs11: keys)"
 		}
-		fmt.Fprintf(stdout, "tether %s (commit %s, built %s, %s, %s/%s, pkcs11 %s)\n",
-			version, commit, orUnknown(buildDate), runtime.Version(), runtime.GOOS, runtime.GOARCH, pkcs11)
+		tpmKeys := "yes"
+		if !hsm.TPMAvailable {
+			tpmKeys = "no (built with -tags notpm)"
+		}
+		fmt.Fprintf(stdout, "tether %s (commit %s, built %s, %s, %s/%s, pkcs11 %s, tpm %s)\n",
+			version, commit, orUnknown(buildDate), runtime.Version(), runtime.GOOS, runtime.GOARCH, pkcs11, tpmKeys)
 		return exitOK
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
