@@ -71,6 +71,21 @@ test: deps lint
 test-systemd: deps
 	@./packaging/test-systemd.sh
 
+## fuzz: run every fuzz target for FUZZTIME each (default 10m), one after the other at low
+## priority; findings land in the package's testdata/fuzz and fail the run. `make test`
+## (plain go test) replays the committed corpora.
+FUZZTIME     ?= 10m
+FUZZ_TARGETS := ./agent:FuzzParseConfig ./agent:FuzzSocketAPI ./agent/greengrass:FuzzParse \
+                ./hsm:FuzzParseURI ./credprovider:FuzzIoTResponse \
+                ./mqtt:FuzzTopicAgainstMosquitto ./mqtt:FuzzFilterAgainstMosquitto
+fuzz:
+	@./softhsm-test/deps.sh
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; name=$${t##*:}; \
+	  echo "== $$name ($$pkg) for $(FUZZTIME)"; \
+	  nice -n 10 $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
 ## test-arm64: the PKCS#11 flavour for arm64 against Debian's arm64 SoftHSM under qemu
 test-arm64:
 	./softhsm-test/arm64-test.sh

@@ -98,6 +98,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad log level", base + "[log]\nlevel = \"verbose\"\n", []string{"t.toml:12: log.level: \"verbose\" is not a level"}},
 		{"wrong type", base + "[mqtt]\nport = \"eight\"\n", []string{"t.toml:12"}},
 		{"not toml", "[identity\n", []string{"t.toml:1: not valid TOML"}},
+		{"pkcs11 scheme in capitals", strings.Replace(base, `"`+dir+`/device.key"`, `"PKCS11:object=k?pin-value=987654"`, 1), []string{"identity.private_key", "pin-value=REDACTED", "lower case"}},
 		{"integer duration", base + "duration = 3600\n", []string{"t.toml:11: aws.duration: is an integer; want a duration string"}},
 		{"string for a uid list", base + "[serve]\nallow_uids = \"0\"\n", []string{"t.toml:12: serve.allow_uids: is a string; want an array of integers"}},
 		{"strings in a uid list", base + "[serve]\nallow_uids = [\"a\"]\n", []string{"t.toml:12: serve.allow_uids: is an array; want an array of integers"}},
@@ -116,6 +117,7 @@ func TestParseConfigErrors(t *testing.T) {
 				assert.Contains(t, err.Error(), w)
 			}
 			assert.NotContains(t, err.Error(), "[]int", "Go type names")
+			assert.NotContains(t, err.Error(), "987654", "a PIN")
 			assert.NotContains(t, err.Error(), "agent.", "Go type names")
 		})
 	}

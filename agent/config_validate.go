@@ -78,6 +78,10 @@ func (c *Config) validate(v *validator) {
 		}
 	case hsm.IsURI(id.PrivateKey):
 		v.pkcs11URI("identity.private_key", id.PrivateKey)
+	case strings.HasPrefix(strings.ToLower(id.PrivateKey), "pkcs11:") || hsm.RedactURI(id.PrivateKey) != id.PrivateKey:
+		// A URI with its scheme in the wrong case would be taken for a file
+		// name and quoted whole, PIN included.
+		v.fail("identity.private_key", "%q is neither a file nor a pkcs11: URI; write the scheme in lower case (pkcs11:)", hsm.RedactURI(id.PrivateKey))
 	default:
 		v.file_("identity.private_key", id.PrivateKey, true)
 	}

@@ -247,6 +247,7 @@ func TestAgentStopsWhileWaitingForTheStateLock(t *testing.T) {
 	holder, err := store.Open(h.State, store.Options{})
 	require.NoError(t, err)
 	defer holder.Close()
+
 	cfg, err := LoadConfig(h.Config)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -260,4 +261,21 @@ func TestAgentStopsWhileWaitingForTheStateLock(t *testing.T) {
 	case <-time.After(store.DefaultTimeout / 2):
 		t.Fatal("Run did not give up the wait for the state lock when cancelled")
 	}
+	// The abandoned open times out on the lock the holder keeps; wait for
+	// it to let go of the file before the holder does and the test ends.
+	require.Eventually(t, func() bool { return openCount(t, h.State) > 1 }, store.DefaultTimeout, time.Millisecond, "the open in the background never started")
+	require.Eventually(t, func() bool { return openCount(t, h.State) == 1 }, 3*store.DefaultTimeout, 10*time.Millisecond)
+}
+
+// openCount counts this process's descriptors open on path.
+func openCount(t *testing.T, path string) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	n := 0
+	for _, e := range ents {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == path {
+			n++
+		}
+	}
+	return n
 }

@@ -255,23 +255,33 @@ func escape(v string) string {
 }
 
 // RedactURI returns a key reference with every pin-value masked, so that it
-// can be shown (`tether config check`, errors, logs); anything that is not a
-// PKCS#11 URI is returned as it is.
+// can be shown (`tether config check`, errors, logs). It masks pin-value
+// anywhere in s, also in what is not a valid PKCS#11 URI ("PKCS11:…" is
+// taken for a file name and quoted by the error that says it is missing).
 func RedactURI(s string) string {
-	if !IsURI(s) {
+	// Wherever pin-value= appears, whatever the scheme's case or whether
+	// s parses at all: a value mistaken for a path is quoted by errors.
+	const attr = "pin-value="
+	lower := strings.ToLower(s)
+	if !strings.Contains(lower, attr) {
 		return s
 	}
-	path, query, ok := strings.Cut(s, "?")
-	if !ok {
-		return s
-	}
-	parts := strings.Split(query, "&")
-	for i, p := range parts {
-		if strings.HasPrefix(p, "pin-value=") {
-			parts[i] = "pin-value=REDACTED"
+	var b strings.Builder
+	for {
+		i := strings.Index(lower, attr)
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
 		}
+		b.WriteString(s[:i+len(attr)])
+		b.WriteString("REDACTED")
+		rest := s[i+len(attr):]
+		end := strings.IndexAny(rest, "&;?#\"' \t\r\n")
+		if end < 0 {
+			end = len(rest)
+		}
+		s, lower = rest[end:], lower[i+len(attr)+end:]
 	}
-	return path + "?" + strings.Join(parts, "&")
 }
 
 // redact is RedactURI for the URI a parse error quotes.
