@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Limits of the local endpoints against a local user who opens connections
@@ -46,7 +48,30 @@ type limitListener struct {
 }
 
 func newLimitListener(ln net.Listener, peer func(net.Conn) (*Peer, error), log *slog.Logger) *limitListener {
-	return &limitListener{Listener: ln, peer: peer, log: log, perUID: map[uint32]int{}, maxAll: maxConns, maxEach: maxConnsPerUID}
+	all, each := connLimits()
+	return &limitListener{Listener: ln, peer: peer, log: log, perUID: map[uint32]int{}, maxAll: all, maxEach: each}
+}
+
+// fdReserve is what the agent keeps of its descriptors for everything but
+// local clients (the state file, netlink and TLS sockets, MQTT, logs), or a
+// quarter of them when there are few.
+const fdReserve = 32
+
+// connLimits scales maxConns and maxConnsPerUID down to the descriptors
+// the process may open: each endpoint gets at most half of what the reserve
+// leaves, and one uid a quarter of that. Otherwise, under a low
+// RLIMIT_NOFILE, one user holding connections below its own limit could
+// still use every descriptor, and the connections of others would wait
+// behind its queued ones without end.
+func connLimits() (all, each int) {
+	all, each = maxConns, maxConnsPerUID
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err == nil && rl.Cur < uint64(2*maxConns+fdReserve) {
+		n := int(rl.Cur)
+		all = max(4, (n-min(fdReserve, n/4))/2)
+		each = min(each, max(2, all/4))
+	}
+	return all, each
 }
 
 // Accept returns the next connection within the limits, closing those over
@@ -63,7 +88,9 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			uid = p.UID
 		}
 		l.mu.Lock()
-		over := l.total >= l.maxAll || l.perUID[uid] >= l.maxEach
+		// Root is held to its own limit only, so that an operator can still
+		// run `tether status` while other users fill the endpoint.
+		over := (uid != 0 && l.total >= l.maxAll) || l.perUID[uid] >= l.maxEach
 		if !over {
 			l.total++
 			l.perUID[uid]++
