@@ -366,3 +366,72 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestFaultDiskFull ensures that a full file system under the state file
+// is one clear line and exit status 1 at start, and while running refuses
+// what cannot be made durable (a publish: 503) without stopping, serving
+// credentials or losing what was queued; once space is back, delivery
+// goes on.
+func TestFaultDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test mounts a small tmpfs and needs root (make test runs as root)")
+	}
+	dir := t.TempDir()
+	require.NoError(t, exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tether-test", dir).Run(), "mount a 1 MiB tmpfs")
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	fill := func() string {
+		path := filepath.Join(dir, "filler")
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		require.NoError(t, err)
+		defer f.Close()
+		chunk := make([]byte, 4096)
+		for {
+			if _, err := f.Write(chunk); err != nil {
+				require.ErrorIs(t, err, syscall.ENOSPC)
+				return path
+			}
+		}
+	}
+
+	t.Run("at start", func(t *testing.T) {
+		e := agenttest.New(t, time.Hour, "")
+		e.WriteConfig("", e.State, filepath.Join(dir, "start.db"))
+		filler := fill()
+		defer os.Remove(filler)
+		code, _, stderr := tether(t, nil, "run", "-c", e.Config)
+		assert.Equal(t, 1, code, stderr)
+		assert.Equal(t, 1, strings.Count(stderr, "\n"), stderr)
+		assert.Contains(t, stderr, "space")
+		assert.Contains(t, stderr, filepath.Join(dir, "start.db"))
+	})
+
+	t.Run("while serving", func(t *testing.T) {
+		broker := mqtttest.NewBroker(t, mqtttest.Options{})
+		e := agenttest.New(t, time.Hour, "")
+		cert, key := broker.PKI.ClientFiles(t, agenttest.ThingName)
+		e.Sim.TrustCA(broker.PKI.CA)
+		e.WriteConfig(fmt.Sprintf("\n[mqtt]\nendpoint = %q\nca_file = %q\n", broker.Addr, broker.CAFile),
+			e.CertFile, cert, e.KeyFile, key, e.State, filepath.Join(dir, "run.db"))
+		startAgent(t, e)
+		before := served(t, e.Socket, "")
+		waitStatus(t, e.Socket, func(st *agent.Status) bool { return st.MQTT != nil && st.MQTT.State == "connected" })
+
+		filler := fill()
+		big := strings.Repeat("x", 100<<10)
+		refused := 0
+		for range 10 {
+			code, _, stderr := tether(t, nil, "mqtt", "publish", "--socket", e.Socket, "--topic", "dt/full", "--qos", "1", "--message", big)
+			if code != 0 {
+				refused++
+				assert.Equal(t, 1, strings.Count(stderr, "\n"), stderr)
+			}
+		}
+		assert.Positive(t, refused, "publishes that cannot be made durable are refused")
+		assert.Equal(t, before, served(t, e.Socket, ""), "credentials are still served")
+
+		require.NoError(t, os.Remove(filler))
+		code, _, stderr := tether(t, nil, "mqtt", "publish", "--socket", e.Socket, "--topic", "dt/after", "--qos", "1", "--message", "x")
+		require.Equal(t, 0, code, stderr)
+		waitStatus(t, e.Socket, func(st *agent.Status) bool { return st.MQTT.Outbox.Depth == 0 })
+	})
+}
