@@ -40,6 +40,7 @@ role_alias          = "gateway-role"
 `
 }
 
+// TestParseConfigDefaults ensures that a minimal file gets the documented defaults.
 func TestParseConfigDefaults(t *testing.T) {
 	dir := writeIdentityFiles(t)
 	c, err := ParseConfig("t.toml", []byte(minimalConfig(dir)))
@@ -54,6 +55,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	assert.Equal(t, "gw-0001", c.MQTT.ClientID)
 }
 
+// TestParseConfigDefaultsFollowSystemdDirectories ensures that default paths follow $STATE_DIRECTORY and $RUNTIME_DIRECTORY.
 func TestParseConfigDefaultsFollowSystemdDirectories(t *testing.T) {
 	dir := writeIdentityFiles(t)
 	dirs := platform.DirectoriesFrom(func(k string) string {
@@ -66,6 +68,7 @@ func TestParseConfigDefaultsFollowSystemdDirectories(t *testing.T) {
 	assert.Equal(t, "/run/x/token", c.Serve.TokenFile)
 }
 
+// TestParseConfigErrors ensures that each kind of configuration mistake is reported with its file, line, key and what to do.
 func TestParseConfigErrors(t *testing.T) {
 	dir := writeIdentityFiles(t)
 	base := minimalConfig(dir)
@@ -140,6 +143,7 @@ func TestErrorLinesBoundWhatTheyQuote(t *testing.T) {
 	assert.Equal(t, `short "é" kept`, BoundLine(`short "é" kept`))
 }
 
+// TestParseConfigReportsEveryError ensures that one parse reports every validation error, not only the first.
 func TestParseConfigReportsEveryError(t *testing.T) {
 	_, err := ParseConfig("t.toml", []byte("[aws]\nduration = \"1s\"\nadvisory_window = \"1s\"\n"))
 	var ce *ConfigError

@@ -242,7 +242,6 @@ type containerAPI struct {
 	// (see tcpPeer) as the socket applies it to its peers.
 	allow func() AllowList
 	token []byte
-	port  string
 	log   *slog.Logger
 }
 

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/tetherd/tether/secretfile"
+	"github.com/tetherd/tether/platform/secretfile"
 )
 
 // DefaultModule is the PKCS#11 module used when a URI names none: SoftHSM2 as
@@ -67,7 +67,7 @@ func ParseURI(s string) (*URI, error) {
 		}
 		name, raw, ok := strings.Cut(attr, "=")
 		if !ok {
-			return nil, fmt.Errorf("pkcs11 URI %s: path attribute %q has no '='", redact(s), name)
+			return nil, fmt.Errorf("pkcs11 URI %s: path attribute %q has no '='", redact(s), redact(name))
 		}
 		val, err := url.PathUnescape(raw)
 		if err != nil {
@@ -81,7 +81,7 @@ func ParseURI(s string) (*URI, error) {
 		case "slot-id":
 			n, err := strconv.ParseUint(val, 10, 64)
 			if err != nil {
-				return nil, fmt.Errorf("pkcs11 URI %s: slot-id %q is not a decimal number", redact(s), val)
+				return nil, fmt.Errorf("pkcs11 URI %s: slot-id %q is not a decimal number", redact(s), redact(val))
 			}
 			u.SlotID, u.HasSlotID = uint(n), true
 		case "object":
@@ -93,14 +93,14 @@ func ParseURI(s string) (*URI, error) {
 			case "private", "public", "cert", "secret-key", "data":
 				u.Type = val
 			default:
-				return nil, fmt.Errorf("pkcs11 URI %s: type %q: want private, public, cert, secret-key or data", redact(s), val)
+				return nil, fmt.Errorf("pkcs11 URI %s: type %q: want private, public, cert, secret-key or data", redact(s), redact(val))
 			}
 		case "manufacturer", "model", "library-description", "library-manufacturer",
 			"library-version", "slot-description", "slot-manufacturer":
 			// Informational attributes that p11-kit and p11tool print; they
 			// never narrow the choice further than token/serial do here.
 		default:
-			return nil, fmt.Errorf("pkcs11 URI %s: unknown path attribute %q (known: token, serial, slot-id, object, id, type)", redact(s), name)
+			return nil, fmt.Errorf("pkcs11 URI %s: unknown path attribute %q (known: token, serial, slot-id, object, id, type)", redact(s), redact(name))
 		}
 	}
 	for attr := range strings.SplitSeq(query, "&") {
@@ -120,7 +120,7 @@ func ParseURI(s string) (*URI, error) {
 		case "pin-value":
 			u.PINValue = val
 		default:
-			return nil, fmt.Errorf("pkcs11 URI %s: unknown query attribute %q (known: module-path, pin-source, pin-value)", redact(s), name)
+			return nil, fmt.Errorf("pkcs11 URI %s: unknown query attribute %q (known: module-path, pin-source, pin-value)", redact(s), redact(name))
 		}
 	}
 	if u.ModulePath == "" {

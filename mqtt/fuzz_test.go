@@ -24,11 +24,11 @@ type brokerClient struct {
 }
 
 func newBrokerClient(f *testing.F, b *mqtttest.Broker) *brokerClient {
-	cert := b.PKI.ClientCertificate(f, "fuzz")
+	cert := mqtttest.Device(f, b.PKI, "fuzz").TLSCertificate()
 	u, _ := url.Parse("mqtts://" + b.Addr)
 	bc := &brokerClient{cfg: autopaho.ClientConfig{
 		ServerUrls:       []*url.URL{u},
-		TlsCfg:           &tls.Config{RootCAs: b.PKI.Pool, Certificates: []tls.Certificate{cert}, ServerName: "127.0.0.1"},
+		TlsCfg:           &tls.Config{RootCAs: b.PKI.Pool(), Certificates: []tls.Certificate{cert}, ServerName: "127.0.0.1"},
 		KeepAlive:        30,
 		ConnectTimeout:   5 * time.Second,
 		ClientConfig:     paho.ClientConfig{ClientID: "fuzz"},

@@ -274,11 +274,9 @@ func TestFaultReloadUnderLoad(t *testing.T) {
 func TestFaultBrokerRefusesOneMessage(t *testing.T) {
 	acl := filepath.Join(t.TempDir(), "acl")
 	require.NoError(t, os.WriteFile(acl, []byte("pattern readwrite ok/#\n"), 0o644))
-	broker := mqtttest.NewBroker(t, mqtttest.Options{ExtraConfig: "acl_file " + acl + "\n"})
 	e := agenttest.New(t, time.Hour, "")
-	cert, key := broker.PKI.ClientFiles(t, agenttest.ThingName)
-	e.Sim.TrustCA(broker.PKI.CA)
-	e.WriteConfig(fmt.Sprintf("\n[mqtt]\nendpoint = %q\nca_file = %q\n", broker.Addr, broker.CAFile), e.CertFile, cert, e.KeyFile, key)
+	broker := mqtttest.NewBroker(t, mqtttest.Options{PKI: e.Sim.PKI, ExtraConfig: "acl_file " + acl + "\n"})
+	e.WriteConfig(fmt.Sprintf("\n[mqtt]\nendpoint = %q\nca_file = %q\n", broker.Addr, broker.CAFile))
 	startAgent(t, e)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -406,12 +404,10 @@ func TestFaultDiskFull(t *testing.T) {
 	})
 
 	t.Run("while serving", func(t *testing.T) {
-		broker := mqtttest.NewBroker(t, mqtttest.Options{})
 		e := agenttest.New(t, time.Hour, "")
-		cert, key := broker.PKI.ClientFiles(t, agenttest.ThingName)
-		e.Sim.TrustCA(broker.PKI.CA)
+		broker := mqtttest.NewBroker(t, mqtttest.Options{PKI: e.Sim.PKI})
 		e.WriteConfig(fmt.Sprintf("\n[mqtt]\nendpoint = %q\nca_file = %q\n", broker.Addr, broker.CAFile),
-			e.CertFile, cert, e.KeyFile, key, e.State, filepath.Join(dir, "run.db"))
+			e.State, filepath.Join(dir, "run.db"))
 		startAgent(t, e)
 		before := served(t, e.Socket, "")
 		waitStatus(t, e.Socket, func(st *agent.Status) bool { return st.MQTT != nil && st.MQTT.State == "connected" })
