@@ -14,14 +14,18 @@
 #
 # With no argument: yocto and buildroot. bitbake refuses root, so as root the
 # checks run as the unprivileged user $LAYERS_USER (created when missing).
-# Everything lives under $LAYERS_CACHE (upstream trees, downloads, bitbake's
-# parse cache), so a second run is fast; an empty cache works too.
+# Everything lives under $LAYERS_CACHE, so a second run is fast and an empty
+# cache works too: the upstream trees, downloads and Go modules are shared;
+# the build directory, the layer copy and the logs are per checkout
+# ($LAYERS_CACHE/work/HASH), so two checkouts (a branch and main) can be
+# checked at once, and one checkout's runs take turns.
 set -euo pipefail
 
 ROOTDIR=$(cd "$(dirname "$0")/.." && pwd)
 UPSTREAM=${UPSTREAM:-$ROOTDIR/../shared/upstream}
 LAYERS_CACHE=${LAYERS_CACHE:-/var/cache/tether-layers}
 LAYERS_USER=${LAYERS_USER:-tetherbuild}
+WORK=$LAYERS_CACHE/work/$(printf %s "$ROOTDIR" | sha256sum | cut -c1-12)
 OE_TAR=openembedded-core-wrynose.tar.gz
 BB_TAR=bitbake-2.18.tar.gz
 BR_TAR=buildroot-2026.05.1.tar.gz
@@ -50,12 +54,15 @@ setup_user() {
 	if [ "$(id -u)" -eq 0 ]; then
 		id "$LAYERS_USER" >/dev/null 2>&1 ||
 			useradd --system --create-home --home-dir "/var/lib/$LAYERS_USER" --shell /bin/bash "$LAYERS_USER"
-		mkdir -p "$LAYERS_CACHE"
-		chown "$LAYERS_USER:" "$LAYERS_CACHE"
+		mkdir -p "$WORK"
+		chown "$LAYERS_USER:" "$LAYERS_CACHE" "$LAYERS_CACHE/work" "$WORK"
 	else
 		LAYERS_USER=$(id -un)
-		mkdir -p "$LAYERS_CACHE"
+		mkdir -p "$WORK"
 	fi
+	# One run per checkout at a time; it waits for the one before.
+	exec 9>"$WORK/.lock"
+	flock 9
 }
 
 # as CMD...: runs CMD as the unprivileged user with a clean environment.
@@ -78,6 +85,9 @@ as() {
 extract() {
 	local tar=$1 dir=$LAYERS_CACHE/upstream/$2 sum
 	sum=$(sha256sum "$UPSTREAM/$tar" | cut -d' ' -f1)
+	# Checkouts share the trees: one unpacks, the others wait for it.
+	exec 8>"$LAYERS_CACHE/.upstream.lock"
+	flock 8
 	if [ "$(cat "$dir.sha256" 2>/dev/null)" != "$sum" ]; then
 		say "unpacking $tar"
 		as rm -rf "$dir" "$dir.tmp"
@@ -86,12 +96,13 @@ extract() {
 		as mv "$dir.tmp" "$dir"
 		as sh -c "echo $sum >'$dir.sha256'"
 	fi
+	flock -u 8
 }
 
 # The checkout, as the bare repository the recipe fetches from (git refuses a
 # repository owned by another user, and bitbake must not see uncommitted work).
 mirror_checkout() {
-	local bare=$LAYERS_CACHE/tether.git
+	local bare=$WORK/tether.git
 	[ -d "$bare" ] || as git init -q --bare "$bare"
 	local head branch
 	head=$(git -C "$ROOTDIR" rev-parse HEAD)
@@ -113,26 +124,26 @@ mirror_checkout() {
 
 # A copy of the layer the user owns: do_update_modules writes into the recipe's directory.
 copy_layer() {
-	as rm -rf "$LAYERS_CACHE/meta-tether.tmp"
-	as mkdir -p "$LAYERS_CACHE/meta-tether.tmp"
-	tar -C "$ROOTDIR/yocto/meta-tether" -cf - . | as tar -C "$LAYERS_CACHE/meta-tether.tmp" -xf -
-	as rm -rf "$LAYERS_CACHE/meta-tether"
-	as mv "$LAYERS_CACHE/meta-tether.tmp" "$LAYERS_CACHE/meta-tether"
+	as rm -rf "$WORK/meta-tether.tmp"
+	as mkdir -p "$WORK/meta-tether.tmp"
+	tar -C "$ROOTDIR/yocto/meta-tether" -cf - . | as tar -C "$WORK/meta-tether.tmp" -xf -
+	as rm -rf "$WORK/meta-tether"
+	as mv "$WORK/meta-tether.tmp" "$WORK/meta-tether"
 }
 
 build_conf() {
-	local b=$LAYERS_CACHE/build
+	local b=$WORK/build
 	as mkdir -p "$b/conf"
 	as tee "$b/conf/bblayers.conf" >/dev/null <<EOF
 # Written by packaging/check-layers.sh.
 BBPATH = "\${TOPDIR}"
 BBFILES ?= ""
-BBLAYERS = "$LAYERS_CACHE/upstream/openembedded-core/meta $LAYERS_CACHE/meta-tether $LAYERS_CACHE/meta-tether-check"
+BBLAYERS = "$LAYERS_CACHE/upstream/openembedded-core/meta $WORK/meta-tether $WORK/meta-tether-check"
 EOF
 	# The checkout under test comes in through a bbappend, not local.conf: a
 	# new commit then reparses one recipe instead of all of them.
-	as mkdir -p "$LAYERS_CACHE/meta-tether-check/conf" "$LAYERS_CACHE/meta-tether-check/recipes-iot/tether"
-	as tee "$LAYERS_CACHE/meta-tether-check/conf/layer.conf" >/dev/null <<'EOF'
+	as mkdir -p "$WORK/meta-tether-check/conf" "$WORK/meta-tether-check/recipes-iot/tether"
+	as tee "$WORK/meta-tether-check/conf/layer.conf" >/dev/null <<'EOF'
 # Written by packaging/check-layers.sh: builds meta-tether from the local checkout.
 BBPATH .= ":${LAYERDIR}"
 BBFILES += "${LAYERDIR}/recipes-*/*/*.bbappend"
@@ -142,8 +153,8 @@ BBFILE_PRIORITY_tether-check = "7"
 LAYERDEPENDS_tether-check = "tether"
 LAYERSERIES_COMPAT_tether-check = "wrynose"
 EOF
-	as tee "$LAYERS_CACHE/meta-tether-check/recipes-iot/tether/tether_%.bbappend" >/dev/null <<EOF
-TETHER_GIT_URI = "git://$LAYERS_CACHE/tether.git;protocol=file;branch=$TETHER_BRANCH"
+	as tee "$WORK/meta-tether-check/recipes-iot/tether/tether_%.bbappend" >/dev/null <<EOF
+TETHER_GIT_URI = "git://$WORK/tether.git;protocol=file;branch=$TETHER_BRANCH"
 SRCREV = "$TETHER_REV"
 EOF
 	as tee "$b/conf/local.conf" >/dev/null <<EOF
@@ -163,7 +174,7 @@ CONF_VERSION = "2"
 EOF
 }
 
-bb() { as bash -c "cd '$LAYERS_CACHE/build' && PATH='$LAYERS_CACHE/upstream/bitbake/bin:$LAYERS_CACHE/upstream/openembedded-core/scripts':\$PATH BBPATH='$LAYERS_CACHE/build' $*"; }
+bb() { as bash -c "cd '$WORK/build' && PATH='$LAYERS_CACHE/upstream/bitbake/bin:$LAYERS_CACHE/upstream/openembedded-core/scripts':\$PATH BBPATH='$WORK/build' $*"; }
 
 yocto_setup() {
 	host_deps
@@ -180,7 +191,7 @@ yocto_setup() {
 check_go_mods() {
 	local inc=$ROOTDIR/yocto/meta-tether/recipes-iot/tether/tether-go-mods.inc want have
 	want=$(cd "$ROOTDIR" && { go list -deps -f '{{with .Module}}{{if not .Main}}{{.Path}} {{.Version}}{{end}}{{end}}' ./agent/cmd/tether
-		CGO_ENABLED=1 go list -deps -tags nopkcs11 -f '{{with .Module}}{{if not .Main}}{{.Path}} {{.Version}}{{end}}{{end}}' ./agent/cmd/tether; } | sort -u)
+		CGO_ENABLED=1 go list -deps -tags nopkcs11,notpm -f '{{with .Module}}{{if not .Main}}{{.Path}} {{.Version}}{{end}}{{end}}' ./agent/cmd/tether; } | sort -u)
 	have=$(sed -n 's|^ *gomod://\([^;]*\);version=\([^;]*\);sha256sum=.*|\1 \2|p' "$inc" | sort -u)
 	if [ "$want" != "$have" ]; then
 		diff <(echo "$want") <(echo "$have") >&2 || true
@@ -191,25 +202,27 @@ check_go_mods() {
 check_yocto() {
 	check_go_mods
 	yocto_setup
-	local log=$LAYERS_CACHE/bitbake-p.log
+	local log=$WORK/bitbake-p.log
 	say "bitbake -p (parses openembedded-core and meta-tether; minutes on a cold cache)"
 	bb "bitbake -p" >"$log" 2>&1 || { tail -30 "$log" >&2; die "bitbake -p failed (log: $log)"; }
 	if grep -E '^(WARNING|ERROR):' "$log" >&2; then
 		die "bitbake -p printed warnings or errors (log: $log)"
 	fi
 	say "bitbake-layers show-recipes tether"
-	bb "bitbake-layers show-recipes tether" >"$LAYERS_CACHE/show-recipes.log" 2>&1 ||
-		{ cat "$LAYERS_CACHE/show-recipes.log" >&2; die "bitbake-layers show-recipes failed"; }
-	grep -q '^tether:' "$LAYERS_CACHE/show-recipes.log" || { cat "$LAYERS_CACHE/show-recipes.log" >&2; die "show-recipes does not list tether"; }
-	grep -A1 '^tether:' "$LAYERS_CACHE/show-recipes.log" | grep -q 'meta-tether' || die "show-recipes lists tether, but not from meta-tether"
+	bb "bitbake-layers show-recipes tether" >"$WORK/show-recipes.log" 2>&1 ||
+		{ cat "$WORK/show-recipes.log" >&2; die "bitbake-layers show-recipes failed"; }
+	grep -q '^tether:' "$WORK/show-recipes.log" || { cat "$WORK/show-recipes.log" >&2; die "show-recipes does not list tether"; }
+	grep -A1 '^tether:' "$WORK/show-recipes.log" | grep -q 'meta-tether' || die "show-recipes lists tether, but not from meta-tether"
 
 	say "bitbake -e tether"
-	local env=$LAYERS_CACHE/tether-env.txt
+	local env=$WORK/tether-env.txt
 	bb "bitbake -e tether" >"$env" 2>&1 || { tail -30 "$env" >&2; die "bitbake -e tether failed"; }
 	expect_var() { # NAME REGEX
 		local line
+		local line value
 		line=$(grep -E "^(export )?$1=" "$env" | tail -1)
-		[[ $line =~ $2 ]] || die "bitbake -e tether: $1 is '${line#*=}', expected it to match $2"
+		value=${line#*=}
+		[[ $value =~ $2 ]] || die "bitbake -e tether: $1 is '$value', expected it to match $2"
 	}
 	expect_var GO_IMPORT '"github.com/tetherd/tether"'
 	expect_var LICENSE '^"Apache-2\.0 & .*MIT'
@@ -219,22 +232,23 @@ check_yocto() {
 	expect_var GROUPADD_PARAM:tether '--system tether'
 	expect_var CONFFILES:tether '/etc/tether/tether.toml'
 	expect_var GO_EXTRA_LDFLAGS '-X main.version=0\.1\.0\+git.* -X main.commit=[0-9a-f]{7} -X main.buildDate=[0-9]{4}-[0-9]{2}-[0-9]{2}T'
-	expect_var GOBUILDFLAGS '-buildmode=pie.*-tags='
+	expect_var GOBUILDFLAGS '-trimpath .*-tags= .*-buildmode=pie'
+	expect_var GO_LINKSHARED '^""$'
 	expect_var CGO_ENABLED '"1"'
 	expect_var RRECOMMENDS:tether 'p11-kit'
 	expect_var SRC_URI 'gomod://github.com/aws/aws-sdk-go-v2;version=v[^;]*;sha256sum=[0-9a-f]{64}'
 	expect_var bindir '"/usr/bin"'
 
 	say "bitbake tether -c fetch (every module through the Go module proxy, checksums checked)"
-	bb "bitbake tether -c fetch" >"$LAYERS_CACHE/fetch.log" 2>&1 ||
-		{ grep -E 'ERROR|mismatch' "$LAYERS_CACHE/fetch.log" | head -20 >&2; die "bitbake tether -c fetch failed (log: $LAYERS_CACHE/fetch.log)"; }
+	bb "bitbake tether -c fetch" >"$WORK/fetch.log" 2>&1 ||
+		{ grep -E 'ERROR|mismatch' "$WORK/fetch.log" | head -20 >&2; die "bitbake tether -c fetch failed (log: $WORK/fetch.log)"; }
 	local n
 	n=$(grep -c 'gomod://' "$ROOTDIR/yocto/meta-tether/recipes-iot/tether/tether-go-mods.inc")
 	say "fetched tether and $n gomod:// entries"
 	say "bitbake tether -c unpack"
-	bb "bitbake tether -c unpack" >"$LAYERS_CACHE/unpack.log" 2>&1 ||
-		{ grep -E 'ERROR' "$LAYERS_CACHE/unpack.log" | head -20 >&2; die "bitbake tether -c unpack failed (log: $LAYERS_CACHE/unpack.log)"; }
-	if grep -E '^WARNING:' "$LAYERS_CACHE/fetch.log" "$LAYERS_CACHE/unpack.log" >&2; then
+	bb "bitbake tether -c unpack" >"$WORK/unpack.log" 2>&1 ||
+		{ grep -E 'ERROR' "$WORK/unpack.log" | head -20 >&2; die "bitbake tether -c unpack failed (log: $WORK/unpack.log)"; }
+	if grep -E '^WARNING:' "$WORK/fetch.log" "$WORK/unpack.log" >&2; then
 		die "fetch/unpack printed warnings"
 	fi
 	say "kas file against kas's schema"
@@ -256,8 +270,8 @@ update_modules() {
 	# file it cannot identify from its spdx= in tether-licenses.inc (set it
 	# there by hand once, it is kept from then on), and stale module
 	# entries only cost a download.
-	bb "bitbake tether -c unpack" >"$LAYERS_CACHE/unpack.log" 2>&1 ||
-		{ grep ERROR "$LAYERS_CACHE/unpack.log" >&2; die "unpack failed (log: $LAYERS_CACHE/unpack.log)"; }
+	bb "bitbake tether -c unpack" >"$WORK/unpack.log" 2>&1 ||
+		{ grep ERROR "$WORK/unpack.log" >&2; die "unpack failed (log: $WORK/unpack.log)"; }
 	bb "OECORE='$LAYERS_CACHE/upstream/openembedded-core' python3 -" <<'EOF'
 import sys, os
 # bitbake's and oe-core's Python libraries, as the bitbake server has them.
@@ -269,7 +283,7 @@ with bb.tinfoil.Tinfoil() as tinfoil:
     d = tinfoil.parse_recipe('tether')
     bb.build.exec_func('do_update_modules', d)
 EOF
-	local dir=$LAYERS_CACHE/meta-tether/recipes-iot/tether
+	local dir=$WORK/meta-tether/recipes-iot/tether
 	cp "$dir/tether-go-mods.inc" "$dir/tether-licenses.inc" "$ROOTDIR/yocto/meta-tether/recipes-iot/tether/"
 	say "regenerated yocto/meta-tether/recipes-iot/tether/tether-{go-mods,licenses}.inc ($(grep -c gomod:// "$dir/tether-go-mods.inc") modules)"
 }
@@ -281,48 +295,52 @@ buildroot_setup() {
 	setup_user
 	extract $BR_TAR buildroot
 	mirror_checkout
-	as rm -rf "$LAYERS_CACHE/br-external"
-	as mkdir -p "$LAYERS_CACHE/br-external"
-	tar -C "$BR_EXT" -cf - . | as tar -C "$LAYERS_CACHE/br-external" -xf -
+	as rm -rf "$WORK/br-external"
+	as mkdir -p "$WORK/br-external"
+	tar -C "$BR_EXT" -cf - . | as tar -C "$WORK/br-external" -xf -
 }
 
 # br ARGS...: make in the Buildroot tree, as the user, with the external tree.
-br() { as make -s -C "$LAYERS_CACHE/upstream/buildroot" BR2_EXTERNAL="$LAYERS_CACHE/br-external" "$@"; }
+br() { as make -s -C "$LAYERS_CACHE/upstream/buildroot" BR2_EXTERNAL="$WORK/br-external" "$@"; }
 
 # br_download [check]: Buildroot's own download of TETHER_VERSION (git
 # archive plus vendored modules) from the local mirror, with this machine's
 # Go and module proxy (Buildroot would build host-go first, which downloads
 # a prebuilt Go). With "check", dl-wrapper verifies it against tether.hash.
 br_download() {
-	local v dl=$LAYERS_CACHE/br-dl hashopt=() nocheck=""
+	local v dl=$WORK/br-dl hashopt=() nocheck=""
 	v=$(sed -n 's/^TETHER_VERSION = //p' "$BR_EXT/package/tether/tether.mk")
 	BR_SOURCE=tether-$v-git4-go2.tar.gz
 	as rm -rf "$dl/tether"
+	as mkdir -p "$WORK/br-build"
 	if [ "${1:-}" = check ]; then
-		hashopt=(-H "$LAYERS_CACHE/br-external/package/tether/tether.hash")
+		hashopt=(-H "$WORK/br-external/package/tether/tether.hash")
 	else
 		nocheck=$BR_SOURCE
 	fi
+	# dl-wrapper runs its backends relative to Buildroot's top directory.
+	cd "$LAYERS_CACHE/upstream/buildroot" || return 1
 	as env GOFLAGS=-mod=vendor GO111MODULE=on GOTOOLCHAIN=local GOPROXY="$(go env GOPROXY)" \
 		GOMODCACHE="$LAYERS_CACHE/br-gomod" GOPATH="$LAYERS_CACHE/br-gopath" GIT=git TAR=tar \
-		BR_NO_CHECK_HASH_FOR="$nocheck" \
+		BR_NO_CHECK_HASH_FOR="$nocheck" BUILD_DIR="$WORK/br-build" \
 		"$LAYERS_CACHE/upstream/buildroot/support/download/dl-wrapper" -q -c "$v" -d "$dl/tether" -D "$dl" \
 		-f "$BR_SOURCE" "${hashopt[@]}" -n "tether-$v" -N tether -o "$dl/tether/$BR_SOURCE" \
-		-u "git+file://$LAYERS_CACHE/tether.git" -p go -- >"$LAYERS_CACHE/br-download.log" 2>&1 ||
-		{ tail -20 "$LAYERS_CACHE/br-download.log" >&2; return 1; }
+		-u "git+file://$WORK/tether.git" -p go -- >"$WORK/br-download.log" 2>&1 ||
+		{ cd "$ROOTDIR"; tail -20 "$WORK/br-download.log" >&2; return 1; }
+	cd "$ROOTDIR" || return 1
 	BR_TARBALL=$dl/tether/$BR_SOURCE
 }
 
 br_expect() { # NAME REGEX: a printvars line
-	grep -Eq "^$1=$2" "$LAYERS_CACHE/printvars.txt" ||
-		{ grep "^$1=" "$LAYERS_CACHE/printvars.txt" >&2; die "printvars: $1 does not match $2"; }
+	grep -Eq "^$1=$2" "$WORK/printvars.txt" ||
+		{ grep "^$1=" "$WORK/printvars.txt" >&2; die "printvars: $1 does not match $2"; }
 }
 
 check_buildroot() {
 	buildroot_setup
-	local out=$LAYERS_CACHE/br-out files log=$LAYERS_CACHE/check-package.log variant
+	local out=$WORK/br-out files log=$WORK/check-package.log variant
 	say "utils/check-package on packaging/buildroot"
-	mapfile -t files < <(find "$LAYERS_CACHE/br-external" -type f | sort)
+	mapfile -t files < <(find "$WORK/br-external" -type f | sort)
 	(cd "$LAYERS_CACHE/upstream/buildroot" && as /usr/bin/python3 utils/check-package -b "${files[@]}") >"$log" 2>&1 ||
 		{ cat "$log" >&2; die "check-package failed"; }
 	grep -q '^0 warnings generated' "$log" || { cat "$log" >&2; die "check-package found problems"; }
@@ -330,17 +348,22 @@ check_buildroot() {
 	for variant in pkcs11 nopkcs11; do
 		say "qemu_aarch64_virt_defconfig + configs/tether.fragment ($variant): printvars, tether-show-info"
 		as rm -rf "$out"
-		br O="$out" qemu_aarch64_virt_defconfig >/dev/null
-		as cp "$LAYERS_CACHE/br-external/configs/tether.fragment" "$out/tether.fragment"
+		# A board's defconfig with the fragment merged in, as a user would.
+		as mkdir -p "$out"
+		as sh -c "cat '$LAYERS_CACHE/upstream/buildroot/configs/qemu_aarch64_virt_defconfig' \
+			'$WORK/br-external/configs/tether.fragment' >'$out/tether_defconfig'"
 		if [ $variant = nopkcs11 ]; then
-			as sed -i 's/^BR2_PACKAGE_TETHER_PKCS11=y/# BR2_PACKAGE_TETHER_PKCS11 is not set/' "$out/tether.fragment"
+			as sed -i -e 's/^BR2_PACKAGE_TETHER_PKCS11=y/# BR2_PACKAGE_TETHER_PKCS11 is not set/' \
+				-e 's/^BR2_PACKAGE_TETHER_TPM=y/# BR2_PACKAGE_TETHER_TPM is not set/' "$out/tether_defconfig"
 		fi
-		(cd "$out" && as "$LAYERS_CACHE/upstream/buildroot/support/kconfig/merge_config.sh" -m -O "$out" \
-			"$out/.config" "$out/tether.fragment") >/dev/null
-		br O="$out" olddefconfig >/dev/null
+		br O="$out" BR2_DEFCONFIG="$out/tether_defconfig" defconfig >"$WORK/br-defconfig.log" 2>&1 ||
+			{ cat "$WORK/br-defconfig.log" >&2; die "defconfig with configs/tether.fragment failed"; }
+		if grep -i 'warning' "$WORK/br-defconfig.log" >&2; then
+			die "kconfig warned about configs/tether.fragment"
+		fi
 		grep -qx 'BR2_PACKAGE_TETHER=y' "$out/.config" || die "the fragment did not enable BR2_PACKAGE_TETHER (a dependency is missing)"
-		br O="$out" printvars VARS='TETHER_%' >"$LAYERS_CACHE/printvars.txt" 2>&1 ||
-			{ cat "$LAYERS_CACHE/printvars.txt" >&2; die "printvars VARS='TETHER_%' failed"; }
+		br O="$out" printvars VARS='TETHER_%' >"$WORK/printvars.txt" 2>&1 ||
+			{ cat "$WORK/printvars.txt" >&2; die "printvars VARS='TETHER_%' failed"; }
 		br_expect TETHER_BUILD_TARGETS 'agent/cmd/tether$'
 		br_expect TETHER_LDFLAGS '-X main.version=[0-9a-f]{40} -X main.commit=[0-9a-f]{7} -X main.buildDate=[0-9]{4}-'
 		br_expect TETHER_USERS '.*tether -1 tether -1 \* /var/lib/tether'
@@ -348,13 +371,13 @@ check_buildroot() {
 		br_expect TETHER_INSTALL_INIT_SYSV '.*S95tether'
 		br_expect TETHER_SOURCE 'tether-[0-9a-f]{40}-git4-go2.tar.gz'
 		if [ $variant = nopkcs11 ]; then
-			br_expect TETHER_TAGS 'nopkcs11'
+			br_expect TETHER_TAGS ' *nopkcs11 notpm'
 		else
 			br_expect TETHER_GO_ENV 'CGO_ENABLED=1'
 		fi
-		br O="$out" tether-show-info >"$LAYERS_CACHE/show-info.json" 2>&1 ||
-			{ cat "$LAYERS_CACHE/show-info.json" >&2; die "tether-show-info failed"; }
-		/usr/bin/python3 - "$LAYERS_CACHE/show-info.json" <<'PY' || die "tether-show-info: unexpected output ($LAYERS_CACHE/show-info.json)"
+		br O="$out" tether-show-info >"$WORK/show-info.json" 2>&1 ||
+			{ cat "$WORK/show-info.json" >&2; die "tether-show-info failed"; }
+		/usr/bin/python3 - "$WORK/show-info.json" <<'PY' || die "tether-show-info: unexpected output ($WORK/show-info.json)"
 import json, sys
 info = json.load(open(sys.argv[1]))["tether"]
 assert info["type"] == "target", info["type"]
@@ -365,7 +388,7 @@ PY
 	done
 	say "Buildroot's download of TETHER_VERSION (git archive + vendored modules), checked against tether.hash"
 	br_download check ||
-		die "the download does not match package/tether/tether.hash (log: $LAYERS_CACHE/br-download.log); after bumping TETHER_VERSION run make buildroot-hash"
+		die "the download does not match package/tether/tether.hash (log: $WORK/br-download.log); after bumping TETHER_VERSION run make buildroot-hash"
 	local want
 	want=$(br_license_hashes "$BR_TARBALL")
 	if ! diff <(echo "$want") <(grep -v "$BR_SOURCE" "$BR_EXT/package/tether/tether.hash" | grep '^sha256') >&2; then
@@ -390,7 +413,7 @@ br_license_hashes() {
 # buildroot_hash: recomputes tether.hash for TETHER_VERSION.
 buildroot_hash() {
 	buildroot_setup
-	br_download || die "download failed (log: $LAYERS_CACHE/br-download.log)"
+	br_download || die "download failed (log: $WORK/br-download.log)"
 	local sum licenses
 	sum=$(sha256sum "$BR_TARBALL" | cut -d' ' -f1)
 	licenses=$(br_license_hashes "$BR_TARBALL")

@@ -6,11 +6,11 @@
 
 # The commit the Yocto recipe (yocto/meta-tether) builds too; bump both, then
 # `make buildroot-hash` and `make yocto-update-modules`.
-TETHER_VERSION = d8152671a01f0a39945b1d8ff1e833dc078058a1
+TETHER_VERSION = c9b340e8e0cd68d6f130c70d717bb03fff71eabe
 TETHER_SITE = https://github.com/tetherd/tether.git
 TETHER_SITE_METHOD = git
 TETHER_LICENSE = Apache-2.0, \
-	Apache-2.0 (aws-sdk-go-v2, smithy-go, go-systemd, otp, pool, yaml), \
+	Apache-2.0 (aws-sdk-go-v2, smithy-go, go-systemd, go-tpm, otp, pool, yaml), \
 	BSD-2-Clause (websocket, errors), \
 	BSD-3-Clause (pkcs11, x/net, x/sys, Go's singleflight and json copies), \
 	MIT (crypto11, barcode, bbolt, go-toml), \
@@ -27,6 +27,7 @@ TETHER_LICENSE_FILES = LICENSE \
 	vendor/github.com/boombuler/barcode/LICENSE \
 	vendor/github.com/coreos/go-systemd/v22/LICENSE \
 	vendor/github.com/eclipse/paho.golang/LICENSE \
+	vendor/github.com/google/go-tpm/LICENSE \
 	vendor/github.com/gorilla/websocket/LICENSE \
 	vendor/github.com/miekg/pkcs11/LICENSE \
 	vendor/github.com/pelletier/go-toml/v2/LICENSE \
@@ -53,7 +54,12 @@ TETHER_LDFLAGS = \
 ifeq ($(BR2_PACKAGE_TETHER_PKCS11),y)
 TETHER_GO_ENV = CGO_ENABLED=1
 else
-TETHER_TAGS = nopkcs11
+TETHER_TAGS += nopkcs11
+endif
+
+# TPM 2.0 keys through /dev/tpmrm0 (go-tpm, pure Go); -tags notpm leaves it out.
+ifneq ($(BR2_PACKAGE_TETHER_TPM),y)
+TETHER_TAGS += notpm
 endif
 
 # The account of packaging/systemd/sysusers.d/tether.conf.

@@ -16,7 +16,7 @@ LIC_FILES_CHKSUM = "file://src/${GO_IMPORT}/LICENSE;md5=3b83ef96387f14655fc854dd
 # and SRCREV:pn-tether in local.conf (yocto/check-layers.sh does).
 TETHER_GIT_URI ?= "git://github.com/tetherd/tether.git;protocol=https;branch=main"
 SRC_URI = "${TETHER_GIT_URI};destsuffix=${GO_SRCURI_DESTSUFFIX}"
-SRCREV ?= "d8152671a01f0a39945b1d8ff1e833dc078058a1"
+SRCREV ?= "c9b340e8e0cd68d6f130c70d717bb03fff71eabe"
 PV = "0.1.0+git"
 
 # Every Go module tether needs, fetched with the gomod:// fetcher, and their
@@ -27,6 +27,11 @@ require ${BPN}-go-mods.inc
 GO_IMPORT = "github.com/tetherd/tether"
 GO_INSTALL = "${GO_IMPORT}/agent/cmd/tether"
 GO_WORKDIR = "${GO_IMPORT}"
+# One self-contained binary: -linkshared (the go class's default on most
+# architectures) would pull go-runtime's shared libstd into the image.
+GO_LINKSHARED = ""
+GO_RPATH = ""
+GO_RPATH_LINK = ""
 
 inherit go-mod go-mod-update-modules systemd useradd
 
@@ -35,9 +40,14 @@ inherit go-mod go-mod-update-modules systemd useradd
 # external linker on some architectures; without pkcs11 the nopkcs11 tag
 # leaves crypto11 out. A PKCS#11 module is recommended, not required: the
 # token's own module (opensc, softhsm, tpm2-pkcs11) comes from its layer.
-PACKAGECONFIG ??= "pkcs11"
+# tpm: tpm: keys in a TPM 2.0 through /dev/tpmrm0 (go-tpm, pure Go, about
+# 0.5 MB); without it the notpm tag leaves go-tpm out. Enable the
+# tether.service.d/tpm2.conf drop-in on the device (group tss, as
+# meta-security's tpm2-tss creates it).
+PACKAGECONFIG ??= "pkcs11 tpm"
 PACKAGECONFIG[pkcs11] = ",,,,p11-kit"
-TETHER_TAGS = "${@bb.utils.contains('PACKAGECONFIG', 'pkcs11', '', 'nopkcs11', d)}"
+PACKAGECONFIG[tpm] = ",,"
+TETHER_TAGS = "${@','.join(filter(None, [bb.utils.contains('PACKAGECONFIG', 'pkcs11', '', 'nopkcs11', d), bb.utils.contains('PACKAGECONFIG', 'tpm', '', 'notpm', d)]))}"
 GOBUILDFLAGS:append = " -tags=${TETHER_TAGS}"
 
 # The version, commit and build date, stamped as `make build` does. The build
