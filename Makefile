@@ -33,7 +33,7 @@ GOFLAGS_BUILD:= -trimpath -tags '$(GOTAGS)' $(COLDFLAGS) -ldflags '$(LDFLAGS)'
 PKCS11_BUILD  = $(GOFLAGS_BUILD) -buildmode=pie -ldflags '$(LDFLAGS) -extldflags "-Wl,-z,relro,-z,now"'
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build static cross-pkcs11 test test-unit test-arm64 test-armv7 test-tpm-static test-systemd test-packages bench demo deps lint clean packages release test-release check-layers yocto-update-modules buildroot-hash
+.PHONY: all build static cross-pkcs11 test test-unit test-arm64 test-armv7 test-tpm-static test-systemd test-packages bench demo deps lint fuzz clean packages release test-release check-layers yocto-update-modules buildroot-hash
 
 all: build
 
@@ -93,6 +93,21 @@ test: deps lint
 ## socket, reload, restart, watchdog, hardening, PIN, upgrade, purge; skips when not root
 test-systemd: deps
 	@./packaging/test-systemd.sh
+
+## fuzz: run every fuzz target for FUZZTIME each (default 10m), one after the other at low
+## priority; findings land in the package's testdata/fuzz and fail the run. `make test`
+## (plain go test) replays the committed corpora.
+FUZZTIME     ?= 10m
+FUZZ_TARGETS := ./agent:FuzzParseConfig ./agent:FuzzSocketAPI ./agent/greengrass:FuzzParse \
+                ./hsm:FuzzParseURI ./credprovider:FuzzIoTResponse \
+                ./mqtt:FuzzTopicAgainstMosquitto ./mqtt:FuzzFilterAgainstMosquitto
+fuzz:
+	@./softhsm-test/deps.sh
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; name=$${t##*:}; \
+	  echo "== $$name ($$pkg) for $(FUZZTIME)"; \
+	  nice -n 10 $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 ## test-arm64: the PKCS#11 flavour for arm64 against Debian's arm64 SoftHSM under qemu,
 ## then the static arm64 binary through Debian's arm64 p11-kit remote

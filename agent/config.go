@@ -149,6 +149,9 @@ func parseConfig(name string, b []byte, dirs platform.Dirs) (*Config, error) {
 	if perr != nil {
 		return nil, &ConfigError{Errors: []*FieldError{tomlError(name, perr, nil)}}
 	}
+	if errs := checkTypes(name, b); len(errs) > 0 {
+		return nil, &ConfigError{Errors: errs}
+	}
 	dec := toml.NewDecoder(bytes.NewReader(b)).DisallowUnknownFields()
 	if err := dec.Decode(c); err != nil {
 		var strict *toml.StrictMissingError

@@ -19,7 +19,9 @@ type FieldError struct {
 	Issue string // what is wrong and what to do
 }
 
-func (e *FieldError) Error() string {
+func (e *FieldError) Error() string { return BoundLine(e.format()) }
+
+func (e *FieldError) format() string {
 	loc := e.File
 	if e.Line > 0 {
 		loc = fmt.Sprintf("%s:%d", e.File, e.Line)
@@ -60,6 +62,10 @@ func tomlError(name string, err error, lines map[string]int) *FieldError {
 		msg := de.Error()
 		msg = strings.TrimPrefix(msg, "toml: ")
 		return &FieldError{File: name, Line: row, Key: indexedKey(de.Key(), row, lines), Issue: msg}
+	}
+	var le *lineError
+	if errors.As(err, &le) {
+		return &FieldError{File: name, Line: le.line, Issue: "not valid TOML: " + le.err.Message}
 	}
 	var pe *unstable.ParserError
 	if errors.As(err, &pe) {
@@ -140,8 +146,23 @@ func keyLines(b []byte) (map[string]int, error) {
 			}
 		}
 	}
-	return lines, p.Error()
+	if err := p.Error(); err != nil {
+		var pe *unstable.ParserError
+		if errors.As(err, &pe) && pe.Highlight != nil {
+			return lines, &lineError{line: p.Shape(p.Range(pe.Highlight)).Start.Line, err: pe}
+		}
+		return lines, err
+	}
+	return lines, nil
 }
+
+// lineError is a syntax error with the line it is on.
+type lineError struct {
+	line int
+	err  *unstable.ParserError
+}
+
+func (e *lineError) Error() string { return e.err.Error() }
 
 // validator collects field errors with their lines.
 type validator struct {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -86,7 +87,6 @@ func TestParseConfigErrors(t *testing.T) {
 		{"relative path", strings.Replace(base, dir+"/device.key", "device.key", 1), []string{"identity.private_key: \"device.key\" must be an absolute path"}},
 		{"endpoint with scheme", strings.Replace(base, `"c1abc.`, `"https://c1abc.`, 1), []string{"aws.credential_endpoint", "without a scheme"}},
 		{"container endpoint not loopback", base + "[serve]\ncontainer_endpoint = \"0.0.0.0:2020\"\n", []string{"serve.container_endpoint", "loopback"}},
-		{"container endpoint with allow lists", base + "[serve]\ncontainer_endpoint = \"127.0.0.1:2020\"\nallow_uids = [0]\n", []string{"serve.container_endpoint: cannot be combined with serve.allow_uids"}},
 		{"pkcs11 without object", strings.Replace(base, `"`+dir+`/device.key"`, `"pkcs11:token=t"`, 1), []string{"names no key"}},
 		{"pkcs11 missing module", strings.Replace(base, `"`+dir+`/device.key"`, `"pkcs11:token=t;object=k?module-path=/nope/lib.so"`, 1), []string{"module-path", "/nope/lib.so"}},
 		{"role arn", base + "[[role]]\nname = \"a\"\nrole_arn = \"arn:aws:iam::12:role/x\"\n", []string{"t.toml:13: role[0].role_arn", "is not an IAM role ARN"}},
@@ -102,7 +102,15 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad log level", base + "[log]\nlevel = \"verbose\"\n", []string{"t.toml:12: log.level: \"verbose\" is not a level"}},
 		{"source naming no role", base + "[[role]]\nname = \"a\"\nsource = \"role:\"\nrole_arn = \"arn:aws:iam::123456789012:role/x\"\n", []string{"\"role:\" is not a source"}},
 		{"wrong type", base + "[mqtt]\nport = \"eight\"\n", []string{"t.toml:12"}},
-		{"not toml", "[identity\n", []string{"not valid TOML"}},
+		{"not toml", "[identity\n", []string{"t.toml:1: not valid TOML"}},
+		{"pkcs11 scheme in capitals", strings.Replace(base, `"`+dir+`/device.key"`, `"PKCS11:object=k?pin-value=987654"`, 1), []string{"identity.private_key", "pin-value=REDACTED", "lower case"}},
+		{"integer duration", base + "duration = 3600\n", []string{"t.toml:11: aws.duration: is an integer; want a duration string"}},
+		{"string for a uid list", base + "[serve]\nallow_uids = \"0\"\n", []string{"t.toml:12: serve.allow_uids: is a string; want an array of integers"}},
+		{"strings in a uid list", base + "[serve]\nallow_uids = [\"a\"]\n", []string{"t.toml:12: serve.allow_uids: is an array; want an array of integers"}},
+		{"boolean for a port", base + "[mqtt]\nport = true\n", []string{"t.toml:12: mqtt.port: is a boolean; want an integer"}},
+		{"wrong type in an array table", base + "[[role]]\nname = 1\n", []string{"t.toml:12: role.name: is an integer; want a string"}},
+		{"syntax error on its line", base + "role_alias = \n", []string{"t.toml:11: not valid TOML"}},
+		{"not UTF-8", base + "role_alias = \"\xff\"\n", []string{"t.toml:11: not valid TOML"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -113,8 +121,28 @@ func TestParseConfigErrors(t *testing.T) {
 			for _, w := range tt.want {
 				assert.Contains(t, err.Error(), w)
 			}
+			assert.NotContains(t, err.Error(), "[]int", "Go type names")
+			assert.NotContains(t, err.Error(), "987654", "a PIN")
+			assert.NotContains(t, err.Error(), "agent.", "Go type names")
 		})
 	}
+}
+
+// TestErrorLinesBoundWhatTheyQuote ensures that a huge value is not quoted
+// in full by a configuration error, nor by any error line.
+func TestErrorLinesBoundWhatTheyQuote(t *testing.T) {
+	dir := writeIdentityFiles(t)
+	huge := strings.Repeat("x", 10<<20)
+	_, err := ParseConfig("t.toml", []byte(minimalConfig(dir)+"[log]\nlevel = \""+huge+"\"\n"))
+	require.Error(t, err)
+	assert.Less(t, len(err.Error()), 4096)
+	assert.Contains(t, err.Error(), "(10485760 bytes)")
+	assert.Contains(t, err.Error(), "t.toml:12: log.level")
+
+	line := ErrorLine(fmt.Errorf("a: %q\nb: %s", huge, huge))
+	assert.LessOrEqual(t, len(line), maxLine+64)
+	assert.NotContains(t, line, "\n")
+	assert.Equal(t, `short "é" kept`, BoundLine(`short "é" kept`))
 }
 
 // TestParseConfigReportsEveryError ensures that one parse reports every validation error, not only the first.

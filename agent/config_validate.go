@@ -91,6 +91,10 @@ func (c *Config) validate(v *validator) {
 		}
 	case hsm.IsURI(id.PrivateKey):
 		v.pkcs11URI("identity.private_key", id.PrivateKey)
+	case strings.HasPrefix(strings.ToLower(id.PrivateKey), "pkcs11:") || hsm.RedactURI(id.PrivateKey) != id.PrivateKey:
+		// A URI with its scheme in the wrong case would be taken for a file
+		// name and quoted whole, PIN included.
+		v.fail("identity.private_key", "%q is neither a file nor a pkcs11: URI; write the scheme in lower case (pkcs11:)", hsm.RedactURI(id.PrivateKey))
 	default:
 		v.file_("identity.private_key", id.PrivateKey, true)
 	}
@@ -121,12 +125,6 @@ func (c *Config) validate(v *validator) {
 	if s.ContainerEndpoint != "" {
 		if _, err := addr.ParseLoopback(s.ContainerEndpoint); err != nil {
 			v.fail("serve.container_endpoint", "%v", err)
-		}
-		if len(s.AllowUIDs) > 0 || len(s.AllowGIDs) > 0 {
-			// The token file is readable by the socket's group: with allow
-			// lists narrowing that group, the endpoint would let the others
-			// in, and a TCP peer has no uid to check.
-			v.fail("serve.container_endpoint", "cannot be combined with serve.allow_uids or allow_gids (a TCP peer has no uid to check); use the Unix socket, or drop the allow lists")
 		}
 	}
 	if !filepath.IsAbs(s.TokenFile) {

@@ -5,12 +5,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"reflect"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,7 +44,10 @@ type daemon struct {
 	cur  atomic.Pointer[Agent]
 	// reqCtx is the base of every request's context; it ends when Run stops.
 	reqCtx context.Context
-	errc   chan error
+	// refusals logs what local clients can cause at will (refused peers,
+	// tokens, connections over the limits), rate-limited.
+	refusals *slog.Logger
+	errc     chan error
 }
 
 // Agent is one generation: a configuration with what it opened.
@@ -121,7 +124,8 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	defer ln.Close()
 	reqCtx, endRequests := context.WithCancel(context.Background())
 	defer endRequests()
-	d := &daemon{opts: opts, log: log, reqCtx: reqCtx, errc: make(chan error, 4)}
+	d := &daemon{opts: opts, log: log, reqCtx: reqCtx, errc: make(chan error, 4),
+		refusals: slog.New(platform.RateLimit(log.Handler(), time.Second, 10))}
 
 	a, err := start(ctx, d, cfg, nil)
 	if err != nil {
@@ -137,7 +141,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	a.ready.Store(true)
 	unixSrv := d.newServer(func(a *Agent) http.Handler { return a.api })
 	unixSrv.ConnContext = connContext
-	go d.serve(unixSrv, ln)
+	go d.serve(unixSrv, newLimitListener(ln, ucredOf, d.refusals))
 	a.serveContainer()
 	platform.Ready(a.statusLine())
 	log.Info("tether is ready", "socket", ln.Addr().String(), "container_endpoint", cfg.Serve.ContainerEndpoint, "thing", cfg.Identity.ThingName)
@@ -156,7 +160,7 @@ loop:
 			platform.Reloading()
 			next, err := a.reload(ctx)
 			if err != nil {
-				log.Error("reload failed; the running configuration and identity are unchanged", "file", a.cfg.File, "err", strings.ReplaceAll(err.Error(), "\n", "; "))
+				log.Error("reload failed; the running configuration and identity are unchanged", "file", a.cfg.File, "err", ErrorLine(err))
 				platform.Ready(a.statusLine())
 				continue
 			}
@@ -184,7 +188,7 @@ loop:
 // newServer returns a server that hands each request to the current
 // generation's handler, as pick chooses it.
 func (d *daemon) newServer(pick func(*Agent) http.Handler) *http.Server {
-	srv := newHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := newHTTPServer(bodyDeadline(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		for {
 			a := d.cur.Load()
 			if !a.gate.enter() {
@@ -200,7 +204,7 @@ func (d *daemon) newServer(pick func(*Agent) http.Handler) *http.Server {
 			h.ServeHTTP(w, r)
 			return
 		}
-	}), d.log)
+	})), d.log)
 	srv.BaseContext = func(net.Listener) context.Context { return d.reqCtx }
 	return srv
 }
@@ -250,7 +254,7 @@ func start(ctx context.Context, d *daemon, cfg *Config, prev *Agent) (_ *Agent, 
 		a.db, a.borrowed.db = prev.db, true
 		a.setSealer = !a.borrowed.id
 	} else {
-		a.db, err = store.Open(cfg.State.Path, store.Options{Sealer: a.sealer, Logger: a.log})
+		a.db, err = openStore(ctx, cfg.State.Path, store.Options{Sealer: a.sealer, Logger: a.log})
 		if err != nil {
 			return nil, runtimeFailure("state: %w", err)
 		}
@@ -288,6 +292,32 @@ func start(ctx context.Context, d *daemon, cfg *Config, prev *Agent) (_ *Agent, 
 		}
 	}
 	return a, nil
+}
+
+// openStore is store.Open, given up when ctx ends: waiting for the file
+// lock another tether holds takes up to store.DefaultTimeout, and SIGTERM
+// must not wait for it. A store opened after that is closed again.
+func openStore(ctx context.Context, path string, opts store.Options) (*store.DB, error) {
+	type result struct {
+		db  *store.DB
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		db, err := store.Open(path, opts)
+		done <- result{db, err}
+	}()
+	select {
+	case r := <-done:
+		return r.db, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.db != nil {
+				r.db.Close()
+			}
+		}()
+		return nil, fmt.Errorf("stopped while waiting for the state file %s: %w", path, context.Cause(ctx))
+	}
 }
 
 // identityDigest is a digest of the identity's files as they are now (the
@@ -441,14 +471,14 @@ func (a *Agent) launch(ctx context.Context) {
 		roles:  roles,
 		allow:  func() AllowList { return AllowList{UIDs: a.cfg.Serve.AllowUIDs, GIDs: a.cfg.Serve.AllowGIDs} },
 		status: a.Status,
-		log:    a.log,
+		log:    a.d.refusals,
 	}
 	if a.outbox != nil {
 		api.mqtt, api.streams = a.session, a.streams
 	}
 	a.api = api.routes()
 	if a.container != nil {
-		c := &containerAPI{roles: roles, token: a.token, log: a.log}
+		c := &containerAPI{roles: roles, allow: api.allow, token: a.token, log: a.d.refusals}
 		a.containerAPI = c.routes()
 	}
 	if iv, err := platform.WatchdogInterval(); err != nil {
@@ -467,9 +497,9 @@ func (a *Agent) serveContainer() {
 		return
 	}
 	srv := a.d.newServer(func(a *Agent) http.Handler { return a.containerAPI })
-	srv.ConnContext = nil
+	srv.ConnContext = connContext
 	a.container.srv = srv
-	go a.d.serve(srv, a.container.ln)
+	go a.d.serve(srv, newLimitListener(a.container.ln, tcpPeer, a.d.refusals))
 }
 
 // retire waits, at most 10 s, for the requests a is answering, after

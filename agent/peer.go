@@ -27,8 +27,9 @@ type Peer struct {
 
 type peerKey struct{}
 
-// peerFromConn reads SO_PEERCRED from a Unix socket connection.
-func peerFromConn(c net.Conn) (*Peer, error) {
+// ucredOf reads SO_PEERCRED from a Unix socket connection: the peer's pid,
+// uid and gid, without its supplementary groups.
+func ucredOf(c net.Conn) (*Peer, error) {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		return nil, errors.New("not a Unix socket connection")
@@ -47,8 +48,27 @@ func peerFromConn(c net.Conn) (*Peer, error) {
 	if serr != nil {
 		return nil, fmt.Errorf("SO_PEERCRED: %w", serr)
 	}
-	p := &Peer{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid}
-	p.Groups = procGroups(cred.Pid, cred.Uid, cred.Gid)
+	return &Peer{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid}, nil
+}
+
+// peerFromConn reads SO_PEERCRED and the peer's supplementary groups.
+func peerFromConn(c net.Conn) (*Peer, error) {
+	var p *Peer
+	if lc, ok := c.(*limitedConn); ok {
+		if lc.peer == nil {
+			return nil, lc.peerErr
+		}
+		cp := *lc.peer
+		p = &cp
+	} else {
+		var err error
+		if p, err = ucredOf(c); err != nil {
+			return nil, err
+		}
+	}
+	if p.PID > 0 {
+		p.Groups = procGroups(p.PID, p.UID, p.GID)
+	}
 	return p, nil
 }
 

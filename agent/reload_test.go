@@ -19,6 +19,7 @@ import (
 
 	"github.com/tetherd/tether/agent/agenttest"
 	"github.com/tetherd/tether/credprovider/iotcredtest"
+	"github.com/tetherd/tether/store"
 )
 
 // logBuffer is a goroutine-safe log sink for reading the agent's log in tests.
@@ -236,4 +237,45 @@ func TestAgentReloadUnderLoadFailsNoRequest(t *testing.T) {
 	wg.Wait()
 	assert.Empty(t, failures, "requests failed during %d reloads (%d succeeded)", reloads, ok.Load())
 	assert.Greater(t, ok.Load(), int64(clients*reloads))
+}
+
+// TestAgentStopsWhileWaitingForTheStateLock ensures that cancellation
+// (SIGTERM) ends a start that waits for the state file's lock, held by
+// another tether, instead of being ignored until the wait times out.
+func TestAgentStopsWhileWaitingForTheStateLock(t *testing.T) {
+	h := newHarness(t, time.Hour, "")
+	holder, err := store.Open(h.State, store.Options{})
+	require.NoError(t, err)
+	defer holder.Close()
+
+	cfg, err := LoadConfig(h.Config)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, Options{}) }()
+	cancel()
+	select {
+	case err := <-done:
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "stopped while waiting for the state file")
+	case <-time.After(store.DefaultTimeout / 2):
+		t.Fatal("Run did not give up the wait for the state lock when cancelled")
+	}
+	// The abandoned open times out on the lock the holder keeps; wait for
+	// it to let go of the file before the holder does and the test ends.
+	require.Eventually(t, func() bool { return openCount(t, h.State) > 1 }, store.DefaultTimeout, time.Millisecond, "the open in the background never started")
+	require.Eventually(t, func() bool { return openCount(t, h.State) == 1 }, 3*store.DefaultTimeout, 10*time.Millisecond)
+}
+
+// openCount counts this process's descriptors open on path.
+func openCount(t *testing.T, path string) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	n := 0
+	for _, e := range ents {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == path {
+			n++
+		}
+	}
+	return n
 }

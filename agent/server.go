@@ -165,6 +165,7 @@ func (a *api) routes() http.Handler {
 	mux.HandleFunc("/v1/mqtt/", withMQTT(func(_ *mqtt.Session, w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+"; see POST /v1/mqtt/publish, GET /v1/mqtt/subscribe")
 	}))
+	getOnly(mux, "/v1/credentials", "/v1/credentials/{role}", "/v1/status")
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+"; see GET /v1/credentials, /v1/credentials/{role}, /v1/status")
 	})
@@ -190,6 +191,8 @@ func (a *api) refuse(w http.ResponseWriter, r *http.Request, p *Peer) {
 		uid, gid = strconv.FormatUint(uint64(p.UID), 10), strconv.FormatUint(uint64(p.GID), 10)
 	}
 	a.log.Warn("refused a local peer", "uid", uid, "gid", gid, "path", r.URL.Path)
+	// A refused peer keeps no connection.
+	w.Header().Set("Connection", "close")
 	writeError(w, http.StatusForbidden, "peer_not_allowed",
 		"uid "+uid+" (gid "+gid+") is not in the allow list; add it to serve.allow_uids or allow_gids (or the role's own lists)")
 }
@@ -247,6 +250,18 @@ func toJSON(c aws.Credentials) Credentials {
 	}
 }
 
+// getOnly answers 405, in the API's error shape, to any method but GET (and
+// HEAD) on paths that GET patterns serve: the catch-all "/" would otherwise
+// answer 404.
+func getOnly(mux *http.ServeMux, paths ...string) {
+	for _, p := range paths {
+		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path+"; use GET")
+		})
+	}
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -271,6 +286,9 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 // AWS_CONTAINER_CREDENTIALS_FULL_URI and AWS_CONTAINER_AUTHORIZATION_TOKEN.
 type containerAPI struct {
 	roles func() roleSet
+	// allow is the global allow list, applied to the owner of the TCP peer
+	// (see tcpPeer) as the socket applies it to its peers.
+	allow func() AllowList
 	token []byte
 	log   *slog.Logger
 }
@@ -282,12 +300,14 @@ func (c *containerAPI) routes() http.Handler {
 	}
 	// The Greengrass Token Exchange Service path, so components written for
 	// Greengrass find their credentials here too.
-	mux.HandleFunc("GET /2016-11-01/credentialprovider/", device)
+	// Exactly that path: anything under it is not found, as with Greengrass.
+	mux.HandleFunc("GET /2016-11-01/credentialprovider/{$}", device)
 	mux.HandleFunc("GET /2016-11-01/credentialprovider", device)
 	mux.HandleFunc("GET /v1/credentials", device)
 	mux.HandleFunc("GET /v1/credentials/{role}", func(w http.ResponseWriter, r *http.Request) {
 		c.serve(w, r, r.PathValue("role"))
 	})
+	getOnly(mux, "/2016-11-01/credentialprovider/{$}", "/2016-11-01/credentialprovider", "/v1/credentials", "/v1/credentials/{role}")
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path)
 	})
@@ -301,11 +321,13 @@ func (c *containerAPI) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if len(r.Header.Values("X-Forwarded-For")) > 0 || len(r.Header.Values("Forwarded")) > 0 {
 			c.log.Warn("container endpoint refused a forwarded request", "remote", r.RemoteAddr)
+			w.Header().Set("Connection", "close")
 			writeError(w, http.StatusForbidden, "forwarded", "forwarded requests are refused; call the endpoint directly from this device")
 			return
 		}
 		if !loopbackHost(r.Host) {
 			c.log.Warn("container endpoint refused a non-loopback Host", "remote", r.RemoteAddr)
+			w.Header().Set("Connection", "close")
 			writeError(w, http.StatusForbidden, "bad_host", "the Host header must be a loopback address (127.0.0.1, ::1 or localhost)")
 			return
 		}
@@ -313,8 +335,13 @@ func (c *containerAPI) guard(next http.Handler) http.Handler {
 		got = strings.TrimPrefix(got, "Bearer ")
 		if subtle.ConstantTimeCompare([]byte(got), c.token) != 1 {
 			c.log.Warn("container endpoint refused a request without the right token", "remote", r.RemoteAddr)
+			w.Header().Set("Connection", "close")
 			writeError(w, http.StatusUnauthorized, "bad_token",
 				"missing or wrong Authorization token; set AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE to serve.token_file")
+			return
+		}
+		if p := peerFrom(r.Context()); c.allow != nil && !c.allow().Allows(p) {
+			c.refusePeer(w, r, p)
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -327,13 +354,24 @@ func (c *containerAPI) serve(w http.ResponseWriter, r *http.Request, name string
 		writeError(w, http.StatusNotFound, "unknown_role", "no role "+strconv.Quote(name)+" is configured")
 		return
 	}
-	if !rl.allow.Empty() {
-		// A TCP peer has no uid to check, so a role narrowed to some local
-		// users is only served on the Unix socket.
-		writeError(w, http.StatusForbidden, "peer_not_allowed", "role "+strconv.Quote(name)+" has allow lists and is served on the Unix socket only")
+	if p := peerFrom(r.Context()); !rl.allow.Empty() && !rl.allow.Allows(p) {
+		c.refusePeer(w, r, p)
 		return
 	}
 	serveCredentials(w, r, rl)
+}
+
+// refusePeer answers 403 to a TCP peer whose owner is outside an allow list,
+// or unknown while one applies.
+func (c *containerAPI) refusePeer(w http.ResponseWriter, r *http.Request, p *Peer) {
+	uid := "unknown"
+	if p != nil {
+		uid = strconv.FormatUint(uint64(p.UID), 10)
+	}
+	c.log.Warn("container endpoint refused a local peer", "uid", uid, "remote", r.RemoteAddr, "path", r.URL.Path)
+	w.Header().Set("Connection", "close")
+	writeError(w, http.StatusForbidden, "peer_not_allowed",
+		"the program calling (uid "+uid+") is not in the allow list; add its uid or group to serve.allow_uids or allow_gids (or the role's own lists)")
 }
 
 func loopbackHost(hostport string) bool {
@@ -355,7 +393,7 @@ func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    16 << 10,
 		ConnContext:       connContext,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),

@@ -236,14 +236,19 @@ func (p *IoT) Retrieve(ctx context.Context) (aws.Credentials, error) {
 		return aws.Credentials{}, p.serviceError(resp, body)
 	}
 
+	return parseIoTResponse(p.endpoint, body)
+}
+
+// parseIoTResponse reads the credentials provider's answer. The body holds
+// secrets: errors say what is wrong and never quote it.
+func parseIoTResponse(endpoint string, body []byte) (aws.Credentials, error) {
 	var r iotResponse
 	if err := json.Unmarshal(body, &r); err != nil {
-		// The body may hold secrets: say what is wrong, never quote it.
-		return aws.Credentials{}, fmt.Errorf("credentials endpoint %s: %w: body is not the credentials JSON document", p.endpoint, ErrMalformedResponse)
+		return aws.Credentials{}, fmt.Errorf("credentials endpoint %s: %w: body is not the credentials JSON document", endpoint, ErrMalformedResponse)
 	}
 	c := r.Credentials
 	if c == nil {
-		return aws.Credentials{}, fmt.Errorf("credentials endpoint %s: %w: no \"credentials\" object", p.endpoint, ErrMalformedResponse)
+		return aws.Credentials{}, fmt.Errorf("credentials endpoint %s: %w: no \"credentials\" object", endpoint, ErrMalformedResponse)
 	}
 	var missing []string
 	for _, f := range []struct{ name, v string }{
@@ -255,11 +260,11 @@ func (p *IoT) Retrieve(ctx context.Context) (aws.Credentials, error) {
 		}
 	}
 	if len(missing) > 0 {
-		return aws.Credentials{}, fmt.Errorf("credentials endpoint %s: %w: credentials lack %s", p.endpoint, ErrMalformedResponse, strings.Join(missing, ", "))
+		return aws.Credentials{}, fmt.Errorf("credentials endpoint %s: %w: credentials lack %s", endpoint, ErrMalformedResponse, strings.Join(missing, ", "))
 	}
 	exp, err := time.Parse(time.RFC3339, c.Expiration)
 	if err != nil {
-		return aws.Credentials{}, fmt.Errorf("credentials endpoint %s: %w: expiration %q is not RFC 3339", p.endpoint, ErrMalformedResponse, c.Expiration)
+		return aws.Credentials{}, fmt.Errorf("credentials endpoint %s: %w: expiration %q is not RFC 3339", endpoint, ErrMalformedResponse, c.Expiration)
 	}
 	return aws.Credentials{
 		AccessKeyID:     c.AccessKeyID,

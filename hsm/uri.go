@@ -78,7 +78,7 @@ func ParseURI(s string) (*URI, error) {
 		}
 		name, raw, ok := strings.Cut(attr, "=")
 		if !ok {
-			return nil, fmt.Errorf("pkcs11 URI %s: path attribute %q has no '='", redact(s), name)
+			return nil, fmt.Errorf("pkcs11 URI %s: path attribute %q has no '='", redact(s), redact(name))
 		}
 		val, err := url.PathUnescape(raw)
 		if err != nil {
@@ -92,7 +92,7 @@ func ParseURI(s string) (*URI, error) {
 		case "slot-id":
 			n, err := strconv.ParseUint(val, 10, 64)
 			if err != nil {
-				return nil, fmt.Errorf("pkcs11 URI %s: slot-id %q is not a decimal number", redact(s), val)
+				return nil, fmt.Errorf("pkcs11 URI %s: slot-id %q is not a decimal number", redact(s), redact(val))
 			}
 			u.SlotID, u.HasSlotID = uint(n), true
 		case "object":
@@ -104,14 +104,14 @@ func ParseURI(s string) (*URI, error) {
 			case "private", "public", "cert", "secret-key", "data":
 				u.Type = val
 			default:
-				return nil, fmt.Errorf("pkcs11 URI %s: type %q: want private, public, cert, secret-key or data", redact(s), val)
+				return nil, fmt.Errorf("pkcs11 URI %s: type %q: want private, public, cert, secret-key or data", redact(s), redact(val))
 			}
 		case "manufacturer", "model", "library-description", "library-manufacturer",
 			"library-version", "slot-description", "slot-manufacturer":
 			// Informational attributes that p11-kit and p11tool print; they
 			// never narrow the choice further than token/serial do here.
 		default:
-			return nil, fmt.Errorf("pkcs11 URI %s: unknown path attribute %q (known: token, serial, slot-id, object, id, type)", redact(s), name)
+			return nil, fmt.Errorf("pkcs11 URI %s: unknown path attribute %q (known: token, serial, slot-id, object, id, type)", redact(s), redact(name))
 		}
 	}
 	for attr := range strings.SplitSeq(query, "&") {
@@ -137,10 +137,10 @@ func ParseURI(s string) (*URI, error) {
 			case strings.HasPrefix(sock, "/") && !strings.ContainsAny(sock, ",;"):
 				u.P11KitServer = filepath.Clean(sock)
 			default:
-				return nil, fmt.Errorf("pkcs11 URI %s: x-p11-kit=%q: want remote (host module-path with `p11-kit remote`), or the absolute path of a `p11-kit server` socket (unix:path=PATH as P11_KIT_SERVER_ADDRESS prints it, or PATH)", redact(s), val)
+				return nil, fmt.Errorf("pkcs11 URI %s: x-p11-kit=%q: want remote (host module-path with `p11-kit remote`), or the absolute path of a `p11-kit server` socket (unix:path=PATH as P11_KIT_SERVER_ADDRESS prints it, or PATH)", redact(s), redact(val))
 			}
 		default:
-			return nil, fmt.Errorf("pkcs11 URI %s: unknown query attribute %q (known: module-path, pin-source, pin-value, x-p11-kit)", redact(s), name)
+			return nil, fmt.Errorf("pkcs11 URI %s: unknown query attribute %q (known: module-path, pin-source, pin-value, x-p11-kit)", redact(s), redact(name))
 		}
 	}
 	if u.P11KitServer != "" && u.ModulePath != "" {
@@ -347,23 +347,33 @@ func escape(v string) string {
 }
 
 // RedactURI returns a key reference with every pin-value masked, so that it
-// can be shown (`tether config check`, errors, logs); anything that is not a
-// PKCS#11 URI is returned as it is.
+// can be shown (`tether config check`, errors, logs). It masks pin-value
+// anywhere in s, also in what is not a valid PKCS#11 URI ("PKCS11:…" is
+// taken for a file name and quoted by the error that says it is missing).
 func RedactURI(s string) string {
-	if !IsURI(s) {
+	// Wherever pin-value= appears, whatever the scheme's case or whether
+	// s parses at all: a value mistaken for a path is quoted by errors.
+	const attr = "pin-value="
+	lower := strings.ToLower(s)
+	if !strings.Contains(lower, attr) {
 		return s
 	}
-	path, query, ok := strings.Cut(s, "?")
-	if !ok {
-		return s
-	}
-	parts := strings.Split(query, "&")
-	for i, p := range parts {
-		if strings.HasPrefix(p, "pin-value=") {
-			parts[i] = "pin-value=REDACTED"
+	var b strings.Builder
+	for {
+		i := strings.Index(lower, attr)
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
 		}
+		b.WriteString(s[:i+len(attr)])
+		b.WriteString("REDACTED")
+		rest := s[i+len(attr):]
+		end := strings.IndexAny(rest, "&;?#\"' \t\r\n")
+		if end < 0 {
+			end = len(rest)
+		}
+		s, lower = rest[end:], lower[i+len(attr)+end:]
 	}
-	return path + "?" + strings.Join(parts, "&")
 }
 
 // redact is RedactURI for the URI a parse error quotes.
@@ -438,7 +448,9 @@ func (u *URI) pinFile(getenv func(string) string) (string, error) {
 	case strings.HasPrefix(src, "/"):
 		return src, nil
 	}
-	return "", fmt.Errorf("%w: pin-source=%q: want file:PATH or credential:NAME", ErrPINSource, src)
+	// Not quoted: a value that is neither a path nor a credential name is
+	// most likely the PIN itself, written there by mistake.
+	return "", fmt.Errorf("%w: pin-source is neither file:PATH, an absolute path nor credential:NAME (its value is not shown: it may be the PIN itself; put the PIN in a file and name it, or use pin-value)", ErrPINSource)
 }
 
 func checkCredentialName(src, name string) error {

@@ -200,7 +200,9 @@ func (b *Broker) Start() error {
 		for sc.Scan() {
 			line := sc.Text()
 			b.logBuf.add(line)
-			if strings.Contains(line, "running") {
+			// "mosquitto version 2.0.11 running"; not "running" anywhere,
+			// which a test's name in the config path may hold.
+			if strings.Contains(line, "mosquitto version") && strings.HasSuffix(line, " running") {
 				once.Do(func() { close(ready) })
 			}
 		}

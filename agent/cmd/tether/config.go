@@ -59,7 +59,7 @@ func reportConfigError(stderr io.Writer, err error) {
 		}
 		return
 	}
-	fmt.Fprintf(stderr, "tether: %v\n", err)
+	fmt.Fprintf(stderr, "tether: %s\n", agent.ErrorLine(err))
 }
 
 // newFlagSet returns a flag set that reports errors instead of exiting.

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	"github.com/tetherd/tether/agent"
@@ -51,7 +50,7 @@ func exitStatus(stderr io.Writer, err error) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "tether: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+	fmt.Fprintf(stderr, "tether: %s\n", agent.ErrorLine(err))
 	var ee *agent.ExitError
 	if errors.As(err, &ee) {
 		return ee.Code
