@@ -41,6 +41,8 @@ type Config struct {
 	MQTT     MQTTConfig     `toml:"mqtt"`
 	State    StateConfig    `toml:"state"`
 	Log      LogConfig      `toml:"log"`
+	// Provision is what `tether provision` needs (identity.go).
+	Provision ProvisionConfig `toml:"provision"`
 
 	// File is the path the configuration was read from.
 	File string `toml:"-"`
@@ -52,6 +54,12 @@ type IdentityConfig struct {
 	Certificate string `toml:"certificate"`
 	// PrivateKey is a PEM file or an RFC 7512 "pkcs11:" URI.
 	PrivateKey string `toml:"private_key"`
+	// Rotation of the certificate (identity.go).
+	RotateBefore     Duration `toml:"rotate_before"`
+	RotateAt         float64  `toml:"rotate_at"`
+	RotationTemplate string   `toml:"rotation_template"`
+	RetiredTopic     string   `toml:"retired_topic"`
+	Fallback         Duration `toml:"fallback"`
 }
 
 // AWSConfig is the AWS IoT Core credentials provider the device role comes from.
@@ -472,6 +480,7 @@ func (c *Config) validate(v *validator) {
 	}
 
 	c.validateRoles(v)
+	c.validateLifecycle(v)
 
 	s := &c.Serve
 	if !filepath.IsAbs(s.Socket) {

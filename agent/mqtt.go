@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 
-	"github.com/tetherd/tether/credprovider"
 	"github.com/tetherd/tether/mqtt"
 	"github.com/tetherd/tether/store"
 )
@@ -15,13 +14,9 @@ func (a *Agent) startMQTT(ctx context.Context) error {
 	if m.Endpoint == "" {
 		return nil
 	}
-	roots := credprovider.AmazonRootCAs()
-	if m.CAFile != "" {
-		p, err := credprovider.LoadCAFile(m.CAFile)
-		if err != nil {
-			return configFailure("mqtt.ca_file: %w", err)
-		}
-		roots = p
+	roots, err := mqttRoots(a.cfg)
+	if err != nil {
+		return err
 	}
 	ob, err := a.db.Outbox(store.OutboxOptions{MaxMessages: m.OutboxMaxMessages, MaxBytes: m.OutboxMaxBytes})
 	if err != nil {

@@ -35,6 +35,7 @@ Usage:
   tether config check [-c FILE]              validate a configuration and print it, secrets redacted
   tether hsm list|keygen|csr|selftest ...    manage keys in a PKCS#11 token
   tether mqtt publish|subscribe ...          use the agent's MQTT session
+  tether provision [-c FILE]                 get the device identity by claim (fleet provisioning)
   tether version                             print the version
 
 The configuration defaults to /etc/tether/tether.toml.
@@ -76,6 +77,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return runHSM(ctx, rest, stdout, stderr)
 	case "mqtt":
 		return runMQTT(ctx, rest, stdout, stderr)
+	case "provision":
+		return runProvision(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":
 		pkcs11 := "yes"
 		if !hsm.PKCS11Available {
