@@ -88,6 +88,8 @@ type Agent struct {
 
 	started time.Time
 	ready   atomic.Bool
+	// rot rotates the certificate (rotate.go).
+	rot *rotator
 }
 
 // Run runs the agent with cfg until ctx is done. SIGHUP (opts.Reload) re-reads
@@ -164,6 +166,7 @@ func start(ctx context.Context, cfg *Config, opts Options) (_ *Agent, err error)
 	if err := a.startMQTT(ctx); err != nil {
 		return nil, err
 	}
+	a.rot = newRotator(a)
 	if ep := cfg.Serve.ContainerEndpoint; ep != "" {
 		// Opened here rather than when serving, so a reload that cannot
 		// open them goes back to the running configuration.
@@ -187,7 +190,7 @@ func (a *Agent) buildRoles() error {
 	a.refs = map[string]*credprovider.Refresher{}
 	a.cacheKeys = map[string]string{}
 	leaf := sha256.Sum256(a.id.Leaf().Raw)
-	dev, err := a.refresher(DeviceRole, fmt.Sprintf("%q %q %q %x %s", cfg.AWS.CredentialEndpoint, cfg.AWS.RoleAlias, cfg.Identity.ThingName, leaf, cfg.AWS.Duration.Duration), iot)
+	dev, err := a.refresher(DeviceRole, deviceFingerprint(cfg, leaf), iot)
 	if err != nil {
 		return err
 	}
@@ -197,6 +200,12 @@ func (a *Agent) buildRoles() error {
 	}
 	a.pruneCache()
 	return nil
+}
+
+// deviceFingerprint is what decides the device role's credentials; leaf is
+// the SHA-256 of the device certificate.
+func deviceFingerprint(cfg *Config, leaf [32]byte) string {
+	return fmt.Sprintf("%q %q %q %x %s", cfg.AWS.CredentialEndpoint, cfg.AWS.RoleAlias, cfg.Identity.ThingName, leaf, cfg.AWS.Duration.Duration)
 }
 
 // cacheKey is where a role's credentials are persisted: its name and a
@@ -327,6 +336,9 @@ func (a *Agent) serve(ctx context.Context, unixLn net.Listener) (*Config, error)
 	if a.mqtt != nil {
 		api.mqtt = mqtt.NewHTTPHandler(a.mqtt)
 	}
+	api.identity = a.rot.handler()
+	wg.Add(1)
+	go func() { defer wg.Done(); a.rot.run(runCtx) }()
 	// Requests see a context that ends when this generation stops, so a
 	// subscription stream ends with it instead of holding Shutdown up.
 	reqCtx, endRequests := context.WithCancel(context.Background())
@@ -372,6 +384,16 @@ loop:
 			break loop
 		case err := <-errc:
 			runErr = runtimeFailure("serving: %w", err)
+			break loop
+		case <-a.rot.switched:
+			// A rotation committed or rolled back: a new generation opens
+			// the identity the certificate file now names.
+			a.log.Info("switching to the device identity the rotation left", "certificate", a.cfg.Identity.Certificate)
+			cfg, err := LoadConfig(a.cfg.File)
+			if err != nil {
+				cfg = a.cfg
+			}
+			next = cfg
 			break loop
 		case <-a.opts.Reload:
 			platform.Reloading()

@@ -54,7 +54,9 @@ type api struct {
 	allow  func() AllowList
 	status func() Status
 	mqtt   http.Handler // nil when [mqtt] is not configured
-	log    *slog.Logger
+	// identity serves /v1/identity/ (rotate.go).
+	identity http.Handler
+	log      *slog.Logger
 }
 
 func (a *api) routes() http.Handler {
@@ -85,6 +87,9 @@ func (a *api) routes() http.Handler {
 		a.mqtt.ServeHTTP(w, r)
 	}
 	mux.HandleFunc("/v1/mqtt/", mqtt)
+	if a.identity != nil {
+		mux.Handle("/v1/identity/", a.identity)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+"; see GET /v1/credentials, /v1/credentials/{role}, /v1/status")
 	})

@@ -18,6 +18,8 @@ type Status struct {
 	Store    store.Health   `json:"store"`
 	// MQTT is the MQTT session's status, when [mqtt] is configured.
 	MQTT *mqtt.Status `json:"mqtt,omitempty"`
+	// Rotation is the certificate rotation's state (rotate.go).
+	Rotation *RotationStatus `json:"rotation,omitempty"`
 }
 
 // IdentityStatus describes the device identity.
@@ -79,6 +81,7 @@ func (a *Agent) Status() Status {
 		st.Roles = append(st.Roles, r)
 	}
 	st.Store = a.db.Health()
+	st.Rotation = a.rot.status()
 	if a.mqtt != nil {
 		ms := a.mqtt.Status()
 		st.MQTT = &ms

@@ -87,7 +87,12 @@ type keyBackend interface {
 // OpenKey opens a private key without a certificate: key is a PEM file path
 // or a "pkcs11:" URI. Close it when done.
 func OpenKey(ctx context.Context, key string, opts ...Option) (*Key, error) {
-	o := buildOptions(opts)
+	return openKey(ctx, key, nil, buildOptions(opts))
+}
+
+// openKey opens key; a PEM file holding several keys yields the one whose
+// public key is want.
+func openKey(ctx context.Context, key string, want crypto.PublicKey, o options) (*Key, error) {
 	if IsURI(key) {
 		u, err := ParseURI(key)
 		if err != nil {
@@ -99,7 +104,7 @@ func OpenKey(ctx context.Context, key string, opts ...Option) (*Key, error) {
 		}
 		return &Key{backend: b}, nil
 	}
-	b, err := openPEMKey(key)
+	b, err := openPEMKey(key, want)
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +149,7 @@ func Open(ctx context.Context, certFile, key string, opts ...Option) (*Identity,
 	if err := checkValidity(certFile, chain[0], o.now()); err != nil {
 		return nil, err
 	}
-	k, err := OpenKey(ctx, key, opts...)
+	k, err := openKey(ctx, key, chain[0].PublicKey, o)
 	if err != nil {
 		return nil, err
 	}

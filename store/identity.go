@@ -1,7 +1,9 @@
 package store
 
 import (
+	"crypto/cipher"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -169,4 +171,30 @@ func (db *DB) putIdentity(key string, v any) error {
 		return err
 	}
 	return nil
+}
+
+// WithSealer returns a view of db that seals and opens credentials with s:
+// a certificate rotation writes the credentials the new identity will read
+// before it switches to it. The view shares db's file; do not close it.
+func (db *DB) WithSealer(s cipher.AEAD) *DB {
+	return &DB{bolt: db.bolt, path: db.path, sealer: s, log: db.log, schema: db.schema}
+}
+
+// Reseal copies every cached credential readable with db's sealer into to,
+// sealed with to's: after a rotation with a PEM key the sealer changes, and
+// the cache would otherwise read as undecryptable.
+func (db *DB) Reseal(to *DB) error {
+	keys, err := db.CredentialKeys()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, k := range keys {
+		c, ok, err := db.Credentials(k)
+		if err != nil || !ok {
+			continue // unreadable entries are refetched anyway
+		}
+		errs = append(errs, to.PutCredentials(k, c))
+	}
+	return errors.Join(errs...)
 }

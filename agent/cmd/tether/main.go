@@ -36,6 +36,7 @@ Usage:
   tether hsm list|keygen|csr|selftest ...    manage keys in a PKCS#11 token
   tether mqtt publish|subscribe ...          use the agent's MQTT session
   tether provision [-c FILE]                 get the device identity by claim (fleet provisioning)
+  tether identity rotate [--socket PATH]     have the running agent rotate its certificate now
   tether version                             print the version
 
 The configuration defaults to /etc/tether/tether.toml.
@@ -79,6 +80,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return runMQTT(ctx, rest, stdout, stderr)
 	case "provision":
 		return runProvision(ctx, rest, stdout, stderr)
+	case "identity":
+		return runIdentity(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":
 		pkcs11 := "yes"
 		if !hsm.PKCS11Available {

@@ -58,7 +58,10 @@ func newFleet(t *testing.T, key string) *fleet {
 	return f
 }
 
-func (f *fleet) writeConfig(extra string) {
+func (f *fleet) writeConfig(extra string) { f.writeConfigWith("", extra) }
+
+// writeConfigWith also adds identity lines to [identity].
+func (f *fleet) writeConfigWith(identity, extra string) {
 	f.WriteConfig(fmt.Sprintf(`
 [mqtt]
 endpoint = %q
@@ -70,7 +73,7 @@ claim_private_key = %q
 template          = "gateway-fleet"
 parameters        = { SerialNumber = "file:%s" }
 %s`, f.broker.Addr, f.broker.CAFile, f.claim, f.claimKy, filepath.Join(f.Dir, "serial"), extra),
-		`thing_name  = "gw-0001"`, `# thing_name comes from provisioning`,
+		`thing_name  = "gw-0001"`, "# thing_name comes from provisioning\n"+identity,
 		f.CertFile, f.cert, f.KeyFile, f.key)
 }
 
