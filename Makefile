@@ -63,7 +63,7 @@ bench: deps build
 	./softhsm-test/bench.sh
 
 ## demo: the main job against the local IoT Core simulator
-demo: build
+demo: deps build
 	./softhsm-test/demo.sh
 
 clean:

@@ -13,20 +13,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/tetherd/tether/credprovider"
 	"github.com/tetherd/tether/hsm"
-	"github.com/tetherd/tether/mqtt"
 	"github.com/tetherd/tether/platform"
 	"github.com/tetherd/tether/store"
 )
@@ -65,121 +61,6 @@ func runtimeFailure(format string, args ...any) error {
 	return &ExitError{Code: 1, Err: fmt.Errorf(format, args...)}
 }
 
-// Agent is one running configuration: identity, store, roles and servers.
-type Agent struct {
-	cfg  *Config
-	opts Options
-	log  *slog.Logger
-
-	id    *hsm.Identity
-	db    *store.DB
-	roles roleSet
-	refs  map[string]*credprovider.Refresher
-	// cacheKeys maps each role to the store key of its credentials.
-	cacheKeys map[string]string
-	// closing guards closed: OnRefresh writes only while the store is open.
-	closing sync.RWMutex
-	closed  bool
-	outbox  *store.Outbox
-	mqtt    *mqtt.Session
-	// containerLn and token are the container endpoint's, when configured.
-	containerLn net.Listener
-	token       []byte
-
-	started time.Time
-	ready   atomic.Bool
-	// rot rotates the certificate (rotate.go).
-	rot *rotator
-}
-
-// Run runs the agent with cfg until ctx is done. SIGHUP (opts.Reload) re-reads
-// cfg.File; an invalid new configuration is logged and the old one kept. The
-// Unix socket stays open across reloads, so clients never see it vanish;
-// changing serve.socket takes effect at the next restart.
-func Run(ctx context.Context, cfg *Config, opts Options) error {
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	log := opts.Logger
-	ln := opts.Listener
-	if ln == nil {
-		var err error
-		if ln, err = listenUnix(cfg.Serve.Socket, log); err != nil {
-			return err
-		}
-	}
-	shared := newSharedListener(ln)
-	defer shared.Close()
-	good := cfg
-	for {
-		a, err := start(ctx, cfg, opts)
-		if err != nil {
-			if cfg == good {
-				return err
-			}
-			log.Error("the reloaded configuration cannot start; going back to the previous one", "err", err)
-			cfg = good
-			continue
-		}
-		good = cfg
-		next, err := a.serve(ctx, shared.child())
-		if err != nil || next == nil {
-			return err
-		}
-		if next.Serve.Socket != cfg.Serve.Socket {
-			log.Warn("serve.socket changed; the new path takes effect when tether restarts", "socket", cfg.Serve.Socket)
-		}
-		cfg = next
-		log.Info("configuration reloaded", "file", cfg.File)
-	}
-}
-
-// start opens everything a configuration needs. On error, whatever was
-// opened is closed again.
-func start(ctx context.Context, cfg *Config, opts Options) (_ *Agent, err error) {
-	a := &Agent{cfg: cfg, opts: opts, log: opts.Logger, started: time.Now()}
-	defer func() {
-		if err != nil {
-			a.close()
-		}
-	}()
-	a.id, err = hsm.Open(ctx, cfg.Identity.Certificate, cfg.Identity.PrivateKey, hsm.WithLogger(a.log))
-	if err != nil {
-		if errors.Is(err, hsm.ErrTokenUnavailable) {
-			return nil, runtimeFailure("identity: %w", err)
-		}
-		return nil, configFailure("identity: %w", err)
-	}
-	sealer, err := a.id.Sealer(ctx, "tether-state")
-	if err != nil {
-		// Without a sealer the store keeps no credentials; say so and go on:
-		// the cache is a convenience, not a reason not to start.
-		a.log.Warn("credentials will not be cached across restarts", "err", err)
-	}
-	a.db, err = store.Open(cfg.State.Path, store.Options{Sealer: sealer, Logger: a.log})
-	if err != nil {
-		return nil, runtimeFailure("state: %w", err)
-	}
-	if err := a.buildRoles(); err != nil {
-		return nil, err
-	}
-	if err := a.startMQTT(ctx); err != nil {
-		return nil, err
-	}
-	a.rot = newRotator(a)
-	if ep := cfg.Serve.ContainerEndpoint; ep != "" {
-		// Opened here rather than when serving, so a reload that cannot
-		// open them goes back to the running configuration.
-		if a.containerLn, err = net.Listen("tcp", ep); err != nil {
-			return nil, runtimeFailure("serve.container_endpoint: cannot listen on %s: %w; choose a free loopback port", ep, unwrapSyscall(err))
-		}
-		if a.token, err = writeToken(cfg.Serve.TokenFile); err != nil {
-			return nil, err
-		}
-	}
-	return a, nil
-}
-
 func (a *Agent) buildRoles() error {
 	cfg := a.cfg
 	iot, err := NewDeviceProvider(cfg, a.id)
@@ -195,11 +76,7 @@ func (a *Agent) buildRoles() error {
 		return err
 	}
 	a.roles[DeviceRole] = &role{name: DeviceRole, provider: dev, retryAfter: retryAfter(dev)}
-	if err := a.buildExtraRoles(dev); err != nil {
-		return err
-	}
-	a.pruneCache()
-	return nil
+	return a.buildExtraRoles(dev)
 }
 
 // deviceFingerprint is what decides the device role's credentials; leaf is
@@ -289,7 +166,12 @@ func (a *Agent) refresher(name, fingerprint string, p aws.CredentialsProvider) (
 	if err != nil {
 		return nil, configFailure("role %s: %w", name, err)
 	}
-	if c, ok, err := a.db.Credentials(key); err != nil {
+	cache := a.db
+	if a.setSealer && a.sealer != nil {
+		// A new identity reads what a rotation sealed for it.
+		cache = a.db.WithSealer(a.sealer)
+	}
+	if c, ok, err := cache.Credentials(key); err != nil {
 		a.log.Warn("could not read cached credentials", "role", name, "err", err)
 	} else if ok {
 		if err := r.Seed(c); err == nil {
@@ -307,128 +189,6 @@ func retryAfter(r *credprovider.Refresher) func() time.Duration {
 		}
 		return 0
 	}
-}
-
-// serve listens, runs the refreshers and answers until ctx is done (nil, nil)
-// or a valid new configuration arrives (it is returned).
-func (a *Agent) serve(ctx context.Context, unixLn net.Listener) (*Config, error) {
-	defer a.close()
-
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	for name, r := range a.refs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := r.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
-				a.log.Error("refresh loop stopped", "role", name, "err", err)
-			}
-		}()
-	}
-	roles := func() roleSet { return a.roles }
-	api := &api{
-		roles:  roles,
-		allow:  func() AllowList { return AllowList{UIDs: a.cfg.Serve.AllowUIDs, GIDs: a.cfg.Serve.AllowGIDs} },
-		status: a.Status,
-		log:    a.log,
-	}
-	if a.mqtt != nil {
-		api.mqtt = mqtt.NewHTTPHandler(a.mqtt)
-	}
-	api.identity = a.rot.handler()
-	wg.Add(1)
-	go func() { defer wg.Done(); a.rot.run(runCtx) }()
-	// Requests see a context that ends when this generation stops, so a
-	// subscription stream ends with it instead of holding Shutdown up.
-	reqCtx, endRequests := context.WithCancel(context.Background())
-	defer endRequests()
-	baseCtx := func(net.Listener) context.Context { return reqCtx }
-	servers := []*http.Server{newHTTPServer(api.routes(), a.log)}
-	listeners := []net.Listener{unixLn}
-	if a.containerLn != nil {
-		c := &containerAPI{roles: roles, token: a.token, log: a.log}
-		srv := newHTTPServer(c.routes(), a.log)
-		srv.ConnContext = nil
-		servers = append(servers, srv)
-		listeners = append(listeners, a.containerLn)
-	}
-	for _, srv := range servers {
-		srv.BaseContext = baseCtx
-	}
-	errc := make(chan error, len(servers))
-	for i, srv := range servers {
-		go func() {
-			if err := srv.Serve(listeners[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- err
-			}
-		}()
-	}
-	a.ready.Store(true)
-	platform.Ready(a.statusLine())
-	a.log.Info("tether is ready", "socket", unixLn.Addr().String(), "container_endpoint", a.cfg.Serve.ContainerEndpoint, "thing", a.cfg.Identity.ThingName)
-
-	if iv, err := platform.WatchdogInterval(); err != nil {
-		a.log.Warn("watchdog disabled", "err", err)
-	} else if iv > 0 {
-		wd := platform.NewWatchdog(iv, a.healthy, a.log)
-		wg.Add(1)
-		go func() { defer wg.Done(); wd.Run(runCtx) }()
-	}
-	var next *Config
-	var runErr error
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case err := <-errc:
-			runErr = runtimeFailure("serving: %w", err)
-			break loop
-		case <-a.rot.switched:
-			// A rotation committed or rolled back: a new generation opens
-			// the identity the certificate file now names.
-			a.log.Info("switching to the device identity the rotation left", "certificate", a.cfg.Identity.Certificate)
-			cfg, err := LoadConfig(a.cfg.File)
-			if err != nil {
-				cfg = a.cfg
-			}
-			next = cfg
-			break loop
-		case <-a.opts.Reload:
-			platform.Reloading()
-			cfg, err := LoadConfig(a.cfg.File)
-			if err != nil {
-				a.log.Error("keeping the running configuration: the new one is invalid", "file", a.cfg.File, "err", strings.ReplaceAll(err.Error(), "\n", "; "))
-				platform.Ready(a.statusLine())
-				continue
-			}
-			next = cfg
-			break loop
-		}
-	}
-	if next == nil {
-		platform.Stopping()
-	}
-	a.ready.Store(false)
-	endRequests()
-	shutdownCtx, done := context.WithTimeout(context.Background(), 10*time.Second)
-	defer done()
-	for _, srv := range servers {
-		if err := srv.Shutdown(shutdownCtx); err != nil {
-			// Requests still running after the grace period are cut, so
-			// nothing uses the store after close().
-			srv.Close()
-		}
-	}
-	cancel()
-	wg.Wait()
-	if next != nil {
-		// Ready again once the next generation is serving.
-		return next, nil
-	}
-	a.log.Info("tether stopped")
-	return nil, runErr
 }
 
 // healthy reports whether every eager refresh loop keeps its schedule, which
@@ -474,36 +234,11 @@ func (a *Agent) statusLine() string {
 			parts = append(parts, n+" pending")
 		}
 	}
-	if a.mqtt != nil {
-		ms := a.mqtt.Status()
+	if s := a.session(); s != nil {
+		ms := s.Status()
 		parts = append(parts, fmt.Sprintf("mqtt %s, outbox %d", ms.State, ms.Outbox.Depth))
 	}
 	return strings.Join(parts, ", ")
-}
-
-func (a *Agent) close() {
-	a.closing.Lock()
-	a.closed = true
-	a.closing.Unlock()
-	if a.containerLn != nil {
-		a.containerLn.Close()
-	}
-	if a.mqtt != nil {
-		if err := a.mqtt.Close(); err != nil {
-			a.log.Warn("closing the MQTT session", "err", err)
-		}
-	}
-	if a.outbox != nil {
-		a.outbox.Close()
-	}
-	if a.db != nil {
-		if err := a.db.Close(); err != nil {
-			a.log.Warn("closing the state store", "err", err)
-		}
-	}
-	if a.id != nil {
-		a.id.Close()
-	}
 }
 
 // listenUnix returns the API socket: the one systemd passed (socket
@@ -540,9 +275,17 @@ func writeToken(path string) ([]byte, error) {
 		return nil, runtimeFailure("serve.token_file: %w", err)
 	}
 	token := []byte(hex.EncodeToString(raw))
+	if err := writeTokenFile(path, token); err != nil {
+		return nil, err
+	}
+	return token, nil
+}
+
+// writeTokenFile replaces path with token, atomically, mode 0640.
+func writeTokenFile(path string, token []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".token-*")
 	if err != nil {
-		return nil, runtimeFailure("serve.token_file: cannot write in %s: %w; make it writable or set serve.token_file", filepath.Dir(path), unwrapSyscall(err))
+		return runtimeFailure("serve.token_file: cannot write in %s: %w; make it writable or set serve.token_file", filepath.Dir(path), unwrapSyscall(err))
 	}
 	defer os.Remove(tmp.Name())
 	if err = tmp.Chmod(0o640); err == nil {
@@ -554,11 +297,11 @@ func writeToken(path string) ([]byte, error) {
 			err = os.Rename(tmp.Name(), path)
 		}
 		if err == nil {
-			return token, nil
+			return nil
 		}
 	}
 	tmp.Close()
-	return nil, runtimeFailure("serve.token_file: cannot write %s: %w; make its directory writable or set serve.token_file", path, unwrapSyscall(err))
+	return runtimeFailure("serve.token_file: cannot write %s: %w; make its directory writable or set serve.token_file", path, unwrapSyscall(err))
 }
 
 func unwrapSyscall(err error) error {

@@ -91,6 +91,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"self source", base + "[[role]]\nname = \"a\"\nsource = \"role:a\"\nrole_arn = \"arn:aws:iam::123456789012:role/x\"\n", []string{"role \"a\" is its own source"}},
 		{"unknown source role", base + "[[role]]\nname = \"a\"\nsource = \"role:zz\"\nrole_arn = \"arn:aws:iam::123456789012:role/x\"\n", []string{"role \"zz\" is not defined"}},
 		{"bad filter", base + "[mqtt]\nendpoint = \"a.example.com\"\n[[mqtt.subscribe]]\ntopic = \"a/#/b\"\n", []string{"t.toml:14: mqtt.subscribe[0].topic: filter \"a/#/b\": # must be the last level"}},
+		{"control character in a filter", base + "[mqtt]\nendpoint = \"a.example.com\"\n[[mqtt.subscribe]]\ntopic = \"a/\\tb/#\"\n", []string{"t.toml:14: mqtt.subscribe[0].topic: filter contains U+0009"}},
 		{"subscription qos", base + "[mqtt]\nendpoint = \"a.example.com\"\n[[mqtt.subscribe]]\ntopic = \"t\"\nqos = 2\n", []string{"mqtt.subscribe.qos: unknown key"}},
 		{"wrong type", base + "[mqtt]\nport = \"eight\"\n", []string{"t.toml:12"}},
 		{"not toml", "[identity\n", []string{"not valid TOML"}},

@@ -2,27 +2,40 @@ package agent
 
 import (
 	"context"
+	"crypto/x509"
 
+	"github.com/tetherd/tether/credprovider"
 	"github.com/tetherd/tether/mqtt"
-	"github.com/tetherd/tether/store"
 )
 
-// startMQTT opens the durable outbox and the device's one MQTT session,
-// when [mqtt] names an endpoint.
-func (a *Agent) startMQTT(ctx context.Context) error {
-	m := a.cfg.MQTT
-	if m.Endpoint == "" {
+// mqttRoots returns the CAs that verify the broker.
+func (a *Agent) mqttRoots() (*x509.CertPool, error) { return brokerRoots(a.cfg) }
+
+// brokerRoots returns the CAs that verify cfg's broker: mqtt.ca_file, or
+// Amazon's roots.
+func brokerRoots(cfg *Config) (*x509.CertPool, error) {
+	if f := cfg.MQTT.CAFile; f != "" {
+		p, err := credprovider.LoadCAFile(f)
+		if err != nil {
+			return nil, configFailure("mqtt.ca_file: %w", err)
+		}
+		return p, nil
+	}
+	return credprovider.AmazonRootCAs(), nil
+}
+
+// startSession starts the device's one MQTT session on the outbox, when
+// [mqtt] names an endpoint and the session is not the previous generation's.
+func (a *Agent) startSession(ctx context.Context) error {
+	if a.outbox == nil || a.borrowed.mqtt {
 		return nil
 	}
-	roots, err := mqttRoots(a.cfg)
+	m := a.cfg.MQTT
+	roots, err := a.mqttRoots()
 	if err != nil {
 		return err
 	}
-	ob, err := a.db.Outbox(store.OutboxOptions{MaxMessages: m.OutboxMaxMessages, MaxBytes: m.OutboxMaxBytes})
-	if err != nil {
-		return runtimeFailure("mqtt outbox: %w", err)
-	}
-	a.outbox = ob
+	ob := a.outbox
 	cert := a.id.Certificate()
 	s, err := mqtt.New(ctx, mqtt.Config{
 		Endpoint:      m.Endpoint,
@@ -40,7 +53,9 @@ func (a *Agent) startMQTT(ctx context.Context) error {
 	if err != nil {
 		return configFailure("mqtt: %w", err)
 	}
+	a.mqttMu.Lock()
 	a.mqtt = s
+	a.mqttMu.Unlock()
 	for _, sub := range m.Subscribe {
 		// The agent holds these for the device, so the broker keeps queuing
 		// their messages while it is away; local programs receive them

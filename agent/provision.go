@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tetherd/tether/credprovider"
 	"github.com/tetherd/tether/hsm"
 	"github.com/tetherd/tether/mqtt/fleetprov"
 	"github.com/tetherd/tether/store"
@@ -247,7 +246,7 @@ func (p *provisioner) client(ctx context.Context, newPub crypto.PublicKey) (*fle
 			return nil, keyFailure("provision.claim_certificate/claim_private_key", err)
 		}
 		p.claim = claim
-		roots, err := mqttRoots(p.cfg)
+		roots, err := brokerRoots(p.cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -389,17 +388,6 @@ func keyDigest(pub crypto.PublicKey) string {
 	der, _ := x509.MarshalPKIXPublicKey(pub)
 	sum := sha256.Sum256(der)
 	return hex.EncodeToString(sum[:])
-}
-
-func mqttRoots(cfg *Config) (*x509.CertPool, error) {
-	if cfg.MQTT.CAFile == "" {
-		return credprovider.AmazonRootCAs(), nil
-	}
-	p, err := credprovider.LoadCAFile(cfg.MQTT.CAFile)
-	if err != nil {
-		return nil, configFailure("mqtt.ca_file: %w", err)
-	}
-	return p, nil
 }
 
 // apiFailure maps a refusal of AWS IoT to the exit status: a refused

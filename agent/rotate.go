@@ -70,7 +70,7 @@ type rotator struct {
 	disabled string
 	// trigger carries `tether identity rotate`.
 	trigger chan struct{}
-	// switched is closed once the identity files changed.
+	// switched carries one value once the identity files changed.
 	switched chan struct{}
 
 	mu    sync.Mutex
@@ -78,12 +78,12 @@ type rotator struct {
 }
 
 func newRotator(a *Agent) *rotator {
-	r := &rotator{a: a, log: a.log.With("component", "rotation"), trigger: make(chan struct{}, 1), switched: make(chan struct{})}
+	r := &rotator{a: a, log: a.log.With("component", "rotation"), trigger: make(chan struct{}, 1), switched: make(chan struct{}, 1)}
 	id := &a.cfg.Identity
 	switch {
 	case id.RotationTemplate == "":
 		r.disabled = "identity.rotation_template is not set"
-	case a.mqtt == nil:
+	case a.cfg.MQTT.Endpoint == "":
 		r.disabled = "no [mqtt] endpoint: rotation talks to AWS IoT over the device's MQTT session"
 	case hsm.IsURI(id.PrivateKey):
 		r.disabled = "rotation of pkcs11: keys is not supported yet; rotate by provisioning again"
@@ -246,7 +246,7 @@ func (r *rotator) drive(ctx context.Context, rec *store.Rotation) bool {
 		}
 		failpoint("rotation:" + string(rec.Phase))
 	}
-	close(r.switched)
+	r.switched <- struct{}{}
 	return true
 }
 
@@ -286,7 +286,7 @@ func (r *rotator) step(ctx context.Context, rec *store.Rotation) error {
 		if err != nil {
 			return err
 		}
-		c := &fleetprov.Client{Conn: fleetprov.SessionConn(r.a.mqtt)}
+		c := &fleetprov.Client{Conn: fleetprov.SessionConn(r.a.session())}
 		cert, err := c.CreateCertificateFromCSR(ctx, csr)
 		if err != nil {
 			return err
@@ -308,7 +308,7 @@ func (r *rotator) step(ctx context.Context, rec *store.Rotation) error {
 		if err := r.connected(ctx); err != nil {
 			return err
 		}
-		c := &fleetprov.Client{Conn: fleetprov.SessionConn(r.a.mqtt)}
+		c := &fleetprov.Client{Conn: fleetprov.SessionConn(r.a.session())}
 		reg, err := c.RegisterThing(ctx, id.RotationTemplate, rec.OwnershipToken, map[string]string{"ThingName": id.ThingName})
 		if err != nil {
 			return err
@@ -339,7 +339,11 @@ func (r *rotator) step(ctx context.Context, rec *store.Rotation) error {
 func (r *rotator) connected(ctx context.Context) error {
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if err := r.a.mqtt.AwaitConnection(wctx); err != nil {
+	s := r.a.session()
+	if s == nil {
+		return fmt.Errorf("the MQTT session to %s is restarting", r.a.cfg.MQTT.Endpoint)
+	}
+	if err := s.AwaitConnection(wctx); err != nil {
 		return fmt.Errorf("the MQTT session to %s is not connected: %w", r.a.cfg.MQTT.Endpoint, err)
 	}
 	return nil
@@ -354,7 +358,7 @@ func (r *rotator) prove(ctx context.Context, rec *store.Rotation) error {
 		return fmt.Errorf("pending identity: %w", err)
 	}
 	defer pend.Close()
-	roots, err := mqttRoots(cfg)
+	roots, err := brokerRoots(cfg)
 	if err != nil {
 		return err
 	}
@@ -520,7 +524,7 @@ func (r *rotator) fallback(ctx context.Context, rec *store.Rotation) bool {
 		}
 		r.announceRetired(ctx, rec.CertificateID, "refused after the switch")
 		r.schedule(rec, errors.New("the new certificate was refused after the switch; rolled back to the previous one"), true)
-		close(r.switched)
+		r.switched <- struct{}{}
 		return true
 	}
 	if time.Now().Before(rec.FallbackUntil) {
@@ -548,6 +552,20 @@ func (r *rotator) fallback(ctx context.Context, rec *store.Rotation) bool {
 	return false
 }
 
+// rollback puts the previous certificate back after a switch the agent
+// could not make, and records why; the running identity stays in use.
+func (r *rotator) rollback(cause error) {
+	rec, ok, err := r.a.db.Rotation()
+	if err != nil || !ok || rec.Phase != store.RotationFallback || rec.PreviousCertificatePEM == "" {
+		return
+	}
+	if err := writeFileAtomic(r.a.cfg.Identity.Certificate, []byte(rec.PreviousCertificatePEM), 0o644); err != nil {
+		r.log.Error("rollback failed", "err", err)
+		return
+	}
+	r.schedule(&rec, fmt.Errorf("the rotated identity did not start (%w); rolled back", cause), true)
+}
+
 // refused reports whether the credentials provider refused the device's
 // certificate (HTTP 401/403) and no valid credentials are left.
 func refused(ref interface {
@@ -570,7 +588,12 @@ func (r *rotator) announceRetired(ctx context.Context, certID, reason string) bo
 		return true
 	}
 	body, _ := json.Marshal(map[string]string{"certificateId": certID, "thingName": r.a.cfg.Identity.ThingName, "reason": reason})
-	if _, err := r.a.mqtt.Publish(ctx, topic, body, 1); err != nil {
+	s := r.a.session()
+	if s == nil {
+		r.log.Error("retirement notice not queued: the MQTT session is restarting", "topic", topic)
+		return false
+	}
+	if _, err := s.Publish(ctx, topic, body, 1); err != nil {
 		r.log.Error("retirement notice not queued", "topic", topic, "err", err)
 		return false
 	}

@@ -82,8 +82,8 @@ func (a *Agent) Status() Status {
 	}
 	st.Store = a.db.Health()
 	st.Rotation = a.rot.status()
-	if a.mqtt != nil {
-		ms := a.mqtt.Status()
+	if s := a.session(); s != nil {
+		ms := s.Status()
 		st.MQTT = &ms
 	}
 	return st

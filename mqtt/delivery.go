@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/eclipse/paho.golang/autopaho/queue"
 	"github.com/eclipse/paho.golang/packets"
@@ -43,15 +44,33 @@ type delivery struct {
 	ids    map[uint16]uint64    // packet id → outbox sequence
 	pkts   map[uint16][]byte    // packet id → serialised packet, for resends
 	order  []uint16             // packet ids in Put order
+	// What tells a poisonous message from a flaky network: when the
+	// connection came up and the last message was handed to the broker,
+	// and how often each message was the oldest in flight when the broker
+	// closed the connection right after (see lost).
+	upAt, putAt time.Time
+	strikes     map[uint64]int
 }
+
+// A message the broker closes the connection on this many times in a row,
+// each time within strikeWindow of its sending, is moved to the dead
+// letters so the messages behind it are delivered. A broker refusing one
+// packet (mosquitto's "malformed packet") drops the connection at once; a
+// network failure rarely strikes the same message three times running
+// without an acknowledgement in between.
+const (
+	maxStrikes   = 3
+	strikeWindow = 5 * time.Second
+)
 
 func newDelivery(ob *store.Outbox, s *Session) *delivery {
 	return &delivery{
-		ob:   ob,
-		s:    s,
-		wake: make(chan struct{}),
-		ids:  make(map[uint16]uint64),
-		pkts: make(map[uint16][]byte),
+		ob:      ob,
+		s:       s,
+		wake:    make(chan struct{}),
+		ids:     make(map[uint16]uint64),
+		pkts:    make(map[uint16][]byte),
+		strikes: make(map[uint64]int),
 	}
 }
 
@@ -150,23 +169,21 @@ func (e *entry) Remove() error {
 		d.ob.Ack(e.m.Seq)
 	case !put:
 		// paho refused it before it reached the session (e.g. the broker's
-		// maximum QoS is 0): retrying cannot help, so drop it loudly.
-		d.s.rejected(e.m, "refused by the MQTT client before sending")
-		d.ob.Ack(e.m.Seq)
+		// maximum QoS is 0): retrying cannot help, so set it aside loudly.
+		d.s.deadLetter(e.m.Seq, e.m.Topic, "refused by the MQTT client before sending")
 	}
 	return nil
 }
 
-// Quarantine drops a message paho could not parse; ours always parse.
+// Quarantine sets aside a message paho could not parse; ours always parse.
 func (e *entry) Quarantine() error {
-	e.d.s.rejected(e.m, "unreadable queue entry")
 	e.d.mu.Lock()
 	e.d.peeked = nil
 	if e.m.Seq > e.d.cursor {
 		e.d.cursor = e.m.Seq
 	}
 	e.d.mu.Unlock()
-	e.d.ob.Ack(e.m.Seq)
+	e.d.s.deadLetter(e.m.Seq, e.m.Topic, "unreadable queue entry")
 	return nil
 }
 
@@ -188,6 +205,7 @@ func (c clientStore) Put(id uint16, typ byte, w io.WriterTo) error {
 	if typ == packets.PUBLISH && d.peeked != nil {
 		d.ids[id] = d.peeked.Seq
 		d.putSeq = d.peeked.Seq
+		d.putAt = time.Now()
 	}
 	return nil
 }
@@ -208,6 +226,7 @@ func (c clientStore) Delete(id uint16) error {
 	d.mu.Lock()
 	seq, ok := d.ids[id]
 	d.forget(id)
+	delete(d.strikes, seq)
 	d.mu.Unlock()
 	if ok {
 		d.ob.Ack(seq)
@@ -255,6 +274,56 @@ func (d *delivery) forget(id uint16) {
 	}
 }
 
+// seqOf returns the outbox sequence packet id carries.
+func (d *delivery) seqOf(id uint16) (uint64, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	seq, ok := d.ids[id]
+	return seq, ok
+}
+
+// lost is told that the connection ended, with the broker's DISCONNECT if
+// it sent one. It strikes the oldest message in flight when the end came
+// within strikeWindow of the connection coming up or of the last send, and
+// reports it (packet id, sequence, why) once it has maxStrikes.
+func (d *delivery) lost(dp *packets.Disconnect, now time.Time) (id uint16, seq uint64, why string, dead bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	last := d.putAt
+	if d.upAt.After(last) {
+		last = d.upAt
+	}
+	if now.Sub(last) > strikeWindow {
+		return 0, 0, "", false
+	}
+	for _, pid := range d.order {
+		if s, ok := d.ids[pid]; ok {
+			id, seq = pid, s
+			break
+		}
+	}
+	if seq == 0 {
+		return 0, 0, "", false
+	}
+	d.strikes[seq]++
+	if d.strikes[seq] < maxStrikes {
+		return 0, 0, "", false
+	}
+	delete(d.strikes, seq)
+	why = fmt.Sprintf("the broker closed the connection each of %d times right after it was sent", maxStrikes)
+	if dp != nil {
+		why += fmt.Sprintf(" (DISCONNECT reason 0x%02x %s)", dp.ReasonCode, disconnectReason(dp))
+	}
+	return id, seq, why, true
+}
+
+func disconnectReason(dp *packets.Disconnect) string {
+	if dp.Properties == nil {
+		return ""
+	}
+	return dp.Properties.ReasonString
+}
+
 // inflight counts packets awaiting acknowledgement.
 func (d *delivery) inflight() int {
 	d.mu.Lock()
@@ -275,4 +344,32 @@ func (ss sessionState) PacketReceived(p *packets.ControlPacket, pubs chan<- *pac
 		ss.s.pubackRefused(pa)
 	}
 	return ss.State.PacketReceived(p, pubs)
+}
+
+// ConAckReceived notes when the connection came up (see delivery.lost).
+func (ss sessionState) ConAckReceived(conn io.Writer, cp *packets.Connect, ca *packets.Connack) error {
+	ss.s.d.mu.Lock()
+	ss.s.d.upAt = time.Now()
+	ss.s.d.mu.Unlock()
+	return ss.State.ConAckReceived(conn, cp, ca)
+}
+
+// ConnectionLost moves a message the broker keeps closing the connection
+// on to the dead letters, and ends its transaction in paho's session as a
+// refused PUBACK would, so that it is not sent again.
+func (ss sessionState) ConnectionLost(dp *packets.Disconnect) error {
+	err := ss.State.ConnectionLost(dp)
+	id, seq, why, dead := ss.s.d.lost(dp, time.Now())
+	if dead {
+		topic := ""
+		if m, ok, _ := ss.s.d.ob.Next(seq - 1); ok && m.Seq == seq {
+			topic = m.Topic
+		}
+		ss.s.deadLetter(seq, topic, why)
+		ss.State.PacketReceived(&packets.ControlPacket{
+			FixedHeader: packets.FixedHeader{Type: packets.PUBACK},
+			Content:     &packets.Puback{PacketID: id, ReasonCode: 0x80},
+		}, nil)
+	}
+	return err
 }

@@ -115,7 +115,7 @@ type Status struct {
 	LastError   string            `json:"last_error,omitempty"`
 	LastErrorAt time.Time         `json:"last_error_at,omitzero"`
 	Inflight    int               `json:"inflight"`    // QoS 1 messages sent, not yet acknowledged
-	Rejected    uint64            `json:"rejected"`    // messages the broker refused (dropped)
+	Rejected    uint64            `json:"rejected"`    // messages the broker refused (moved to the dead letters)
 	Subscribers int               `json:"subscribers"` // local subscribers
 	Dropped     uint64            `json:"dropped"`     // messages dropped for slow local subscribers
 	Outbox      store.OutboxStats `json:"outbox"`
@@ -384,12 +384,19 @@ func (s *Session) setErr(err error) {
 	s.mu.Unlock()
 }
 
-func (s *Session) rejected(m store.OutboxMessage, why string) {
+// deadLetter moves a message the broker (or paho) refused out of the way
+// of the ones behind it, into the outbox's dead letters, and says so.
+func (s *Session) deadLetter(seq uint64, topic, why string) {
+	if err := s.cfg.Outbox.DeadLetter(seq, why); err != nil {
+		// The store failed: acknowledging at least unblocks the queue.
+		s.log.Error("mqtt message could not be kept as a dead letter; dropped", "seq", seq, "err", err)
+		s.cfg.Outbox.Ack(seq)
+	}
 	s.mu.Lock()
 	s.rejects++
-	s.lastErr, s.lastErrAt = fmt.Errorf("message %d to %q dropped: %s", m.Seq, m.Topic, why), time.Now()
+	s.lastErr, s.lastErrAt = fmt.Errorf("message %d to %q moved to the dead letters: %s", seq, topic, why), time.Now()
 	s.mu.Unlock()
-	s.log.Error("mqtt message dropped", "seq", m.Seq, "topic", m.Topic, "reason", why)
+	s.log.Error("mqtt message moved to the dead letters; delivery goes on with the next", "seq", seq, "topic", topic, "reason", why)
 }
 
 func (s *Session) pubackRefused(pa *packets.Puback) {
@@ -397,12 +404,17 @@ func (s *Session) pubackRefused(pa *packets.Puback) {
 	if pa.Properties != nil {
 		reason = pa.Properties.ReasonString
 	}
-	err := fmt.Errorf("broker refused a message (PUBACK reason 0x%02x %s): it was dropped; check the device policy allows publishing to its topic", pa.ReasonCode, reason)
-	s.mu.Lock()
-	s.rejects++
-	s.lastErr, s.lastErrAt = err, time.Now()
-	s.mu.Unlock()
-	s.log.Error("mqtt message refused by broker", "reason_code", pa.ReasonCode, "reason", reason)
+	why := fmt.Sprintf("the broker refused it (PUBACK reason 0x%02x %s); check that the device policy allows publishing to its topic", pa.ReasonCode, reason)
+	seq, ok := s.d.seqOf(pa.PacketID)
+	if !ok {
+		s.setErr(errors.New(why))
+		return
+	}
+	topic := ""
+	if m, ok, _ := s.cfg.Outbox.Next(seq - 1); ok && m.Seq == seq {
+		topic = m.Topic
+	}
+	s.deadLetter(seq, topic, why)
 }
 
 // Publish checks topic, payload and QoS against the AWS IoT Core rules and

@@ -33,6 +33,19 @@ func TestValidatePublish(t *testing.T) {
 		{"eight slashes", "a/b/c/d/e/f/g/h/i", 1, 1, "topic_too_deep"},
 		{"not utf8", "a/\xff", 1, 1, "topic_not_utf8"},
 		{"nul", "a\x00b", 1, 1, "topic_invalid"},
+		{"newline", "a\nb", 1, 1, "topic_invalid"},
+		{"tab", "a\tb", 1, 1, "topic_invalid"},
+		{"control 0x01", "a\x01b", 1, 1, "topic_invalid"},
+		{"DEL", "a\x7fb", 1, 1, "topic_invalid"},
+		{"C1 control", "a\u0085b", 1, 1, "topic_invalid"},
+		{"C1 control last", "a\u009fb", 1, 1, "topic_invalid"},
+		{"non-character U+FFFF", "a\uffffb", 1, 1, "topic_invalid"},
+		{"non-character U+FFFE", "a\ufffeb", 1, 1, "topic_invalid"},
+		{"non-character U+FDD0", "a\ufdd0b", 1, 1, "topic_invalid"},
+		{"non-character U+10FFFF", "a\U0010ffffb", 1, 1, "topic_invalid"},
+		{"surrogate bytes", "a\xed\xa0\x80b", 1, 1, "topic_not_utf8"},
+		{"printable unicode", "dt/gw-0001/température/€/😀", 1, 1, ""},
+		{"U+00A0 is allowed", "a\u00a0b", 1, 1, ""},
 		{"payload too large", "a", MaxPayloadBytes + 1, 1, "payload_too_large"},
 		{"qos 2", "a", 1, 2, "qos_unsupported"},
 	}
@@ -59,6 +72,7 @@ func TestValidateFilterAndMatch(t *testing.T) {
 	}{
 		{"a/b", true}, {"a/+/c", true}, {"a/#", true}, {"#", true}, {"+", true},
 		{"a/#/c", false}, {"a/b#", false}, {"a+/b", false}, {"", false}, {"a/b/c/d/e/f/g/h/i", false},
+		{"a/\n/#", false}, {"a/\x01", false}, {"\uffff/+", false}, {"a/\u0090", false},
 	}
 	for _, tc := range filters {
 		err := ValidateFilter(tc.filter)

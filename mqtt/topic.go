@@ -85,12 +85,45 @@ func validateName(s, what string) error {
 		return rule(what+"_not_utf8", "%s is not valid UTF-8", what)
 	case strings.ContainsRune(s, 0):
 		return rule(what+"_invalid", "%s contains a NUL character", what)
+	case strings.IndexFunc(s, disallowedRune) >= 0:
+		r := []rune(s)[runeIndex(s, disallowedRune)]
+		return rule(what+"_invalid", "%s contains %U, a control character or Unicode non-character, which MQTT 5 brokers refuse: use printable characters", what, r)
 	case len(s) > MaxTopicBytes:
 		return rule(what+"_too_long", "%s is %d bytes; AWS IoT Core allows at most %d", what, len(s), MaxTopicBytes)
 	case strings.Count(s, "/") > MaxTopicSlashes:
 		return rule(what+"_too_deep", "%s %q has %d slashes; AWS IoT Core allows at most %d (8 levels)", what, s, strings.Count(s, "/"), MaxTopicSlashes)
 	}
 	return nil
+}
+
+// disallowedRune reports the code points MQTT 5 (section 1.5.4) says a
+// UTF-8 string should not hold and brokers such as mosquitto refuse with a
+// disconnect: control characters U+0001–U+001F and U+007F–U+009F, and the
+// Unicode non-characters (U+FDD0–U+FDEF and the last two code points of
+// every plane, U+FFFE, U+FFFF, U+1FFFE …). Go's UTF-8 decoding already
+// refuses surrogates and overlong forms.
+func disallowedRune(r rune) bool {
+	switch {
+	case r <= 0x1f, r >= 0x7f && r <= 0x9f:
+		return true
+	case r >= 0xfdd0 && r <= 0xfdef:
+		return true
+	case r&0xfffe == 0xfffe:
+		return true
+	}
+	return false
+}
+
+// runeIndex is the index, in runes, of the first rune of s for which f holds.
+func runeIndex(s string, f func(rune) bool) int {
+	i := 0
+	for _, r := range s {
+		if f(r) {
+			return i
+		}
+		i++
+	}
+	return -1
 }
 
 // Match reports whether topic matches the subscription filter.

@@ -49,11 +49,13 @@ wait_for() { # wait_for SECONDS CMD...: until CMD succeeds
 say "1. test PKI and a SoftHSM token (the device key is generated inside it)"
 ./softhsm-test/pki.sh "$demo/pki" gw-0001 >/dev/null
 export SOFTHSM2_CONF=$demo/token/softhsm2.conf
-uri=$(./softhsm-test/token.sh "$demo/token" tether "$demo/token/pin" device ec-p256 2>/dev/null)
+# token.sh's stderr stays visible: it names what is missing (e.g. softhsm2).
+uri=$(./softhsm-test/token.sh "$demo/token" tether "$demo/token/pin" device ec-p256)
 echo "key: ${uri%%\?*}?module-path=…&pin-source=file:… (the PIN stays in its 0600 file)"
 "$tether" hsm csr --key "$uri" --subject "CN=gw-0001" >"$demo/device.csr"
 openssl x509 -req -in "$demo/device.csr" -CA "$demo/pki/ca.crt" -CAkey "$demo/pki/ca.key" \
-	-CAcreateserial -days 30 -out "$demo/device.crt" 2>/dev/null
+	-CAcreateserial -days 30 -out "$demo/device.crt" 2>"$demo/openssl.log" ||
+	{ echo "demo: signing the device certificate failed:" >&2; cat "$demo/openssl.log" >&2; exit 1; }
 openssl x509 -in "$demo/device.crt" -noout -subject -enddate
 
 say "2. the IoT Core credentials provider simulator"

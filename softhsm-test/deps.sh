@@ -3,7 +3,7 @@
 # what is missing; otherwise it names what is missing and fails.
 set -eu
 
-packages="softhsm2 opensc gnutls-bin openssl mosquitto mosquitto-clients awscli python3-boto3 systemd util-linux ca-certificates"
+packages="softhsm2 opensc gnutls-bin openssl mosquitto mosquitto-clients awscli python3-boto3 systemd util-linux ca-certificates debootstrap systemd-container rpm lintian"
 cross="gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross qemu-user-static"
 case "${1:-}" in --cross) packages="$packages $cross" ;; esac
 

@@ -19,11 +19,21 @@ thing=${2:-gw-0001}
 umask 077
 mkdir -p "$dir"
 cd "$dir"
+# quiet runs openssl without its chatter, but shows what it said when it fails.
+quiet() {
+	if ! "$@" 2>.openssl.err; then
+		echo "pki.sh: $* failed:" >&2
+		cat .openssl.err >&2
+		rm -f .openssl.err
+		exit 1
+	fi
+	rm -f .openssl.err
+}
 
-openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+quiet openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
 	-keyout ca.key -out ca.crt -days 3650 -subj "/O=tether test/CN=tether test CA" \
 	-addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
-	-addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+	-addext "keyUsage=critical,keyCertSign,cRLSign"
 
 printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature" \
 	"extendedKeyUsage=serverAuth" "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost" >server.ext
@@ -33,9 +43,9 @@ printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature" \
 issue() { # name keyopts... ; subject from $subj, extensions from $ext
 	name=$1
 	shift
-	openssl req -new -newkey "$@" -nodes -keyout "$name.key" -out "$name.csr" -subj "$subj" 2>/dev/null
-	openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -set_serial "0x$(openssl rand -hex 16)" \
-		-days 825 -sha256 -extfile "$ext" -out "$name.crt" 2>/dev/null
+	quiet openssl req -new -newkey "$@" -nodes -keyout "$name.key" -out "$name.csr" -subj "$subj"
+	quiet openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -set_serial "0x$(openssl rand -hex 16)" \
+		-days 825 -sha256 -extfile "$ext" -out "$name.crt"
 	rm -f "$name.csr"
 }
 

@@ -48,5 +48,11 @@ if ! p11tool --provider "$module" --list-tokens 2>/dev/null | grep -q "token=$la
 	p11tool --provider "$module" --initialize-pin "pkcs11:token=$label" >/dev/null
 fi
 # shellcheck disable=SC2086 # $gen is a word list on purpose
-p11tool --provider "$module" --login $gen --label "$key" --mark-private --outfile /dev/null "pkcs11:token=$label" 2>/dev/null
+# p11tool chats on stderr; its words are shown only when it fails.
+if ! p11tool --provider "$module" --login $gen --label "$key" --mark-private --outfile /dev/null "pkcs11:token=$label" 2>"$dir/p11tool.err"; then
+	echo "$0: generating key $key in token $label failed:" >&2
+	cat "$dir/p11tool.err" >&2
+	exit 1
+fi
+rm -f "$dir/p11tool.err"
 echo "pkcs11:token=$label;object=$key?module-path=$module&pin-source=file:$pinfile"

@@ -38,7 +38,8 @@ func additionalData(role string) []byte {
 // PutCredentials seals c with the store's Sealer (random nonce, role name as
 // additional data) and stores it as the last credentials of role.
 func (db *DB) PutCredentials(role string, c aws.Credentials) error {
-	if db.sealer == nil {
+	sealer := db.currentSealer()
+	if sealer == nil {
 		return ErrNoSealer
 	}
 	if role == "" {
@@ -56,13 +57,13 @@ func (db *DB) PutCredentials(role string, c aws.Credentials) error {
 	if err != nil {
 		return fmt.Errorf("store: encode credentials for role %q: %w", role, err)
 	}
-	ns := db.sealer.NonceSize()
-	val := make([]byte, 1+ns, 1+ns+len(plain)+db.sealer.Overhead())
+	ns := sealer.NonceSize()
+	val := make([]byte, 1+ns, 1+ns+len(plain)+sealer.Overhead())
 	val[0] = sealedFormat
 	if _, err := rand.Read(val[1:]); err != nil {
 		return fmt.Errorf("store: nonce for role %q: %w", role, err)
 	}
-	val, err = seal(db.sealer, val, val[1:], plain, additionalData(role))
+	val, err = seal(sealer, val, val[1:], plain, additionalData(role))
 	clear(plain)
 	if err != nil {
 		err = fmt.Errorf("store: seal credentials for role %q: %w", role, err)
@@ -87,7 +88,8 @@ func (db *DB) PutCredentials(role string, c aws.Credentials) error {
 // with another key (the device key was replaced) or damaged is deleted with a
 // log line, because nothing could ever open it again.
 func (db *DB) Credentials(role string) (c aws.Credentials, ok bool, err error) {
-	if db.sealer == nil {
+	sealer := db.currentSealer()
+	if sealer == nil {
 		return aws.Credentials{}, false, nil
 	}
 	var val []byte
@@ -105,7 +107,7 @@ func (db *DB) Credentials(role string) (c aws.Credentials, ok bool, err error) {
 	if val == nil {
 		return aws.Credentials{}, false, nil
 	}
-	sc, why := db.open(role, val)
+	sc, why := unseal(sealer, role, val)
 	if why != "" {
 		db.log.Warn("discarding cached credentials that cannot be opened; they will be fetched again",
 			"role", role, "path", db.path, "reason", why)
@@ -124,17 +126,17 @@ func (db *DB) Credentials(role string) (c aws.Credentials, ok bool, err error) {
 	}, true, nil
 }
 
-// open unseals val; why is non-empty when it cannot. The reason never
+// unseal opens val; why is non-empty when it cannot. The reason never
 // contains plaintext.
-func (db *DB) open(role string, val []byte) (sc storedCredentials, why string) {
-	ns := db.sealer.NonceSize()
-	if len(val) < 1+ns+db.sealer.Overhead() {
+func unseal(sealer cipher.AEAD, role string, val []byte) (sc storedCredentials, why string) {
+	ns := sealer.NonceSize()
+	if len(val) < 1+ns+sealer.Overhead() {
 		return sc, "entry too short"
 	}
 	if val[0] != sealedFormat {
 		return sc, fmt.Sprintf("unknown format %d", val[0])
 	}
-	plain, err := db.sealer.Open(nil, val[1:1+ns], val[1+ns:], additionalData(role))
+	plain, err := sealer.Open(nil, val[1:1+ns], val[1+ns:], additionalData(role))
 	if err != nil {
 		return sc, "authentication failed (sealed with another key: the device key or token changed)"
 	}
@@ -210,4 +212,20 @@ func (db *DB) CredentialKeys() ([]string, error) {
 		return nil, fmt.Errorf("store: list credentials in %s: %w", db.path, db.mapErr(err))
 	}
 	return keys, nil
+}
+
+// SetSealer replaces the Sealer, for an agent whose device key changed while
+// it runs (a reload after rotation): credentials are sealed with the new key
+// from now on. Nil disables the credential cache.
+func (db *DB) SetSealer(s cipher.AEAD) {
+	db.mu.Lock()
+	db.sealer = s
+	db.mu.Unlock()
+}
+
+// currentSealer returns the Sealer in use.
+func (db *DB) currentSealer() cipher.AEAD {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.sealer
 }

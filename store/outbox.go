@@ -41,6 +41,11 @@ type OutboxOptions struct {
 	MaxBytes int64
 	// MaxBatch bounds how many Enqueue calls share one commit (0: DefaultOutboxMaxBatch).
 	MaxBatch int
+	// MaxDeadLetters and MaxDeadLetterBytes bound the messages kept after
+	// the broker refused them; the oldest go first (0: DefaultMaxDeadLetters,
+	// DefaultMaxDeadLetterBytes).
+	MaxDeadLetters     int
+	MaxDeadLetterBytes int64
 	// OneCommitPerMessage disables group commit: every Enqueue gets its own
 	// bbolt transaction and fsync. It exists as the baseline for benchmarks.
 	OneCommitPerMessage bool
@@ -63,6 +68,12 @@ type OutboxStats struct {
 	Commits uint64    `json:"commits"`         // bbolt transactions that added messages
 	Refused uint64    `json:"refused"`         // Enqueue calls answered with ErrOutboxFull
 	Error   string    `json:"error,omitempty"` // last commit error
+	// DeadLetters counts the messages kept in the dead-letter bucket;
+	// DeadLettered counts those moved there since the outbox was opened,
+	// LastDeadLetter is the reason of the last one.
+	DeadLetters    int    `json:"dead_letters"`
+	DeadLettered   uint64 `json:"dead_lettered"`
+	LastDeadLetter string `json:"last_dead_letter,omitempty"`
 }
 
 // Outbox is the durable, ordered MQTT outbox in the state file. A message is
@@ -98,6 +109,10 @@ type Outbox struct {
 	commits uint64
 	refused uint64
 	lastErr error
+	// dead letters: kept, moved since open, last reason
+	deadLetters  int
+	deadLettered uint64
+	lastDead     string
 }
 
 type enqueueReq struct {
@@ -132,6 +147,12 @@ func (db *DB) Outbox(opts OutboxOptions) (*Outbox, error) {
 	}
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = DefaultOutboxMaxBatch
+	}
+	if opts.MaxDeadLetters <= 0 {
+		opts.MaxDeadLetters = DefaultMaxDeadLetters
+	}
+	if opts.MaxDeadLetterBytes <= 0 {
+		opts.MaxDeadLetterBytes = DefaultMaxDeadLetterBytes
 	}
 	o := &Outbox{
 		db:     db,
@@ -173,6 +194,9 @@ func (db *DB) Outbox(opts OutboxOptions) (*Outbox, error) {
 		}); err != nil {
 			return nil, fmt.Errorf("%w: clean outbox in %s: %w", ErrOutboxUnavailable, db.path, err)
 		}
+	}
+	if err := o.countDeadLetters(); err != nil {
+		return nil, fmt.Errorf("%w: read dead letters in %s: %w", ErrOutboxUnavailable, db.path, err)
 	}
 	go o.commitLoop()
 	return o, nil
@@ -294,6 +318,10 @@ func (o *Outbox) Stats() OutboxStats {
 		Bytes:   o.bytes,
 		Commits: o.commits,
 		Refused: o.refused,
+
+		DeadLetters:    o.deadLetters,
+		DeadLettered:   o.deadLettered,
+		LastDeadLetter: o.lastDead,
 	}
 	if o.lastErr != nil {
 		st.Error = o.lastErr.Error()

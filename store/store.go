@@ -40,12 +40,13 @@ var (
 	bucketCredentials = []byte("credentials")
 	bucketOutbox      = []byte("outbox")
 	bucketMQTTSession = []byte("mqtt-session")
+	bucketDeadLetters = []byte("mqtt-dead-letters")
 
 	keySchema = []byte("schema")
 )
 
 // allBuckets is created by every Open so callers never meet a missing bucket.
-var allBuckets = [][]byte{bucketMeta, bucketCredentials, bucketOutbox, bucketMQTTSession}
+var allBuckets = [][]byte{bucketMeta, bucketCredentials, bucketOutbox, bucketMQTTSession, bucketDeadLetters}
 
 // Errors returned by Open; check them with errors.Is.
 var (

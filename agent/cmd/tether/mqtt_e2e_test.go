@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,7 +31,7 @@ func TestMQTTThroughTheAgent(t *testing.T) {
 	e.Sim.TrustCA(broker.PKI.CA)
 	e.WriteConfig(fmt.Sprintf("\n[mqtt]\nendpoint = %q\nca_file = %q\n", broker.Addr, broker.CAFile),
 		e.CertFile, cert, e.KeyFile, key)
-	startAgent(t, e)
+	proc := startAgent(t, e)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -69,6 +70,28 @@ func TestMQTTThroughTheAgent(t *testing.T) {
 	require.Equal(t, 0, code)
 	assert.Contains(t, status, "connected since")
 	assert.Contains(t, status, "outbox")
+
+	// A reload that leaves [mqtt] and the identity alone keeps the session;
+	// one that changes [mqtt] replaces it, and delivery goes on.
+	t.Run("reload", func(t *testing.T) {
+		require.NoError(t, proc.cmd.Process.Signal(syscall.SIGHUP))
+		e.WaitNotify("READY=1")
+		st, err := agent.FetchStatus(context.Background(), e.Socket)
+		require.NoError(t, err)
+		require.NotNil(t, st.MQTT)
+		assert.Equal(t, uint64(1), st.MQTT.Connects, "an unchanged session is not reconnected by a reload")
+
+		e.WriteConfig(fmt.Sprintf("\n[mqtt]\nendpoint = %q\nca_file = %q\nkeep_alive = \"45s\"\n", broker.Addr, broker.CAFile),
+			e.CertFile, cert, e.KeyFile, key)
+		require.NoError(t, proc.cmd.Process.Signal(syscall.SIGHUP))
+		e.WaitNotify("READY=1")
+		waitStatus(t, e.Socket, func(st *agent.Status) bool {
+			return st.MQTT != nil && st.MQTT.State == "connected" && st.MQTT.Outbox.Depth == 0
+		})
+		code, _, stderr := tether(t, nil, "mqtt", "publish", "--socket", e.Socket, "--topic", "dt/gw-0001/after-reload", "--qos", "1", "--message", "x")
+		require.Equal(t, 0, code, stderr)
+		waitStatus(t, e.Socket, func(st *agent.Status) bool { return st.MQTT.Outbox.Depth == 0 && st.MQTT.Inflight == 0 })
+	})
 }
 
 // waitStatus polls the agent's status until ok holds, for at most 30 s.

@@ -81,6 +81,13 @@ func printStatus(w io.Writer, st *agent.Status, now time.Time) {
 			oldest = "oldest " + now.Sub(m.Outbox.Oldest).Round(time.Second).String() + " old"
 		}
 		fmt.Fprintf(tw, "  outbox\t%d messages, %d bytes, %s\n", m.Outbox.Depth, m.Outbox.Bytes, oldest)
+		if m.Outbox.DeadLetters > 0 || m.Outbox.DeadLettered > 0 {
+			fmt.Fprintf(tw, "  dead letters\t%d kept, %d since start", m.Outbox.DeadLetters, m.Outbox.DeadLettered)
+			if m.Outbox.LastDeadLetter != "" {
+				fmt.Fprintf(tw, "; last: %s", m.Outbox.LastDeadLetter)
+			}
+			fmt.Fprintln(tw)
+		}
 	}
 	tw.Flush()
 }
