@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	cryptorand "crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -85,8 +87,8 @@ func newRotator(a *Agent) *rotator {
 		r.disabled = "identity.rotation_template is not set"
 	case a.cfg.MQTT.Endpoint == "":
 		r.disabled = "no [mqtt] endpoint: rotation talks to AWS IoT over the device's MQTT session"
-	case hsm.IsURI(id.PrivateKey):
-		r.disabled = "rotation of pkcs11: keys is not supported yet; rotate by provisioning again"
+	case hsm.IsURI(id.PrivateKey) && strings.Contains(strings.SplitN(id.PrivateKey, "?", 2)[0], "id="):
+		r.disabled = "identity.private_key names its key by id=, which would keep pointing at the old key; name it by object= only (the certificate picks the key)"
 	}
 	return r
 }
@@ -220,7 +222,7 @@ func (r *rotator) tick(ctx context.Context, manual bool) bool {
 			return false
 		}
 		r.log.Info("rotation starts", "manual", manual, "days_left", daysLeft(leaf, now))
-		rec = store.Rotation{Phase: store.RotationKey, Key: r.a.cfg.Identity.PrivateKey + ".next", Attempts: rec.Attempts,
+		rec = store.Rotation{Phase: store.RotationKey, Key: pendingKeyRef(r.a.cfg.Identity.PrivateKey), Attempts: rec.Attempts,
 			LastError: rec.LastError, LastErrorAt: rec.LastErrorAt, Committed: rec.Committed}
 		if err := r.a.db.PutRotation(rec); err != nil {
 			r.log.Error("rotation cannot start", "err", err)
@@ -266,8 +268,7 @@ func (r *rotator) step(ctx context.Context, rec *store.Rotation) error {
 	switch rec.Phase {
 	case store.RotationKey:
 		if !keyExists(ctx, rec.Key) {
-			kt := keyTypeOf(r.a.id.Leaf())
-			if _, err := hsm.GeneratePEMKey(rec.Key, kt); err != nil {
+			if err := generateKey(ctx, rec.Key, keyTypeOf(r.a.id.Leaf())); err != nil {
 				return err
 			}
 		}
@@ -407,9 +408,11 @@ func (r *rotator) commit(ctx context.Context, rec *store.Rotation) error {
 	if err := writeFileAtomic(id.Certificate+".prev", []byte(rec.PreviousCertificatePEM), 0o644); err != nil {
 		return fmt.Errorf("fallback certificate: %w", err)
 	}
-	if _, err := os.Lstat(rec.Key); err == nil {
-		if err := hsm.AppendPEMKey(id.PrivateKey, rec.Key); err != nil {
-			return err
+	if !hsm.IsURI(rec.Key) {
+		if _, err := os.Lstat(rec.Key); err == nil {
+			if err := hsm.AppendPEMKey(id.PrivateKey, rec.Key); err != nil {
+				return err
+			}
 		}
 	}
 	failpoint("rotation:commit-key")
@@ -431,7 +434,9 @@ func (r *rotator) commit(ctx context.Context, rec *store.Rotation) error {
 		return err
 	}
 	os.Remove(r.pendingCert())
-	os.Remove(rec.Key)
+	if !hsm.IsURI(rec.Key) {
+		os.Remove(rec.Key)
+	}
 	r.log.Info("rotation committed", "certificate_id", rec.CertificateID, "previous", rec.PreviousCertificateID, "fallback_until", rec.FallbackUntil.Format(time.RFC3339))
 	return nil
 }
@@ -486,7 +491,13 @@ func (r *rotator) fail(ctx context.Context, rec *store.Rotation, err error) {
 		r.announceRetired(ctx, rec.CertificateID, "refused during the proof")
 	}
 	os.Remove(r.pendingCert())
-	_ = os.Remove(rec.Key)
+	if hsm.IsURI(rec.Key) {
+		if derr := hsm.DeleteKeys(ctx, rec.Key, nil); derr != nil {
+			r.log.Warn("the pending key could not be deleted from the token", "err", derr)
+		}
+	} else if rec.Key != "" {
+		_ = os.Remove(rec.Key)
+	}
 	r.schedule(rec, err, true)
 }
 
@@ -539,7 +550,7 @@ func (r *rotator) fallback(ctx context.Context, rec *store.Rotation) bool {
 			return false
 		}
 	}
-	if err := hsm.KeepPEMKey(id.PrivateKey, r.a.id.Leaf().PublicKey); err != nil {
+	if err := r.removePrevious(ctx, rec); err != nil {
 		r.log.Error("the previous key could not be removed", "err", err)
 		return false
 	}
@@ -550,6 +561,46 @@ func (r *rotator) fallback(ctx context.Context, rec *store.Rotation) bool {
 	}
 	r.log.Info("rotation finished: the previous key is removed")
 	return false
+}
+
+// removePrevious deletes the previous key: from the PEM file (keeping the
+// current certificate's), or from the token (every key with the label but
+// the new one's id).
+func (r *rotator) removePrevious(ctx context.Context, rec *store.Rotation) error {
+	id := &r.a.cfg.Identity
+	if !hsm.IsURI(id.PrivateKey) {
+		return hsm.KeepPEMKey(id.PrivateKey, r.a.id.Leaf().PublicKey)
+	}
+	u, err := hsm.ParseURI(rec.Key)
+	if err != nil || len(u.ID) == 0 {
+		return fmt.Errorf("the rotation record names no new key id (%q)", redactKey(rec.Key))
+	}
+	// Only if the running identity is the new key: never delete the key in use.
+	if loc, err := hsm.ParseURI(r.a.id.KeyLocation()); err == nil && len(loc.ID) > 0 && !bytes.Equal(loc.ID, u.ID) {
+		return fmt.Errorf("the running key %s is not the rotated one", loc)
+	}
+	return hsm.DeleteKeys(ctx, id.PrivateKey, u.ID)
+}
+
+// pendingKeyRef is where a rotation generates the new key: beside the PEM
+// file, or in the same token with the same label and a new random id.
+func pendingKeyRef(ref string) string {
+	if !hsm.IsURI(ref) {
+		return ref + ".next"
+	}
+	id := make([]byte, 16)
+	_, _ = cryptorand.Read(id)
+	path, query, hasQuery := strings.Cut(ref, "?")
+	var b strings.Builder
+	b.WriteString(path)
+	b.WriteString(";id=")
+	for _, c := range id {
+		fmt.Fprintf(&b, "%%%02x", c)
+	}
+	if hasQuery {
+		b.WriteString("?" + query)
+	}
+	return b.String()
 }
 
 // rollback puts the previous certificate back after a switch the agent

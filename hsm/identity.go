@@ -99,6 +99,11 @@ func openKey(ctx context.Context, key string, want crypto.PublicKey, o options) 
 			return nil, err
 		}
 		b, err := openPKCS11(ctx, u, o)
+		if errors.Is(err, errAmbiguous) && want != nil {
+			// Several keys share the label (for a while during a
+			// certificate rotation): the certificate picks one.
+			b, err = openMatching(ctx, u, want, o)
+		}
 		if err != nil {
 			return nil, err
 		}

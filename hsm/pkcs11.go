@@ -385,7 +385,7 @@ func findKey(p *pkcs11.Ctx, sh pkcs11.SessionHandle, t tokenRef, u *URI) (keyRef
 		return keyRef{}, fmt.Errorf("%w: no private key matches %s in token %s; keys there: %s", ErrKeyNotFound, u, t, keyList(p, sh))
 	case 1:
 	default:
-		return keyRef{}, fmt.Errorf("%d private keys match %s in token %s; add id= to pick one: %s", len(hs), u, t, keyList(p, sh))
+		return keyRef{}, fmt.Errorf("%w: %d private keys match %s in token %s; add id= to pick one: %s", errAmbiguous, len(hs), u, t, keyList(p, sh))
 	}
 	o := describe(p, sh, hs[0])
 	if len(o.ID) == 0 {

@@ -27,9 +27,13 @@ fallback          = "0s"
 
 // provisioned is a fleet device after `tether provision`, configured to
 // rotate with the simulator's rotation template.
-func provisioned(t *testing.T) *fleet {
+func provisioned(t *testing.T) *fleet { return provisionedWith(t, "") }
+
+// provisionedWith is provisioned with the device key at key (a pkcs11:
+// URI, or "" for a PEM file).
+func provisionedWith(t *testing.T, key string) *fleet {
 	t.Helper()
-	f := newFleet(t, "")
+	f := newFleet(t, key)
 	f.writeConfigWith(rotationSettings, "")
 	code, _, stderr := tether(t, nil, "provision", "-c", f.Config)
 	require.Equal(t, 0, code, stderr)
