@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,29 +69,59 @@ func (a *Agent) buildRoles() error {
 		return err
 	}
 	a.roles = roleSet{}
-	a.refs = map[string]*credprovider.Refresher{}
-	a.cacheKeys = map[string]string{}
 	leaf := sha256.Sum256(a.id.Leaf().Raw)
-	dev, err := a.refresher(DeviceRole, deviceFingerprint(cfg, leaf), iot)
+	dev, err := a.addRole(DeviceRole, deviceCredentialsKey(cfg, leaf), iot, Source{}, AllowList{})
 	if err != nil {
 		return err
 	}
-	a.roles[DeviceRole] = &role{name: DeviceRole, provider: dev, retryAfter: retryAfter(dev)}
-	return a.buildExtraRoles(dev)
+	return a.buildExtraRoles(dev.ref)
 }
 
-// deviceFingerprint is what decides the device role's credentials; leaf is
-// the SHA-256 of the device certificate.
-func deviceFingerprint(cfg *Config, leaf [32]byte) string {
-	return fmt.Sprintf("%q %q %q %x %s", cfg.AWS.CredentialEndpoint, cfg.AWS.RoleAlias, cfg.Identity.ThingName, leaf, cfg.AWS.Duration.Duration)
+// deviceCredentialsKey is what decides the device role's credentials; leaf
+// is the SHA-256 of the device certificate.
+func deviceCredentialsKey(cfg *Config, leaf [32]byte) credentialsKey {
+	return credentialsKey{
+		Endpoint: cfg.AWS.CredentialEndpoint, RoleAlias: cfg.AWS.RoleAlias, ThingName: cfg.Identity.ThingName,
+		Certificate: hex.EncodeToString(leaf[:]), Duration: cfg.AWS.Duration.Duration,
+	}
 }
 
-// cacheKey is where a role's credentials are persisted: its name and a
-// digest of everything that decides what credentials it gets, so that
-// after a change of role ARN, alias, source or identity the old
-// credentials are never served again.
-func cacheKey(name, fingerprint string) string {
-	sum := sha256.Sum256([]byte(fingerprint))
+// credentialsKey lists exactly what decides the credentials a role gets, and
+// nothing else: after a change of any of these the old credentials are
+// never served again, while editing what does not decide them (allow lists,
+// an MFA command, the STS endpoint) keeps them.
+type credentialsKey struct {
+	// The device role's.
+	Endpoint    string `json:",omitempty"`
+	RoleAlias   string `json:",omitempty"`
+	ThingName   string `json:",omitempty"`
+	Certificate string `json:",omitempty"` // SHA-256 of the leaf
+
+	// A [[role]]'s.
+	RoleARN              string            `json:",omitempty"`
+	SessionName          string            `json:",omitempty"`
+	ExternalID           string            `json:",omitempty"`
+	Policy               string            `json:",omitempty"`
+	PolicyARNs           []string          `json:",omitempty"`
+	Tags                 map[string]string `json:",omitempty"`
+	TransitiveTagKeys    []string          `json:",omitempty"`
+	SourceIdentity       string            `json:",omitempty"`
+	MFASerial            string            `json:",omitempty"`
+	WebIdentityTokenFile string            `json:",omitempty"`
+	CredentialCommand    []string          `json:",omitempty"`
+	// Source is the cache key of the source role, or the profile's name.
+	Source string `json:",omitempty"`
+
+	Duration time.Duration `json:",omitempty"`
+}
+
+// storeKey is where the credentials of role name with key k are persisted:
+// the name and a digest of k.
+func (k credentialsKey) storeKey(name string) string {
+	// A struct of strings, string slices and a string map always marshals,
+	// and map keys are sorted, so equal keys give equal digests.
+	b, _ := json.Marshal(k)
+	sum := sha256.Sum256(b)
 	return name + "#" + hex.EncodeToString(sum[:8])
 }
 
@@ -102,8 +133,8 @@ func (a *Agent) pruneCache() {
 		return
 	}
 	current := map[string]bool{}
-	for _, k := range a.cacheKeys {
-		current[k] = true
+	for _, rl := range a.roles {
+		current[rl.cacheKey] = true
 	}
 	for _, k := range keys {
 		if !current[k] {
@@ -118,32 +149,49 @@ func (a *Agent) pruneCache() {
 // cfg, without refresh: the daemon wraps it in the refresh engine, `tether
 // credential-process --direct` uses it as it is.
 func NewDeviceProvider(cfg *Config, id *hsm.Identity) (*credprovider.IoT, error) {
-	p, err := credprovider.NewIoT(credprovider.IoTOptions{
-		Endpoint:    cfg.AWS.CredentialEndpoint,
-		RoleAlias:   cfg.AWS.RoleAlias,
-		ThingName:   cfg.Identity.ThingName,
-		Certificate: id.Certificate(),
-		CAFile:      cfg.AWS.CAFile,
-		Duration:    cfg.AWS.Duration.Duration,
-	})
+	o := deviceOptions(cfg)
+	o.Certificate = id.Certificate()
+	p, err := credprovider.NewIoT(o)
 	if err != nil {
-		return nil, configFailure("aws: %w", err)
+		return nil, configFailure("%w", optionsError("", iotKeys, err))
 	}
 	return p, nil
 }
 
-// refresher wraps p in the refresh engine with the configured rules,
-// persists what it fetches and seeds it with what was persisted.
-// fingerprint describes what decides the credentials (see cacheKey).
-func (a *Agent) refresher(name, fingerprint string, p aws.CredentialsProvider) (*credprovider.Refresher, error) {
-	key := cacheKey(name, fingerprint)
-	a.cacheKeys[name] = key
-	mode, err := credprovider.ParseMode(a.cfg.AWS.Refresh)
-	if err != nil {
-		return nil, configFailure("aws.refresh: %w", err)
+// deviceOptions are the device role's IoT options but the certificate: what
+// validation checks and NewDeviceProvider uses.
+func deviceOptions(cfg *Config) credprovider.IoTOptions {
+	return credprovider.IoTOptions{
+		Endpoint:  cfg.AWS.CredentialEndpoint,
+		RoleAlias: cfg.AWS.RoleAlias,
+		ThingName: cfg.Identity.ThingName,
+		CAFile:    cfg.AWS.CAFile,
+		Duration:  cfg.AWS.Duration.Duration,
 	}
+}
+
+// optionsError is err (from a credprovider constructor) with the options it
+// refuses named by their TOML keys, after prefix, as validation names them.
+func optionsError(prefix string, keys map[string]string, err error) error {
+	v := &validator{}
+	v.options(prefix, keys, err)
+	if len(v.errs) == 0 {
+		return err
+	}
+	var parts []string
+	for _, fe := range v.errs {
+		parts = append(parts, fe.Key+": "+fe.Issue)
+	}
+	return errors.New(strings.Join(parts, "; "))
+}
+
+// addRole wraps p in the refresh engine with the configured rules, persists
+// what it fetches under ck's key, seeds it with what was persisted there, and
+// records the role.
+func (a *Agent) addRole(name string, ck credentialsKey, p aws.CredentialsProvider, source Source, allow AllowList) (*role, error) {
+	key := ck.storeKey(name)
 	r, err := credprovider.NewRefresher(p, credprovider.RefreshOptions{
-		Mode:            mode,
+		Mode:            a.cfg.AWS.Refresh,
 		AdvisoryWindow:  a.cfg.AWS.AdvisoryWindow.Duration,
 		MandatoryWindow: a.cfg.AWS.MandatoryWindow.Duration,
 		NotBefore:       a.opts.NotBefore,
@@ -178,17 +226,9 @@ func (a *Agent) refresher(name, fingerprint string, p aws.CredentialsProvider) (
 			a.log.Info("serving cached credentials", "role", name, "expires", c.Expires.UTC().Format(time.RFC3339))
 		}
 	}
-	a.refs[name] = r
-	return r, nil
-}
-
-func retryAfter(r *credprovider.Refresher) func() time.Duration {
-	return func() time.Duration {
-		if n := r.Status().NextRefresh; !n.IsZero() {
-			return time.Until(n)
-		}
-		return 0
-	}
+	rl := &role{name: name, ref: r, cacheKey: key, source: source, allow: allow}
+	a.roles[name] = rl
+	return rl, nil
 }
 
 // healthy reports whether every eager refresh loop keeps its schedule, which
@@ -196,8 +236,8 @@ func retryAfter(r *credprovider.Refresher) func() time.Duration {
 // (failing fetches, retried on schedule) is not.
 func (a *Agent) healthy(context.Context) error {
 	now := time.Now()
-	for name, r := range a.refs {
-		st := r.Status()
+	for name, rl := range a.roles {
+		st := rl.ref.Status()
 		if st.Mode == credprovider.Eager && !st.NextRefresh.IsZero() && now.Sub(st.NextRefresh) > overdue {
 			return fmt.Errorf("the refresh of role %s is %s overdue", name, now.Sub(st.NextRefresh).Round(time.Second))
 		}
@@ -218,13 +258,13 @@ func (a *Agent) notifyStatus() {
 // statusLine is the one-line credential state systemctl status shows.
 func (a *Agent) statusLine() string {
 	var parts []string
-	names := make([]string, 0, len(a.refs))
-	for n := range a.refs {
+	names := make([]string, 0, len(a.roles))
+	for n := range a.roles {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		st := a.refs[n].Status()
+		st := a.roles[n].ref.Status()
 		switch {
 		case st.Valid:
 			parts = append(parts, fmt.Sprintf("%s valid until %s", n, st.Expires.UTC().Format("15:04:05Z")))

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tetherd/tether/credprovider"
 	"github.com/tetherd/tether/platform"
 )
 
@@ -45,7 +46,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	assert.Zero(t, c.AWS.Duration.Duration, "no duration asked: the role alias decides")
 	assert.Equal(t, 15*time.Minute, c.AWS.AdvisoryWindow.Duration)
 	assert.Equal(t, 30*time.Second, c.AWS.MandatoryWindow.Duration)
-	assert.Equal(t, "eager", c.AWS.Refresh)
+	assert.Equal(t, credprovider.Eager, c.AWS.Refresh)
 	assert.Equal(t, "/run/tether/tether.sock", c.Serve.Socket)
 	assert.Equal(t, "/var/lib/tether/state.db", c.State.Path)
 	assert.Equal(t, 8883, c.MQTT.Port)
@@ -93,6 +94,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad filter", base + "[mqtt]\nendpoint = \"a.example.com\"\n[[mqtt.subscribe]]\ntopic = \"a/#/b\"\n", []string{"t.toml:14: mqtt.subscribe[0].topic: filter \"a/#/b\": # must be the last level"}},
 		{"control character in a filter", base + "[mqtt]\nendpoint = \"a.example.com\"\n[[mqtt.subscribe]]\ntopic = \"a/\\tb/#\"\n", []string{"t.toml:14: mqtt.subscribe[0].topic: filter contains U+0009"}},
 		{"subscription qos", base + "[mqtt]\nendpoint = \"a.example.com\"\n[[mqtt.subscribe]]\ntopic = \"t\"\nqos = 2\n", []string{"mqtt.subscribe.qos: unknown key"}},
+		{"bad source", base + "[[role]]\nname = \"a\"\nsource = \"roles:b\"\nrole_arn = \"arn:aws:iam::123456789012:role/x\"\n", []string{"t.toml:13: role[0].source: \"roles:b\" is not a source"}},
+		{"bad log level", base + "[log]\nlevel = \"verbose\"\n", []string{"t.toml:12: log.level: \"verbose\" is not a level"}},
 		{"wrong type", base + "[mqtt]\nport = \"eight\"\n", []string{"t.toml:12"}},
 		{"not toml", "[identity\n", []string{"not valid TOML"}},
 	}
@@ -110,7 +113,7 @@ func TestParseConfigErrors(t *testing.T) {
 }
 
 func TestParseConfigReportsEveryError(t *testing.T) {
-	_, err := ParseConfig("t.toml", []byte("[aws]\nduration = \"1s\"\nrefresh = \"x\"\n"))
+	_, err := ParseConfig("t.toml", []byte("[aws]\nduration = \"1s\"\nadvisory_window = \"1s\"\n"))
 	var ce *ConfigError
 	require.ErrorAs(t, err, &ce)
 	assert.GreaterOrEqual(t, len(ce.Errors), 6, err.Error())
@@ -118,11 +121,17 @@ func TestParseConfigReportsEveryError(t *testing.T) {
 	assert.ErrorAs(t, err, &fe)
 }
 
+// TestRedacted ensures that the configuration `tether config check` prints
+// holds neither a PIN value nor an external id.
 func TestRedacted(t *testing.T) {
-	got := Redacted("pkcs11:token=t;object=k?module-path=/m.so&pin-value=1234")
-	assert.NotContains(t, got, "1234")
-	assert.Equal(t, "pkcs11:token=t;object=k?module-path=/m.so&pin-value=REDACTED", got)
-	assert.Equal(t, "/etc/tether/device.key", Redacted("/etc/tether/device.key"))
+	c := &Config{Identity: IdentityConfig{PrivateKey: "pkcs11:token=t;object=k?module-path=/m.so&pin-value=1234"},
+		Roles: []RoleConfig{{Name: "a", ExternalID: "s3cr3t-id"}}}
+	b, err := c.Redacted().Marshal()
+	require.NoError(t, err)
+	assert.NotContains(t, string(b), "1234")
+	assert.NotContains(t, string(b), "s3cr3t-id")
+	assert.Contains(t, string(b), "pin-value=REDACTED")
+	assert.Equal(t, "s3cr3t-id", c.Roles[0].ExternalID, "the original is left alone")
 }
 
 // TestPackagedConfig checks that the default /etc/tether/tether.toml we ship

@@ -243,7 +243,7 @@ func LoadProvisionConfig(path string) (*Config, error) {
 	}
 	c = &Config{File: path}
 	if derr := toml.Unmarshal(b, c); derr != nil {
-		return nil, &ConfigError{Errors: []*FieldError{tomlError(path, derr)}}
+		return nil, &ConfigError{Errors: []*FieldError{tomlError(path, derr, nil)}}
 	}
 	c.applyDefaults(platform.Directories())
 	return c, requireProvision(c)

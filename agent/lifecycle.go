@@ -3,7 +3,6 @@ package agent
 import (
 	"bytes"
 	"context"
-	"crypto/cipher"
 	"crypto/sha256"
 	"errors"
 	"log/slog"
@@ -16,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tetherd/tether/credprovider"
 	"github.com/tetherd/tether/hsm"
 	"github.com/tetherd/tether/mqtt"
 	"github.com/tetherd/tether/platform"
@@ -59,13 +57,10 @@ type Agent struct {
 	idDigest [32]byte
 	// sealer is the new identity's, installed in a store borrowed from the
 	// previous generation once this one takes over (when setSealer).
-	sealer    cipher.AEAD
+	sealer    hsm.Sealer
 	setSealer bool
 	db        *store.DB
 	roles     roleSet
-	refs      map[string]*credprovider.Refresher
-	// cacheKeys maps each role to the store key of its credentials.
-	cacheKeys map[string]string
 	// closing guards closed: OnRefresh writes only while the store is open.
 	closing sync.RWMutex
 	closed  bool
@@ -250,12 +245,8 @@ func start(ctx context.Context, d *daemon, cfg *Config, prev *Agent) (_ *Agent, 
 		a.id, a.idDigest, a.borrowed.id = prev.id, digest, true
 	} else {
 		a.idDigest = digest
-		a.id, err = hsm.Open(ctx, cfg.Identity.Certificate, cfg.Identity.PrivateKey, hsm.WithLogger(a.log))
-		if err != nil {
-			if errors.Is(err, hsm.ErrTokenUnavailable) {
-				return nil, runtimeFailure("identity: %w", err)
-			}
-			return nil, configFailure("identity: %w", err)
+		if a.id, err = openIdentity(ctx, cfg, a.log); err != nil {
+			return nil, err
 		}
 		if a.sealer, err = a.id.Sealer(ctx, "tether-state"); err != nil {
 			// Without a sealer the store keeps no credentials; say so and go
@@ -426,11 +417,11 @@ func (a *Agent) launch(ctx context.Context) {
 	runCtx, cancel := context.WithCancel(ctx)
 	a.endRun = cancel
 	a.streams, a.endStreams = context.WithCancel(context.Background())
-	for name, r := range a.refs {
+	for name, rl := range a.roles {
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()
-			if err := r.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+			if err := rl.ref.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
 				a.log.Error("refresh loop stopped", "role", name, "err", err)
 			}
 		}()
@@ -443,7 +434,7 @@ func (a *Agent) launch(ctx context.Context) {
 		log:    a.log,
 	}
 	if a.outbox != nil {
-		api.mqtt = a.mqttHandler()
+		api.mqtt, api.streams = a.session, a.streams
 	}
 	api.identity = a.rot.handler()
 	a.wg.Add(1)
@@ -472,22 +463,6 @@ func (a *Agent) serveContainer() {
 	srv.ConnContext = nil
 	a.container.srv = srv
 	go a.d.serve(srv, a.container.ln)
-}
-
-// mqttHandler serves the socket's MQTT endpoints with the current session;
-// subscription streams end when this generation retires.
-func (a *Agent) mqttHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s := a.session()
-		if s == nil {
-			writeError(w, http.StatusServiceUnavailable, "mqtt_unavailable", "the MQTT session is restarting; retry in a moment")
-			return
-		}
-		ctx, cancel := context.WithCancel(r.Context())
-		defer cancel()
-		defer context.AfterFunc(a.streams, cancel)()
-		mqtt.NewHTTPHandler(s).ServeHTTP(w, r.WithContext(ctx))
-	})
 }
 
 // retire waits, at most 10 s, for the requests a is answering, after

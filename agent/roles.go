@@ -19,27 +19,40 @@ import (
 const mfaTimeout = 30 * time.Second
 
 // buildExtraRoles adds the [[role]] sections, each built from its source and
-// refreshed like the device role. Roles sourced from other roles are built
-// after them (validation has ruled out loops and unknown sources); the SDK's
-// shared configuration is loaded only for roles whose source is a profile.
+// refreshed like the device role.
 func (a *Agent) buildExtraRoles(device aws.CredentialsProvider) error {
+	return buildRoleProviders(a.cfg, device, func(r *RoleConfig, p aws.CredentialsProvider) (aws.CredentialsProvider, error) {
+		rl, err := a.addRole(r.Name, a.roleKey(r), p, r.Source, AllowList{UIDs: r.AllowUIDs, GIDs: r.AllowGIDs})
+		if err != nil {
+			return nil, err
+		}
+		return rl.ref, nil
+	})
+}
+
+// buildRoleProviders builds the provider of each [[role]] of cfg from its
+// source and hands it to add, whose result is what roles sourced from it
+// sign with. Roles sourced from other roles are built after them
+// (validation has ruled out loops and unknown sources); the SDK's shared
+// configuration is loaded only for roles whose source is a profile.
+func buildRoleProviders(cfg *Config, device aws.CredentialsProvider, add func(*RoleConfig, aws.CredentialsProvider) (aws.CredentialsProvider, error)) error {
 	built := map[string]aws.CredentialsProvider{DeviceRole: device}
 	profiles := map[string]aws.CredentialsProvider{}
-	pending := append([]RoleConfig(nil), a.cfg.Roles...)
+	pending := append([]RoleConfig(nil), cfg.Roles...)
 	for len(pending) > 0 {
 		var next []RoleConfig
 		for _, r := range pending {
 			var source aws.CredentialsProvider
-			switch {
-			case strings.HasPrefix(r.Source, "role:"):
-				s, ok := built[strings.TrimPrefix(r.Source, "role:")]
+			switch r.Source.Kind {
+			case SourceRole:
+				s, ok := built[r.Source.Name]
 				if !ok {
 					next = append(next, r)
 					continue
 				}
 				source = s
-			case strings.HasPrefix(r.Source, "profile:"):
-				name := strings.TrimPrefix(r.Source, "profile:")
+			case SourceProfile:
+				name := r.Source.Name
 				if needsSource(&r) {
 					s, ok := profiles[name]
 					if !ok {
@@ -56,24 +69,11 @@ func (a *Agent) buildExtraRoles(device aws.CredentialsProvider) error {
 			}
 			p, err := roleProvider(&r, source)
 			if err != nil {
-				return configFailure("role %s: %w", r.Name, err)
+				return configFailure("role %s: %w", r.Name, optionsError("", roleKeys, err))
 			}
-			// What decides these credentials: the role's own settings and,
-			// for a chain, what its source's credentials depend on.
-			src := r.Source
-			switch {
-			case r.Source == "device":
-				src = a.cacheKeys[DeviceRole]
-			case strings.HasPrefix(r.Source, "role:"):
-				src = a.cacheKeys[strings.TrimPrefix(r.Source, "role:")]
-			}
-			ref, err := a.refresher(r.Name, fmt.Sprintf("%s %#v", src, r), p)
-			if err != nil {
+			if built[r.Name], err = add(&r, p); err != nil {
 				return err
 			}
-			built[r.Name] = ref
-			a.roles[r.Name] = &role{name: r.Name, provider: ref, retryAfter: retryAfter(ref),
-				allow: AllowList{UIDs: r.AllowUIDs, GIDs: r.AllowGIDs}}
 		}
 		if len(next) == len(pending) {
 			return configFailure("role %s: source %s cannot be resolved (a loop?)", next[0].Name, next[0].Source)
@@ -81,6 +81,28 @@ func (a *Agent) buildExtraRoles(device aws.CredentialsProvider) error {
 		pending = next
 	}
 	return nil
+}
+
+// roleKey is what decides a [[role]]'s credentials: its own settings and,
+// for a chain, what its source's credentials depend on. Its source, when a
+// role, is built already.
+func (a *Agent) roleKey(r *RoleConfig) credentialsKey {
+	k := credentialsKey{
+		RoleARN: r.RoleARN, SessionName: r.SessionName, ExternalID: r.ExternalID, Policy: r.Policy,
+		PolicyARNs: r.PolicyARNs, Tags: r.Tags, TransitiveTagKeys: r.TransitiveTagKeys,
+		SourceIdentity: r.SourceIdentity, MFASerial: r.MFASerial, WebIdentityTokenFile: r.WebIdentityTokenFile,
+		CredentialCommand: r.CredentialCommand, Duration: r.Duration.Duration,
+	}
+	switch {
+	case !needsSource(r):
+	case r.Source.Kind == SourceDevice:
+		k.Source = a.roles[DeviceRole].cacheKey
+	case r.Source.Kind == SourceRole:
+		k.Source = a.roles[r.Source.Name].cacheKey
+	default:
+		k.Source = r.Source.String()
+	}
+	return k
 }
 
 // needsSource reports whether r signs its requests with a source's
@@ -110,32 +132,56 @@ func profileCredentials(profile, region string) (aws.CredentialsProvider, error)
 
 // roleProvider returns the credentials provider a [[role]] describes.
 func roleProvider(r *RoleConfig, source aws.CredentialsProvider) (aws.CredentialsProvider, error) {
-	sts := credprovider.STSOptions{Region: r.Region, Endpoint: r.STSEndpoint}
 	switch {
 	case len(r.CredentialCommand) > 0:
-		return credprovider.NewCommand(credprovider.CommandOptions{Argv: r.CredentialCommand})
+		return credprovider.NewCommand(commandOptions(r))
 	case r.WebIdentityTokenFile != "":
-		return credprovider.NewWebIdentity(credprovider.WebIdentityOptions{
-			STSOptions: sts, RoleARN: r.RoleARN, SessionName: r.SessionName, TokenFile: r.WebIdentityTokenFile,
-			Duration: r.Duration.Duration, Policy: r.Policy, PolicyARNs: r.PolicyARNs,
-		})
+		return credprovider.NewWebIdentity(webIdentityOptions(r))
 	}
-	o := credprovider.AssumeRoleOptions{
-		STSOptions: sts, RoleARN: r.RoleARN, SessionName: r.SessionName, Duration: r.Duration.Duration,
-		ExternalID: r.ExternalID, Policy: r.Policy, PolicyARNs: r.PolicyARNs, Tags: r.Tags,
-		TransitiveTagKeys: r.TransitiveTagKeys, SourceIdentity: r.SourceIdentity, MFASerial: r.MFASerial,
-	}
+	o := assumeRoleOptions(r)
 	var err error
-	switch {
-	case len(r.MFACommand) > 0:
-		o.MFAToken, err = credprovider.MFACommand(r.MFACommand, mfaTimeout)
-	case r.MFATOTPFile != "":
-		o.MFAToken, err = credprovider.TOTPFile(r.MFATOTPFile, nil)
-	}
-	if err != nil {
+	if o.MFAToken, err = mfaToken(r); err != nil {
 		return nil, err
 	}
 	return credprovider.NewAssumeRole(source, o)
+}
+
+// The options a [[role]] gives credprovider, built in one place for the
+// providers and for validation, so both judge the same values.
+
+func commandOptions(r *RoleConfig) credprovider.CommandOptions {
+	return credprovider.CommandOptions{Argv: r.CredentialCommand}
+}
+
+func stsOptions(r *RoleConfig) credprovider.STSOptions {
+	return credprovider.STSOptions{Region: r.Region, Endpoint: r.STSEndpoint}
+}
+
+func webIdentityOptions(r *RoleConfig) credprovider.WebIdentityOptions {
+	return credprovider.WebIdentityOptions{
+		STSOptions: stsOptions(r), RoleARN: r.RoleARN, SessionName: r.SessionName, TokenFile: r.WebIdentityTokenFile,
+		Duration: r.Duration.Duration, Policy: r.Policy, PolicyARNs: r.PolicyARNs,
+	}
+}
+
+// assumeRoleOptions leaves MFAToken to mfaToken, which reads files.
+func assumeRoleOptions(r *RoleConfig) credprovider.AssumeRoleOptions {
+	return credprovider.AssumeRoleOptions{
+		STSOptions: stsOptions(r), RoleARN: r.RoleARN, SessionName: r.SessionName, Duration: r.Duration.Duration,
+		ExternalID: r.ExternalID, Policy: r.Policy, PolicyARNs: r.PolicyARNs, Tags: r.Tags,
+		TransitiveTagKeys: r.TransitiveTagKeys, SourceIdentity: r.SourceIdentity, MFASerial: r.MFASerial,
+	}
+}
+
+// mfaToken is the role's MFA token source, nil when it has none.
+func mfaToken(r *RoleConfig) (credprovider.TokenProvider, error) {
+	switch {
+	case len(r.MFACommand) > 0:
+		return credprovider.MFACommand(r.MFACommand, mfaTimeout)
+	case r.MFATOTPFile != "":
+		return credprovider.TOTPFile(r.MFATOTPFile, nil)
+	}
+	return nil, nil
 }
 
 // sharedConfigFiles names the files the SDK reads profiles from, for errors.

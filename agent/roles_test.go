@@ -137,7 +137,7 @@ func TestRoleConfigErrors(t *testing.T) {
 		{"missing profile", role("source = \"profile:nope\"\n"), []string{"role[0].source: profile \"nope\" is not in the shared config files (" + awsConfig}},
 		{"source loop", role("source = \"role:r\"\n"), []string{"role[0].source: role \"r\" is its own source"}},
 		{"policy not JSON", role("policy = \"{nope\"\n"), []string{"role[0].policy: is not valid JSON"}},
-		{"transitive key not a tag", role("transitive_tag_keys = [\"site\"]\n"), []string{"role[0].transitive_tag_keys: \"site\" is not a key of tags"}},
+		{"transitive key not a tag", role("transitive_tag_keys = [\"site\"]\n"), []string{"role[0].transitive_tag_keys: \"site\" is not one of the tag keys"}},
 		{"command and role_arn", role("credential_command = [\"/usr/bin/vault-creds\"]\n"), []string{"role[0].role_arn: is set, but credential_command supplies the credentials itself"}},
 		{"web identity with MFA", role("web_identity_token_file = \"" + filepath.Join(dir, "pin") + "\"\nmfa_serial = \"arn:aws:iam::123456789012:mfa/gw\"\nmfa_command = [\"/usr/bin/x\"]\n"), []string{"role[0].mfa_serial: AssumeRoleWithWebIdentity takes no MFA"}},
 	} {

@@ -469,7 +469,7 @@ func (r *rotator) reseal(ctx context.Context, pend *hsm.Identity) {
 	proof := r.proof
 	r.mu.Unlock()
 	if proof != nil {
-		key := cacheKey(DeviceRole, deviceFingerprint(r.a.cfg, sha256.Sum256(pend.Leaf().Raw)))
+		key := deviceCredentialsKey(r.a.cfg, sha256.Sum256(pend.Leaf().Raw)).storeKey(DeviceRole)
 		if err := next.PutCredentials(key, *proof); err != nil {
 			r.log.Warn("the device role will be fetched again after the switch", "err", err)
 		}
@@ -527,7 +527,11 @@ func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", ";
 // retired and its key removed.
 func (r *rotator) fallback(ctx context.Context, rec *store.Rotation) bool {
 	id := &r.a.cfg.Identity
-	if refused(r.a.refs[DeviceRole]) && rec.PreviousCertificatePEM != "" {
+	var dev *credprovider.Refresher
+	if rl := r.a.roles[DeviceRole]; rl != nil {
+		dev = rl.ref
+	}
+	if refused(dev) && rec.PreviousCertificatePEM != "" {
 		r.log.Error("the credentials provider refuses the new certificate; going back to the previous one", "certificate_id", rec.CertificateID)
 		if err := writeFileAtomic(id.Certificate, []byte(rec.PreviousCertificatePEM), 0o644); err != nil {
 			r.log.Error("rollback failed", "err", err)
@@ -619,9 +623,7 @@ func (r *rotator) rollback(cause error) {
 
 // refused reports whether the credentials provider refused the device's
 // certificate (HTTP 401/403) and no valid credentials are left.
-func refused(ref interface {
-	Status() credprovider.Status
-}) bool {
+func refused(ref *credprovider.Refresher) bool {
 	if ref == nil {
 		return false
 	}

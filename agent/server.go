@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/tetherd/tether/credprovider"
+	"github.com/tetherd/tether/mqtt"
 )
 
 // DeviceRole is the name of the role the IoT role alias gives: the one
@@ -35,14 +37,27 @@ type apiError struct {
 	Message string `json:"message"`
 }
 
-// role is one set of credentials the agent serves.
+// role is one set of credentials the agent serves: everything the agent
+// knows about it, in one record.
 type role struct {
-	name     string
-	provider aws.CredentialsProvider
+	name string
+	// ref keeps the credentials fresh; the endpoints serve what it holds.
+	ref *credprovider.Refresher
+	// cacheKey is where ref's credentials are persisted (see cacheKeyOf).
+	cacheKey string
+	// source is where the credentials signing its requests come from.
+	source Source
 	// allow narrows the socket's allow list for this role.
 	allow AllowList
-	// retryAfter says when a failed role may have credentials again.
-	retryAfter func() time.Duration
+}
+
+// retryAfter says when a failed role may have credentials again: at its
+// next scheduled refresh, or 0 when none is scheduled.
+func (rl *role) retryAfter() time.Duration {
+	if n := rl.ref.Status().NextRefresh; !n.IsZero() {
+		return time.Until(n)
+	}
+	return 0
 }
 
 // roleSet looks roles up by name; the agent swaps it whole on reload.
@@ -53,7 +68,12 @@ type api struct {
 	roles  func() roleSet
 	allow  func() AllowList
 	status func() Status
-	mqtt   http.Handler // nil when [mqtt] is not configured
+	// mqtt returns the MQTT session, nil while it restarts; mqtt itself is
+	// nil when [mqtt] is not configured.
+	mqtt func() *mqtt.Session
+	// streams ends when the generation retires, and subscription streams
+	// with it.
+	streams context.Context
 	// identity serves /v1/identity/ (rotate.go).
 	identity http.Handler
 	log      *slog.Logger
@@ -79,17 +99,35 @@ func (a *api) routes() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, st)
 	})
-	mqtt := func(w http.ResponseWriter, r *http.Request) {
-		if a.mqtt == nil {
-			writeError(w, http.StatusNotFound, "mqtt_not_configured", "this agent has no [mqtt] section; set mqtt.endpoint to share an MQTT session")
-			return
+	withMQTT := func(h func(*mqtt.Session, http.ResponseWriter, *http.Request)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if a.mqtt == nil {
+				writeError(w, http.StatusNotFound, "mqtt_not_configured", "this agent has no [mqtt] section; set mqtt.endpoint to share an MQTT session")
+				return
+			}
+			s := a.mqtt()
+			if s == nil {
+				writeError(w, http.StatusServiceUnavailable, "mqtt_unavailable", "the MQTT session is restarting; retry in a moment")
+				return
+			}
+			ctx, cancel := context.WithCancel(r.Context())
+			defer cancel()
+			if a.streams != nil {
+				defer context.AfterFunc(a.streams, cancel)()
+			}
+			h(s, w, r.WithContext(ctx))
 		}
-		a.mqtt.ServeHTTP(w, r)
 	}
-	mux.HandleFunc("/v1/mqtt/", mqtt)
 	if a.identity != nil {
 		mux.Handle("/v1/identity/", a.identity)
 	}
+	// Methods are checked by the handlers, so a wrong one gets the API's
+	// error shape rather than the mux's plain text.
+	mux.HandleFunc("/v1/mqtt/publish", withMQTT(mqttPublish))
+	mux.HandleFunc("/v1/mqtt/subscribe", withMQTT(mqttSubscribe))
+	mux.HandleFunc("/v1/mqtt/", withMQTT(func(_ *mqtt.Session, w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+"; see POST /v1/mqtt/publish, GET /v1/mqtt/subscribe")
+	}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+"; see GET /v1/credentials, /v1/credentials/{role}, /v1/status")
 	})
@@ -135,13 +173,11 @@ func (a *api) credentials(w http.ResponseWriter, r *http.Request, name string) {
 // serveCredentials answers one role's credentials, or 503 with Retry-After
 // when there are no valid ones yet: never an expired credential.
 func serveCredentials(w http.ResponseWriter, r *http.Request, rl *role) {
-	c, err := rl.provider.Retrieve(r.Context())
+	c, err := rl.ref.Retrieve(r.Context())
 	if err != nil {
 		retry := 5 * time.Second
-		if rl.retryAfter != nil {
-			if d := rl.retryAfter(); d > 0 {
-				retry = d
-			}
+		if d := rl.retryAfter(); d > 0 {
+			retry = d
 		}
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retry.Seconds()))))
 		writeError(w, http.StatusServiceUnavailable, "no_credentials",
@@ -179,7 +215,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Write(append(b, '\n'))
 }
 
+// writeError answers with the API's one error shape. Answers that may
+// succeed later carry a Retry-After, 5 s unless the caller set one.
 func writeError(w http.ResponseWriter, status int, code, msg string) {
+	if (status == http.StatusServiceUnavailable || status == http.StatusInsufficientStorage) && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", "5")
+	}
 	writeJSON(w, status, apiError{Code: code, Message: msg})
 }
 

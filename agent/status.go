@@ -57,8 +57,8 @@ func (a *Agent) Status() Status {
 			NotAfter:  leaf.NotAfter.UTC(),
 		}
 	}
-	names := make([]string, 0, len(a.refs))
-	for n := range a.refs {
+	names := make([]string, 0, len(a.roles))
+	for n := range a.roles {
 		names = append(names, n)
 	}
 	sort.Slice(names, func(i, j int) bool {
@@ -69,7 +69,7 @@ func (a *Agent) Status() Status {
 		return names[i] < names[j]
 	})
 	for _, n := range names {
-		rs := a.refs[n].Status()
+		rs := a.roles[n].ref.Status()
 		r := RoleStatus{Name: n, Mode: rs.Mode.String(), Valid: rs.Valid, Refreshes: rs.Refreshes, Failures: rs.Failures,
 			Expires: timePtr(rs.Expires), LastRefresh: timePtr(rs.LastRefresh), NextRefresh: timePtr(rs.NextRefresh)}
 		if rs.LastError != nil {

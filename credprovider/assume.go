@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"regexp"
 	"sort"
 	"sync"
@@ -49,23 +48,10 @@ type STSOptions struct {
 }
 
 func (o STSOptions) client(creds aws.CredentialsProvider) (*sts.Client, error) {
-	if o.Region == "" {
-		return nil, fmt.Errorf("%w: region is empty: STS needs a region to sign requests for", ErrInvalidConfig)
-	}
-	if !regionRE().MatchString(o.Region) {
-		return nil, fmt.Errorf("%w: region %q is not an AWS region name like eu-west-1", ErrInvalidConfig, o.Region)
-	}
-	if o.Endpoint != "" {
-		if u, err := url.Parse(o.Endpoint); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-			return nil, fmt.Errorf("%w: sts_endpoint %q is not a URL like https://sts.eu-west-1.amazonaws.com", ErrInvalidConfig, o.Endpoint)
-		}
-	}
+	// The caller validated o (AssumeRoleOptions.Validate and the like).
 	attempts := o.MaxAttempts
 	if attempts == 0 {
 		attempts = DefaultSTSAttempts
-	}
-	if attempts < 1 || attempts > 10 {
-		return nil, fmt.Errorf("%w: STS MaxAttempts %d: use 1 to 10", ErrInvalidConfig, attempts)
 	}
 	so := sts.Options{
 		Region:      o.Region,
@@ -141,28 +127,17 @@ type AssumeRole struct {
 
 var _ aws.CredentialsProvider = (*AssumeRole)(nil)
 
-// NewAssumeRole validates opts and returns the provider. Errors wrap
-// ErrInvalidConfig and name the option at fault.
+// NewAssumeRole validates opts (see AssumeRoleOptions.Validate) and returns
+// the provider. Errors are *OptionError, which match ErrInvalidConfig.
 func NewAssumeRole(source aws.CredentialsProvider, opts AssumeRoleOptions) (*AssumeRole, error) {
 	if source == nil {
-		return nil, fmt.Errorf("%w: role %s: no source credentials provider", ErrInvalidConfig, opts.RoleARN)
+		return nil, &OptionError{Field: "NewAssumeRole.source", Issue: "no source credentials provider"}
 	}
-	if err := checkRole(opts.RoleARN, opts.SessionName, &opts.Duration); err != nil {
+	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	if (opts.MFASerial == "") != (opts.MFAToken == nil) {
-		return nil, fmt.Errorf("%w: role %s: mfa_serial and an MFA token source go together: set both or neither", ErrInvalidConfig, opts.RoleARN)
-	}
-	if len(opts.Tags) > 50 {
-		return nil, fmt.Errorf("%w: role %s: %d session tags; STS allows 50", ErrInvalidConfig, opts.RoleARN, len(opts.Tags))
-	}
-	for _, k := range opts.TransitiveTagKeys {
-		if _, ok := opts.Tags[k]; !ok {
-			return nil, fmt.Errorf("%w: role %s: transitive tag key %q is not one of the tags", ErrInvalidConfig, opts.RoleARN, k)
-		}
-	}
-	if len(opts.PolicyARNs) > 10 {
-		return nil, fmt.Errorf("%w: role %s: %d policy ARNs; STS allows 10", ErrInvalidConfig, opts.RoleARN, len(opts.PolicyARNs))
+	if opts.Duration == 0 {
+		opts.Duration = DefaultRoleDuration
 	}
 	client, err := opts.client(source)
 	if err != nil {
@@ -178,22 +153,6 @@ func NewAssumeRole(source aws.CredentialsProvider, opts AssumeRoleOptions) (*Ass
 		p.tags = append(p.tags, types.Tag{Key: aws.String(k), Value: aws.String(opts.Tags[k])})
 	}
 	return p, nil
-}
-
-func checkRole(arn, session string, d *time.Duration) error {
-	if !roleARNRE().MatchString(arn) {
-		return fmt.Errorf("%w: role_arn %q is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)", ErrInvalidConfig, arn)
-	}
-	if !sessionRE().MatchString(session) {
-		return fmt.Errorf("%w: role %s: session_name %q is not 2-64 of letters, digits and +=,.@-_", ErrInvalidConfig, arn, session)
-	}
-	if *d == 0 {
-		*d = DefaultRoleDuration
-	}
-	if *d < MinRoleDuration || *d > MaxRoleDuration || *d%time.Second != 0 {
-		return fmt.Errorf("%w: role %s: duration %v: STS accepts whole seconds from %v to %v", ErrInvalidConfig, arn, *d, MinRoleDuration, MaxRoleDuration)
-	}
-	return nil
 }
 
 func policyARNs(arns []string) []types.PolicyDescriptorType {

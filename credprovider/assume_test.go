@@ -211,13 +211,13 @@ func TestNewAssumeRoleRejectsBadOptions(t *testing.T) {
 	}{
 		{"malformed ARN", func(o *credprovider.AssumeRoleOptions) { o.RoleARN = "arn:aws:iam::12:role/x" }, "not an IAM role ARN"},
 		{"user ARN", func(o *credprovider.AssumeRoleOptions) { o.RoleARN = "arn:aws:iam::123456789012:user/x" }, "not an IAM role ARN"},
-		{"short session", func(o *credprovider.AssumeRoleOptions) { o.SessionName = "x" }, "session_name"},
-		{"duration too short", func(o *credprovider.AssumeRoleOptions) { o.Duration = time.Minute }, "duration 1m0s"},
-		{"duration too long", func(o *credprovider.AssumeRoleOptions) { o.Duration = 13 * time.Hour }, "duration 13h0m0s"},
-		{"MFA serial without token", func(o *credprovider.AssumeRoleOptions) { o.MFASerial = "GAHT12345678" }, "mfa_serial"},
-		{"no region", func(o *credprovider.AssumeRoleOptions) { o.Region = "" }, "region is empty"},
-		{"bad endpoint", func(o *credprovider.AssumeRoleOptions) { o.Endpoint = "sts.example.com" }, "sts_endpoint"},
-		{"transitive key not a tag", func(o *credprovider.AssumeRoleOptions) { o.TransitiveTagKeys = []string{"k"} }, "transitive tag key"},
+		{"short session", func(o *credprovider.AssumeRoleOptions) { o.SessionName = "x" }, "AssumeRoleOptions.SessionName"},
+		{"duration too short", func(o *credprovider.AssumeRoleOptions) { o.Duration = time.Minute }, "AssumeRoleOptions.Duration: 1m0s"},
+		{"duration too long", func(o *credprovider.AssumeRoleOptions) { o.Duration = 13 * time.Hour }, "AssumeRoleOptions.Duration: 13h0m0s"},
+		{"MFA serial without token", func(o *credprovider.AssumeRoleOptions) { o.MFASerial = "GAHT12345678" }, "AssumeRoleOptions.MFASerial"},
+		{"no region", func(o *credprovider.AssumeRoleOptions) { o.Region = "" }, "STSOptions.Region: is empty"},
+		{"bad endpoint", func(o *credprovider.AssumeRoleOptions) { o.Endpoint = "sts.example.com" }, "STSOptions.Endpoint"},
+		{"transitive key not a tag", func(o *credprovider.AssumeRoleOptions) { o.TransitiveTagKeys = []string{"k"} }, "AssumeRoleOptions.TransitiveTagKeys"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := ok

@@ -83,16 +83,13 @@ type IoT struct {
 
 var _ aws.CredentialsProvider = (*IoT)(nil)
 
-// NewIoT validates opts and returns the provider. Errors wrap ErrInvalidConfig
-// and name the option at fault.
+// NewIoT validates opts (see IoTOptions.Validate) and returns the provider.
+// Errors are *OptionError, which match ErrInvalidConfig.
 func NewIoT(opts IoTOptions) (*IoT, error) {
-	host, err := endpointHost(opts.Endpoint)
-	if err != nil {
+	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	if opts.RoleAlias == "" {
-		return nil, fmt.Errorf("%w: role_alias is empty: give the IoT role alias to assume", ErrInvalidConfig)
-	}
+	host, _ := endpointHost(opts.Endpoint)
 	p := &IoT{
 		endpoint:  opts.Endpoint,
 		roleAlias: opts.RoleAlias,
@@ -103,13 +100,7 @@ func NewIoT(opts IoTOptions) (*IoT, error) {
 	if p.timeout == 0 {
 		p.timeout = DefaultIoTTimeout
 	}
-	if p.timeout < 0 {
-		return nil, fmt.Errorf("%w: IoTOptions.Timeout %v is negative", ErrInvalidConfig, opts.Timeout)
-	}
 	if d := opts.Duration; d != 0 {
-		if d < MinIoTDuration || d > MaxIoTDuration || d%time.Second != 0 {
-			return nil, fmt.Errorf("%w: duration %v: the credentials provider accepts whole seconds from %v to %v", ErrInvalidConfig, d, MinIoTDuration, MaxIoTDuration)
-		}
 		p.duration = strconv.FormatInt(int64(d/time.Second), 10)
 	}
 
@@ -119,7 +110,7 @@ func NewIoT(opts IoTOptions) (*IoT, error) {
 	case len(opts.Certificate.Certificate) > 0 && opts.Certificate.PrivateKey != nil:
 		p.SetCertificate(opts.Certificate)
 	default:
-		return nil, fmt.Errorf("%w: no device certificate: set IoTOptions.Certificate (certificate and private key) or GetClientCertificate", ErrInvalidConfig)
+		return nil, &OptionError{Field: "IoTOptions.Certificate", Issue: "no device certificate: set Certificate (certificate and private key) or GetClientCertificate"}
 	}
 
 	roots := opts.RootCAs
@@ -129,6 +120,7 @@ func NewIoT(opts IoTOptions) (*IoT, error) {
 	case roots != nil:
 		p.caDesc = "ca_file=caller-supplied RootCAs"
 	case opts.CAFile != "":
+		var err error
 		if roots, err = LoadCAFile(opts.CAFile); err != nil {
 			return nil, err
 		}
@@ -161,30 +153,6 @@ func NewIoT(opts IoTOptions) (*IoT, error) {
 		},
 	}
 	return p, nil
-}
-
-func endpointHost(ep string) (string, error) {
-	if ep == "" {
-		return "", fmt.Errorf("%w: credential_endpoint is empty: give the host from `aws iot describe-endpoint --endpoint-type iot:CredentialProvider`", ErrInvalidConfig)
-	}
-	if strings.Contains(ep, "/") {
-		return "", fmt.Errorf("%w: credential_endpoint %q: give host or host:port, without scheme or path", ErrInvalidConfig, ep)
-	}
-	host := ep
-	if strings.Contains(ep, ":") {
-		h, port, err := net.SplitHostPort(ep)
-		if err != nil {
-			return "", fmt.Errorf("%w: credential_endpoint %q: %v", ErrInvalidConfig, ep, err)
-		}
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return "", fmt.Errorf("%w: credential_endpoint %q: port %q is not a number from 1 to 65535", ErrInvalidConfig, ep, port)
-		}
-		host = h
-	}
-	if host == "" {
-		return "", fmt.Errorf("%w: credential_endpoint %q has no host", ErrInvalidConfig, ep)
-	}
-	return host, nil
 }
 
 // SetCertificate replaces the device identity, e.g. after certificate

@@ -286,13 +286,13 @@ func TestNewIoTRejectsBadOptions(t *testing.T) {
 		edit func(*credprovider.IoTOptions)
 		want string
 	}{
-		{"empty endpoint", func(o *credprovider.IoTOptions) { o.Endpoint = "" }, "credential_endpoint is empty"},
-		{"scheme", func(o *credprovider.IoTOptions) { o.Endpoint = "https://x.example" }, "without scheme"},
+		{"empty endpoint", func(o *credprovider.IoTOptions) { o.Endpoint = "" }, "IoTOptions.Endpoint: is empty"},
+		{"scheme", func(o *credprovider.IoTOptions) { o.Endpoint = "https://x.example" }, "without a scheme"},
 		{"bad port", func(o *credprovider.IoTOptions) { o.Endpoint = "x.example:99999" }, "port"},
-		{"no role alias", func(o *credprovider.IoTOptions) { o.RoleAlias = "" }, "role_alias"},
+		{"no role alias", func(o *credprovider.IoTOptions) { o.RoleAlias = "" }, "IoTOptions.RoleAlias"},
 		{"no certificate", func(o *credprovider.IoTOptions) { o.Certificate = tls.Certificate{} }, "no device certificate"},
-		{"duration short", func(o *credprovider.IoTOptions) { o.Duration = 899 * time.Second }, "duration"},
-		{"duration long", func(o *credprovider.IoTOptions) { o.Duration = 12*time.Hour + time.Second }, "duration"},
+		{"duration short", func(o *credprovider.IoTOptions) { o.Duration = 899 * time.Second }, "IoTOptions.Duration"},
+		{"duration long", func(o *credprovider.IoTOptions) { o.Duration = 12*time.Hour + time.Second }, "IoTOptions.Duration"},
 		{"duration fraction", func(o *credprovider.IoTOptions) { o.Duration = time.Hour + time.Millisecond }, "whole seconds"},
 		{"missing ca_file", func(o *credprovider.IoTOptions) { o.CAFile = "/nonexistent/ca.pem" }, "/nonexistent/ca.pem"},
 		{"ca_file without certificates", func(o *credprovider.IoTOptions) { o.CAFile = bad }, bad},

@@ -11,6 +11,8 @@ import (
 
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
+
+	"github.com/tetherd/tether/secretfile"
 )
 
 // TokenProvider returns a current MFA token code. AssumeRole calls it on
@@ -26,7 +28,7 @@ var ErrNoMFACode = errors.New("credprovider: no MFA code")
 // A command that fails, hangs or prints no code yields a *CommandError that
 // carries its standard error, never its output.
 func MFACommand(argv []string, timeout time.Duration) (TokenProvider, error) {
-	if err := checkArgv("mfa_command", argv); err != nil {
+	if err := checkArgv("MFACommand.argv", argv); err != nil {
 		return nil, err
 	}
 	argv = append([]string(nil), argv...)
@@ -62,7 +64,7 @@ func lastCode(s string) string {
 // now is the clock (nil: time.Now).
 func TOTPFile(path string, now func() time.Time) (TokenProvider, error) {
 	if path == "" {
-		return nil, fmt.Errorf("%w: mfa_totp_file is empty", ErrInvalidConfig)
+		return nil, &OptionError{Field: "TOTPFile.path", Issue: "is empty: give the file holding the TOTP secret"}
 	}
 	if now == nil {
 		now = time.Now
@@ -78,42 +80,26 @@ func TOTPFile(path string, now func() time.Time) (TokenProvider, error) {
 		code, err := totp.GenerateCodeCustom(secret, now(), opts)
 		if err != nil {
 			// The library's errors never quote the secret.
-			return "", fmt.Errorf("%w: mfa_totp_file %s: %v", ErrInvalidConfig, path, err)
+			return "", &OptionError{Field: "TOTPFile.path", Issue: fmt.Sprintf("%s: %v", path, err)}
 		}
 		return code, nil
 	}, nil
 }
 
-// CheckSecretFile returns an error if path is not a regular file that only
-// its owner may access.
-func CheckSecretFile(field, path string) error {
-	st, err := os.Stat(path)
-	if err != nil {
-		return fmt.Errorf("%w: %s %s: %v", ErrInvalidConfig, field, path, err)
-	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("%w: %s %s is not a regular file", ErrInvalidConfig, field, path)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return fmt.Errorf("%w: %s %s has mode %04o: it holds a secret, so only its owner may access it; chmod 600 it", ErrInvalidConfig, field, path, st.Mode().Perm())
-	}
-	return nil
-}
-
 func readTOTP(path string) (string, totp.ValidateOpts, error) {
 	opts := totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
-	if err := CheckSecretFile("mfa_totp_file", path); err != nil {
-		return "", opts, err
+	if err := secretfile.Check(path); err != nil {
+		return "", opts, &OptionError{Field: "TOTPFile.path", Issue: err.Error()}
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", opts, fmt.Errorf("%w: mfa_totp_file %s: %v", ErrInvalidConfig, path, unwrapPath(err))
+		return "", opts, &OptionError{Field: "TOTPFile.path", Issue: fmt.Sprintf("%s: %v", path, unwrapPath(err))}
 	}
 	s := strings.TrimSpace(string(b))
 	if strings.HasPrefix(s, "otpauth://") {
 		k, err := otp.NewKeyFromURL(s)
 		if err != nil || k.Type() != "totp" || k.Secret() == "" {
-			return "", opts, fmt.Errorf("%w: mfa_totp_file %s: not a valid otpauth://totp/ URI", ErrInvalidConfig, path)
+			return "", opts, &OptionError{Field: "TOTPFile.path", Issue: path + ": not a valid otpauth://totp/ URI"}
 		}
 		opts.Period, opts.Digits, opts.Algorithm = uint(k.Period()), k.Digits(), k.Algorithm()
 		s = k.Secret()
@@ -125,7 +111,7 @@ func readTOTP(path string) (string, totp.ValidateOpts, error) {
 		return r
 	}, s))
 	if s == "" {
-		return "", opts, fmt.Errorf("%w: mfa_totp_file %s is empty: write the virtual MFA device's base32 secret into it", ErrInvalidConfig, path)
+		return "", opts, &OptionError{Field: "TOTPFile.path", Issue: path + " is empty: write the virtual MFA device's base32 secret into it"}
 	}
 	return s, opts, nil
 }

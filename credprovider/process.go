@@ -82,13 +82,13 @@ func (e *CommandError) Retryable() bool {
 // maxCommandOutput bounds what is kept of a command's standard output.
 const maxCommandOutput = 64 << 10
 
-// checkArgv validates a command line given as argv.
+// checkArgv validates a command line given as argv; field is its Go name.
 func checkArgv(field string, argv []string) error {
 	if len(argv) == 0 || argv[0] == "" {
-		return fmt.Errorf("%w: %s is empty: give the program and its arguments as a list", ErrInvalidConfig, field)
+		return &OptionError{Field: field, Issue: "is empty: give the program and its arguments as a list"}
 	}
 	if !filepath.IsAbs(argv[0]) {
-		return fmt.Errorf("%w: %s %q: the program must be an absolute path (it runs without a shell or PATH lookup)", ErrInvalidConfig, field, argv[0])
+		return &OptionError{Field: field, Issue: fmt.Sprintf("%q must be an absolute path (the program runs without a shell or PATH lookup)", argv[0])}
 	}
 	return nil
 }
@@ -191,13 +191,11 @@ type Command struct {
 
 var _ aws.CredentialsProvider = (*Command)(nil)
 
-// NewCommand validates opts. Errors wrap ErrInvalidConfig.
+// NewCommand validates opts (see CommandOptions.Validate). Errors are
+// *OptionError, which match ErrInvalidConfig.
 func NewCommand(opts CommandOptions) (*Command, error) {
-	if err := checkArgv("credential_command", opts.Argv); err != nil {
+	if err := opts.Validate(); err != nil {
 		return nil, err
-	}
-	if opts.Timeout < 0 {
-		return nil, fmt.Errorf("%w: CommandOptions.Timeout %v is negative", ErrInvalidConfig, opts.Timeout)
 	}
 	return &Command{argv: append([]string(nil), opts.Argv...), timeout: opts.Timeout}, nil
 }

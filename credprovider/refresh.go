@@ -55,8 +55,27 @@ func ParseMode(s string) (Mode, error) {
 	case "deferred":
 		return Deferred, nil
 	}
-	return 0, fmt.Errorf("%w: refresh = %q: use \"eager\" or \"deferred\"", ErrInvalidConfig, s)
+	return 0, fmt.Errorf("%w: %w", ErrInvalidConfig, errMode(s))
 }
+
+func errMode(s string) error {
+	return fmt.Errorf("%q is not a refresh mode; use \"eager\" or \"deferred\"", s)
+}
+
+// UnmarshalText parses the refresh setting with ParseMode, so a
+// configuration file can hold a Mode.
+func (m *Mode) UnmarshalText(b []byte) error {
+	v, err := ParseMode(string(b))
+	if err != nil {
+		// The caller (a configuration decoder) names the setting.
+		return errMode(string(b))
+	}
+	*m = v
+	return nil
+}
+
+// MarshalText writes the mode as the refresh setting spells it.
+func (m Mode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
 
 // Defaults of RefreshOptions.
 const (

@@ -35,11 +35,13 @@ func AmazonRootCAs() *x509.CertPool {
 
 // LoadCAFile reads a PEM bundle of trusted root certificates, e.g. the
 // [aws] ca_file setting, and returns it as a pool. The error names the file
-// and says what is wrong with it.
+// and says what is wrong with it (an *OptionError for the field "CAFile").
+// Every CERTIFICATE block must parse: a bundle with one broken block is
+// refused rather than trusted in part.
 func LoadCAFile(path string) (*x509.CertPool, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: ca_file: %w", ErrInvalidConfig, err)
+		return nil, &OptionError{Field: "CAFile", Issue: err.Error()}
 	}
 	pool := x509.NewCertPool()
 	n := 0
@@ -54,13 +56,13 @@ func LoadCAFile(path string) (*x509.CertPool, error) {
 		}
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("%w: ca_file %s: certificate %d: %w", ErrInvalidConfig, path, n+1, err)
+			return nil, &OptionError{Field: "CAFile", Issue: fmt.Sprintf("%s: certificate %d: %v; fix or remove that block", path, n+1, err)}
 		}
 		pool.AddCert(cert)
 		n++
 	}
 	if n == 0 {
-		return nil, fmt.Errorf("%w: ca_file %s holds no PEM \"CERTIFICATE\" block; give a PEM bundle of root CAs or leave ca_file empty for the embedded Amazon roots", ErrInvalidConfig, path)
+		return nil, &OptionError{Field: "CAFile", Issue: fmt.Sprintf("%s holds no PEM \"CERTIFICATE\" block; give a PEM bundle of root CAs, or none for the embedded Amazon roots", path)}
 	}
 	return pool, nil
 }

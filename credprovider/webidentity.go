@@ -39,14 +39,14 @@ type WebIdentity struct {
 
 var _ aws.CredentialsProvider = (*WebIdentity)(nil)
 
-// NewWebIdentity validates opts and returns the provider. Errors wrap
-// ErrInvalidConfig.
+// NewWebIdentity validates opts (see WebIdentityOptions.Validate) and returns
+// the provider. Errors are *OptionError, which match ErrInvalidConfig.
 func NewWebIdentity(opts WebIdentityOptions) (*WebIdentity, error) {
-	if err := checkRole(opts.RoleARN, opts.SessionName, &opts.Duration); err != nil {
+	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	if opts.TokenFile == "" {
-		return nil, fmt.Errorf("%w: role %s: web_identity_token_file is empty", ErrInvalidConfig, opts.RoleARN)
+	if opts.Duration == 0 {
+		opts.Duration = DefaultRoleDuration
 	}
 	client, err := opts.client(nil)
 	if err != nil {

@@ -12,7 +12,9 @@ package hsm
 import (
 	"context"
 	"crypto"
-	"crypto/cipher"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -79,7 +81,7 @@ type Key struct {
 // keyBackend is what PEM and PKCS#11 keys have in common.
 type keyBackend interface {
 	crypto.Signer
-	sealer(ctx context.Context, label string) (cipher.AEAD, error)
+	sealer(ctx context.Context, label string) (Sealer, error)
 	location() string
 	close() error
 }
@@ -94,7 +96,7 @@ func OpenKey(ctx context.Context, key string, opts ...Option) (*Key, error) {
 // public key is want.
 func openKey(ctx context.Context, key string, want crypto.PublicKey, o options) (*Key, error) {
 	if IsURI(key) {
-		u, err := ParseURI(key)
+		u, err := ParseKeyURI(key)
 		if err != nil {
 			return nil, err
 		}
@@ -128,8 +130,23 @@ func (k *Key) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 // Location describes where the key lives, for display; it never holds a PIN.
 func (k *Key) Location() string { return k.backend.location() }
 
-// Sealer returns the AES-256-GCM AEAD for label; see Identity.Sealer.
-func (k *Key) Sealer(ctx context.Context, label string) (cipher.AEAD, error) {
+// Sealer is an authenticated cipher for stored state: the methods of
+// cipher.AEAD, except that Seal returns an error, since a key in a token can
+// fail where cipher.AEAD.Seal could only panic.
+type Sealer interface {
+	// NonceSize is the size of the nonce Seal and Open take.
+	NonceSize() int
+	// Overhead is how much longer a sealed text is than its plaintext.
+	Overhead() int
+	// Seal encrypts and authenticates plaintext and additionalData and
+	// appends the result to dst; see cipher.AEAD.Seal.
+	Seal(dst, nonce, plaintext, additionalData []byte) ([]byte, error)
+	// Open authenticates and decrypts; see cipher.AEAD.Open.
+	Open(dst, nonce, ciphertext, additionalData []byte) ([]byte, error)
+}
+
+// Sealer returns the AES-256-GCM sealer for label; see Identity.Sealer.
+func (k *Key) Sealer(ctx context.Context, label string) (Sealer, error) {
 	return k.backend.sealer(ctx, label)
 }
 
@@ -182,34 +199,34 @@ func (id *Identity) Key() *Key { return id.key }
 // KeyLocation describes where the key lives, for display; it never holds a PIN.
 func (id *Identity) KeyLocation() string { return id.key.Location() }
 
-// Sealer returns an AES-256-GCM AEAD for sealing stored state under label.
+// Sealer returns an AES-256-GCM sealer for stored state under label.
 // For a PKCS#11 key the AES key lives in the token (sensitive, never
 // extractable) and is generated there on first use; for a PEM key it is
 // derived with HKDF-SHA256 from the private key, so it changes when the key
 // is replaced and sealed data then reads as undecryptable, not as garbage.
-//
-// The token-backed AEAD's Seal panics when the token fails even after a
-// reopen, because cipher.AEAD.Seal cannot return an error; use the package
-// function Seal to get that as an error instead.
-func (id *Identity) Sealer(ctx context.Context, label string) (cipher.AEAD, error) {
+// A token's Seal returns an error when the token fails even after a reopen.
+func (id *Identity) Sealer(ctx context.Context, label string) (Sealer, error) {
 	return id.key.Sealer(ctx, label)
+}
+
+// checkPublicKey is the one key-type policy, for PEM and token keys alike:
+// what AWS IoT accepts for device certificates.
+func checkPublicKey(pub crypto.PublicKey) error {
+	switch p := pub.(type) {
+	case *ecdsa.PublicKey:
+		if p.Curve == elliptic.P256() || p.Curve == elliptic.P384() {
+			return nil
+		}
+		return fmt.Errorf("EC curve %s not supported; use P-256 or P-384", p.Curve.Params().Name)
+	case *rsa.PublicKey:
+		if p.N.BitLen() >= 2048 {
+			return nil
+		}
+		return fmt.Errorf("RSA %d bits is too short; use 2048 or more", p.N.BitLen())
+	default:
+		return fmt.Errorf("key type %T not supported; use EC P-256/P-384 or RSA", pub)
+	}
 }
 
 // Close releases the token sessions.
 func (id *Identity) Close() error { return id.key.Close() }
-
-// Seal is a.Seal that returns a token failure as an error rather than a
-// panic; use it with AEADs from Sealer.
-func Seal(a cipher.AEAD, dst, nonce, plaintext, additionalData []byte) (out []byte, err error) {
-	if s, ok := a.(interface {
-		SealErr(dst, nonce, plaintext, additionalData []byte) ([]byte, error)
-	}); ok {
-		return s.SealErr(dst, nonce, plaintext, additionalData)
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("seal: %v", r)
-		}
-	}()
-	return a.Seal(dst, nonce, plaintext, additionalData), nil
-}

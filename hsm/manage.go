@@ -1,5 +1,10 @@
 package hsm
 
+import (
+	"fmt"
+	"strings"
+)
+
 // KeyType names a key kind `tether hsm keygen` can create.
 type KeyType string
 
@@ -26,4 +31,34 @@ type Token struct {
 	UserPINLocked                      bool
 	LoggedIn                           bool
 	Objects                            []Object
+}
+
+// Object describes a token object without any secret: what `tether hsm
+// list` prints and what key-not-found errors list.
+type Object struct {
+	Class   string // private, public, secret-key, cert, data
+	Label   string
+	ID      []byte
+	KeyType string // "EC P-256", "RSA 2048", "AES 256", ...
+	// Sensitive and Extractable are set for private and secret keys.
+	Sensitive, Extractable bool
+}
+
+func (o Object) String() string {
+	s := fmt.Sprintf("%s %q id=%s", o.Class, o.Label, hexID(o.ID))
+	if o.KeyType != "" {
+		s += " " + o.KeyType
+	}
+	return s
+}
+
+func hexID(id []byte) string {
+	var b strings.Builder
+	for _, c := range id {
+		fmt.Fprintf(&b, "%%%02x", c)
+	}
+	if b.Len() == 0 {
+		return "(none)"
+	}
+	return b.String()
 }

@@ -7,13 +7,6 @@ import (
 	"crypto"
 )
 
-// Object describes a token object; see the cgo build.
-type Object struct {
-	Class, Label, KeyType  string
-	ID                     []byte
-	Sensitive, Extractable bool
-}
-
 // List needs the PKCS#11 build.
 func List(context.Context, string, *URI, ...Option) ([]Slot, error) {
 	return nil, ErrPKCS11Unavailable

@@ -6,10 +6,7 @@ import (
 	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/hkdf"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
@@ -17,6 +14,8 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"github.com/tetherd/tether/secretfile"
 )
 
 // loadChain reads every CERTIFICATE block of file; the first is the leaf.
@@ -94,12 +93,8 @@ type pemKey struct {
 // may hold several keys (for a while during a certificate rotation): the one
 // whose public key is want is chosen, else the first.
 func openPEMKey(file string, want crypto.PublicKey) (*pemKey, error) {
-	fi, err := os.Stat(file)
-	if err != nil {
-		return nil, fmt.Errorf("%w: private key %s: %w", ErrBadKey, file, err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%w: private key %s is readable by group or others (mode %04o); run chmod 600 %s", ErrBadKey, file, fi.Mode().Perm(), file)
+	if err := secretfile.Check(file); err != nil {
+		return nil, fmt.Errorf("%w: private key: %w", ErrBadKey, err)
 	}
 	data, err := os.ReadFile(file)
 	if err != nil {
@@ -132,7 +127,7 @@ func openPEMKey(file string, want crypto.PublicKey) (*pemKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: private key %s: %s block: %w", ErrBadKey, file, b.Type, err)
 		}
-		signer, err := checkKeyType(file, key)
+		signer, err := signerOf(file, key)
 		if err != nil {
 			return nil, err
 		}
@@ -157,22 +152,17 @@ func openPEMKey(file string, want crypto.PublicKey) (*pemKey, error) {
 	return nil, fmt.Errorf("%w: private key %s: no PEM block found; want a PEM private key (PKCS#8, PKCS#1 or SEC1)", ErrBadKey, file)
 }
 
-// checkKeyType accepts what AWS IoT accepts for device certificates.
-func checkKeyType(file string, key any) (crypto.Signer, error) {
-	switch k := key.(type) {
-	case *ecdsa.PrivateKey:
-		if k.Curve != elliptic.P256() && k.Curve != elliptic.P384() {
-			return nil, fmt.Errorf("%w: private key %s: EC curve %s not supported; use P-256 or P-384", ErrBadKey, file, k.Curve.Params().Name)
-		}
-		return k, nil
-	case *rsa.PrivateKey:
-		if k.N.BitLen() < 2048 {
-			return nil, fmt.Errorf("%w: private key %s: RSA %d bits is too short; use 2048 or more", ErrBadKey, file, k.N.BitLen())
-		}
-		return k, nil
-	default:
+// signerOf returns key as a signer when it is of a type and size that
+// checkPublicKey accepts.
+func signerOf(file string, key any) (crypto.Signer, error) {
+	signer, ok := key.(crypto.Signer)
+	if !ok {
 		return nil, fmt.Errorf("%w: private key %s: key type %T not supported; use EC P-256/P-384 or RSA", ErrBadKey, file, key)
 	}
+	if err := checkPublicKey(signer.Public()); err != nil {
+		return nil, fmt.Errorf("%w: private key %s: %w", ErrBadKey, file, err)
+	}
+	return signer, nil
 }
 
 func (k *pemKey) Public() crypto.PublicKey { return k.signer.Public() }
@@ -186,8 +176,19 @@ func (k *pemKey) close() error     { return nil }
 
 // sealer derives the AES-256 key from the private key so nothing else needs
 // storing; the label separates keys for different uses.
-func (k *pemKey) sealer(_ context.Context, label string) (cipher.AEAD, error) {
-	return derivedAEAD(k.pkcs8, label)
+func (k *pemKey) sealer(_ context.Context, label string) (Sealer, error) {
+	a, err := derivedAEAD(k.pkcs8, label)
+	if err != nil {
+		return nil, err
+	}
+	return aeadSealer{a}, nil
+}
+
+// aeadSealer is a cipher.AEAD in memory as a Sealer: its Seal cannot fail.
+type aeadSealer struct{ cipher.AEAD }
+
+func (a aeadSealer) Seal(dst, nonce, plaintext, additionalData []byte) ([]byte, error) {
+	return a.AEAD.Seal(dst, nonce, plaintext, additionalData), nil
 }
 
 func derivedAEAD(secret []byte, label string) (cipher.AEAD, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
 	"github.com/tetherd/tether/hsm"
 )
 
@@ -152,7 +154,8 @@ func TestPEMSealer(t *testing.T) {
 	a, err := open(k1).Sealer(ctx, "store")
 	require.NoError(t, err)
 	nonce := make([]byte, a.NonceSize())
-	ct := a.Seal(nil, nonce, []byte("creds"), nil)
+	ct, err := a.Seal(nil, nonce, []byte("creds"), nil)
+	require.NoError(t, err)
 
 	again, err := open(k1).Sealer(ctx, "store")
 	require.NoError(t, err)
@@ -214,4 +217,95 @@ func TestParseURI(t *testing.T) {
 	u, err := hsm.ParseURI("pkcs11:token=t;object=o?pin-value=hunter22")
 	require.NoError(t, err)
 	assert.NotContains(t, u.String(), "hunter22")
+}
+
+// TestKeyTypePolicy ensures that a PEM key is refused unless it is of a
+// type and size AWS IoT accepts for device certificates (the same policy
+// token keys are held to).
+func TestKeyTypePolicy(t *testing.T) {
+	p224, err := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	require.NoError(t, err)
+	rsa1024, err := rsa.GenerateKey(rand.Reader, 1024)
+	require.NoError(t, err)
+	_, ed, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name string
+		key  any
+		want string // empty: accepted
+	}{
+		{"P-384", p384, ""},
+		{"P-224", p224, "EC curve P-224 not supported"},
+		{"RSA 1024", rsa1024, "RSA 1024 bits is too short"},
+		{"Ed25519", ed, "not supported; use EC P-256/P-384 or RSA"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			der, err := x509.MarshalPKCS8PrivateKey(tc.key)
+			require.NoError(t, err)
+			file := writeFile(t, "k.pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+			k, err := hsm.OpenKey(context.Background(), file)
+			if tc.want == "" {
+				require.NoError(t, err)
+				k.Close()
+				return
+			}
+			require.ErrorIs(t, err, hsm.ErrBadKey)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+// TestRedactURI ensures that every pin-value of a key reference is masked
+// and that anything else is shown as written.
+func TestRedactURI(t *testing.T) {
+	for in, want := range map[string]string{
+		"pkcs11:token=t;object=k?module-path=/m.so&pin-value=1234": "pkcs11:token=t;object=k?module-path=/m.so&pin-value=REDACTED",
+		"pkcs11:object=k?pin-value=1&pin-value=2":                  "pkcs11:object=k?pin-value=REDACTED&pin-value=REDACTED",
+		"pkcs11:object=k?pin-source=file:/etc/tether/pin":          "pkcs11:object=k?pin-source=file:/etc/tether/pin",
+		"/etc/tether/device.key":                                   "/etc/tether/device.key",
+	} {
+		assert.Equal(t, want, hsm.RedactURI(in))
+	}
+}
+
+// TestParseKeyURI ensures that a key reference must name a private key and
+// that the files it names are checked before the token is opened.
+func TestParseKeyURI(t *testing.T) {
+	dir := t.TempDir()
+	module := writeFile(t, "module.so", []byte("x"), 0o644)
+	pin := writeFile(t, "pin", []byte("1234"), 0o600)
+	openPIN := writeFile(t, "open-pin", []byte("1234"), 0o644)
+	getenv := func(string) string { return "" }
+	for _, tc := range []struct {
+		uri, wantErr string
+	}{
+		{"pkcs11:token=t;object=k?module-path=" + module, ""},
+		{"pkcs11:id=%01?module-path=" + module + "&pin-source=file:" + pin, ""},
+		{"pkcs11:object=k?module-path=" + module + "&pin-source=" + pin, ""},
+		{"pkcs11:object=k?module-path=" + module + "&pin-source=file://" + pin, ""},
+		{"pkcs11:object=k?module-path=" + module + "&pin-source=credential:pin", ""},
+		{"pkcs11:token=t?module-path=" + module, "names no key"},
+		{"pkcs11:object=k;type=cert?module-path=" + module, "type=private"},
+		{"pkcs11:lable=k?module-path=" + module, `unknown path attribute "lable"`},
+		{"pkcs11:object=k?module-path=" + module + "&pin-vaule=1", `unknown query attribute "pin-vaule"`},
+		{"pkcs11:object=k?module-path=" + filepath.Join(dir, "nope.so"), "nope.so"},
+		{"pkcs11:object=k?module-path=" + module + "&pin-source=file:" + openPIN, "chmod 600 " + openPIN},
+		{"pkcs11:object=k?module-path=" + module + "&pin-source=file:" + filepath.Join(dir, "nope"), "no such file"},
+		{"pkcs11:object=k?module-path=" + module + "&pin-source=1234", "want file:PATH or credential:NAME"},
+		{"pkcs11:object=k?module-path=" + module + "&pin-source=credential:a/b", "plain file name"},
+	} {
+		u, err := hsm.ParseKeyURI(tc.uri)
+		if err == nil {
+			err = u.CheckFiles(getenv)
+		}
+		if tc.wantErr == "" {
+			assert.NoError(t, err, tc.uri)
+			continue
+		}
+		if assert.Error(t, err, tc.uri) {
+			assert.Contains(t, err.Error(), tc.wantErr, tc.uri)
+		}
+	}
 }

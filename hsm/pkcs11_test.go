@@ -25,6 +25,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
 	"github.com/tetherd/tether/hsm"
 	"github.com/tetherd/tether/hsm/hsmtest"
 )
@@ -193,7 +194,7 @@ func TestSealerInToken(t *testing.T) {
 	nonce := make([]byte, a.NonceSize())
 	_, err = rand.Read(nonce)
 	require.NoError(t, err)
-	ct, err := hsm.Seal(a, nil, nonce, []byte("secret credentials"), []byte("role/device"))
+	ct, err := a.Seal(nil, nonce, []byte("secret credentials"), []byte("role/device"))
 	require.NoError(t, err)
 	pt, err := a.Open(nil, nonce, ct, []byte("role/device"))
 	require.NoError(t, err)
@@ -250,7 +251,7 @@ func TestTokenRecoversAfterSessionsClosed(t *testing.T) {
 
 	tk.CloseAllSessions(t)
 	nonce := make([]byte, 12)
-	ct, err := hsm.Seal(a, nil, nonce, []byte("p"), nil)
+	ct, err := a.Seal(nil, nonce, []byte("p"), nil)
 	require.NoError(t, err, "the sealer reopens too")
 	pt, err := a.Open(nil, nonce, ct, nil)
 	require.NoError(t, err)

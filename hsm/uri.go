@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/tetherd/tether/secretfile"
 )
 
 // DefaultModule is the PKCS#11 module used when a URI names none: SoftHSM2 as
@@ -127,6 +129,52 @@ func ParseURI(s string) (*URI, error) {
 	return u, nil
 }
 
+// ParseKeyURI parses a URI that names the device's private key: ParseURI,
+// and then an object= or id= must name the key and type= may only be
+// private. OpenKey and Open parse their URIs with it, and so does the
+// configuration check.
+func ParseKeyURI(s string) (*URI, error) {
+	u, err := ParseURI(s)
+	if err != nil {
+		return nil, err
+	}
+	if u.Type != "" && u.Type != "private" {
+		return nil, fmt.Errorf("%s: type=%s; the device key must be type=private (or leave type out)", u, u.Type)
+	}
+	if u.Object == "" && len(u.ID) == 0 {
+		return nil, fmt.Errorf("%s names no key; add object=LABEL and/or id=%%XX (tether hsm list shows the keys)", u)
+	}
+	return u, nil
+}
+
+// CheckFiles checks the files u names without loading the module or reading
+// the PIN, as far as they can be checked before the token is opened: the
+// module must exist, and a PIN file must be a file only its owner may
+// access. A systemd credential is looked at only where
+// $CREDENTIALS_DIRECTORY is set (inside the service); getenv is the
+// environment lookup (os.Getenv).
+func (u *URI) CheckFiles(getenv func(string) string) error {
+	if err := checkModule(u.ModulePath); err != nil {
+		return err
+	}
+	path, err := u.pinFile(getenv)
+	if err != nil || path == "" {
+		return err
+	}
+	if err := secretfile.Check(path); err != nil {
+		return fmt.Errorf("%w: PIN file: %w", ErrPINSource, err)
+	}
+	return nil
+}
+
+// checkModule refuses a module path that names no file.
+func checkModule(path string) error {
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("%w: module %s: %w; install the token's PKCS#11 library (softhsm2, tpm2-pkcs11, opensc) or fix module-path", ErrModule, path, err)
+	}
+	return nil
+}
+
 // String formats u as a URI without any PIN value, for logs and errors.
 func (u *URI) String() string {
 	var path []string
@@ -200,19 +248,28 @@ func escape(v string) string {
 	return b.String()
 }
 
-// redact hides a pin-value in a raw URI string so that parse errors can quote
-// the URI.
-func redact(s string) string {
-	i := strings.Index(s, "pin-value=")
-	if i < 0 {
+// RedactURI returns a key reference with every pin-value masked, so that it
+// can be shown (`tether config check`, errors, logs); anything that is not a
+// PKCS#11 URI is returned as it is.
+func RedactURI(s string) string {
+	if !IsURI(s) {
 		return s
 	}
-	j := strings.IndexByte(s[i:], '&')
-	if j < 0 {
-		return s[:i] + "pin-value=REDACTED"
+	path, query, ok := strings.Cut(s, "?")
+	if !ok {
+		return s
 	}
-	return s[:i] + "pin-value=REDACTED" + s[i+j:]
+	parts := strings.Split(query, "&")
+	for i, p := range parts {
+		if strings.HasPrefix(p, "pin-value=") {
+			parts[i] = "pin-value=REDACTED"
+		}
+	}
+	return path + "?" + strings.Join(parts, "&")
 }
+
+// redact is RedactURI for the URI a parse error quotes.
+func redact(s string) string { return RedactURI(s) }
 
 // ErrPINSource marks a PIN that could not be read: file missing, too open,
 // credential absent, unknown scheme.
@@ -225,41 +282,28 @@ func (u *URI) readPIN(getenv func(string) string) (string, error) {
 	if src == "" {
 		return u.PINValue, nil
 	}
-	var path string
-	switch {
-	case strings.HasPrefix(src, "file:"):
-		path = strings.TrimPrefix(src, "file:")
-		// file:///etc/x and file:/etc/x both name /etc/x.
-		if strings.HasPrefix(path, "//") {
-			path = strings.TrimPrefix(path, "//")
-		}
-	case strings.HasPrefix(src, "credential:"):
-		name := strings.TrimPrefix(src, "credential:")
+	if name, ok := strings.CutPrefix(src, "credential:"); ok {
 		dir := getenv("CREDENTIALS_DIRECTORY")
 		if dir == "" {
 			return "", fmt.Errorf("%w: pin-source=%s: $CREDENTIALS_DIRECTORY is not set; add LoadCredential=%s:/etc/tether/pin (or SetCredentialEncrypted=) to the systemd unit", ErrPINSource, src, name)
 		}
-		if name == "" || strings.ContainsRune(name, '/') {
-			return "", fmt.Errorf("%w: pin-source=%s: credential name must be a plain file name", ErrPINSource, src)
+		if err := checkCredentialName(src, name); err != nil {
+			return "", err
 		}
 		// systemd already restricts the credentials directory to the
-		// service, so the mode check below is skipped for it.
+		// service, so the mode check of PIN files is skipped for it.
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
 			return "", fmt.Errorf("%w: pin-source=%s: %w", ErrPINSource, src, err)
 		}
 		return trimPIN(b), nil
-	case strings.HasPrefix(src, "/"):
-		path = src
-	default:
-		return "", fmt.Errorf("%w: pin-source=%q: want file:PATH or credential:NAME", ErrPINSource, src)
 	}
-	fi, err := os.Stat(path)
+	path, err := u.pinFile(getenv)
 	if err != nil {
-		return "", fmt.Errorf("%w: PIN file %s: %w", ErrPINSource, path, err)
+		return "", err
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("%w: PIN file %s is readable by group or others (mode %04o); run chmod 600 %s", ErrPINSource, path, fi.Mode().Perm(), path)
+	if err := secretfile.Check(path); err != nil {
+		return "", fmt.Errorf("%w: PIN file: %w", ErrPINSource, err)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -270,6 +314,40 @@ func (u *URI) readPIN(getenv func(string) string) (string, error) {
 		return "", fmt.Errorf("%w: PIN file %s is empty", ErrPINSource, path)
 	}
 	return pin, nil
+}
+
+// pinFile returns the PIN file pin-source names ("file:PATH", "file://PATH"
+// or an absolute path), or "" for a systemd credential or no pin-source.
+func (u *URI) pinFile(getenv func(string) string) (string, error) {
+	src := u.PINSource
+	switch {
+	case src == "":
+		return "", nil
+	case strings.HasPrefix(src, "file:"):
+		// file:///etc/x and file:/etc/x both name /etc/x.
+		return strings.TrimPrefix(strings.TrimPrefix(src, "file:"), "//"), nil
+	case strings.HasPrefix(src, "credential:"):
+		name := strings.TrimPrefix(src, "credential:")
+		if err := checkCredentialName(src, name); err != nil {
+			return "", err
+		}
+		if dir := getenv("CREDENTIALS_DIRECTORY"); dir != "" {
+			if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+				return "", fmt.Errorf("%w: pin-source=%s: %w", ErrPINSource, src, err)
+			}
+		}
+		return "", nil
+	case strings.HasPrefix(src, "/"):
+		return src, nil
+	}
+	return "", fmt.Errorf("%w: pin-source=%q: want file:PATH or credential:NAME", ErrPINSource, src)
+}
+
+func checkCredentialName(src, name string) error {
+	if name == "" || strings.ContainsRune(name, '/') {
+		return fmt.Errorf("%w: pin-source=%s: credential name must be a plain file name", ErrPINSource, src)
+	}
+	return nil
 }
 
 func trimPIN(b []byte) string { return strings.TrimRight(string(b), "\r\n") }

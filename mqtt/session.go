@@ -28,6 +28,7 @@ import (
 	"github.com/eclipse/paho.golang/paho/session/state"
 	"github.com/eclipse/paho.golang/paho/store/memory"
 
+	"github.com/tetherd/tether/endpoint"
 	"github.com/tetherd/tether/store"
 )
 
@@ -266,17 +267,19 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-func splitEndpoint(endpoint string, port int) (string, int, error) {
-	if endpoint == "" {
+// splitEndpoint parses Config.Endpoint with the one endpoint grammar; a
+// port in it wins over Config.Port.
+func splitEndpoint(ep string, port int) (string, int, error) {
+	if ep == "" {
 		return "", 0, errors.New("mqtt: no endpoint: set [mqtt] endpoint (e.g. a1abc-ats.iot.eu-west-1.amazonaws.com)")
 	}
-	host := endpoint
-	if h, p, err := net.SplitHostPort(endpoint); err == nil {
-		n, err := strconv.Atoi(p)
-		if err != nil || n <= 0 || n > 65535 {
-			return "", 0, fmt.Errorf("mqtt: endpoint %q has an invalid port", endpoint)
-		}
-		host, port = h, n
+	e, err := endpoint.Parse(ep)
+	if err != nil {
+		return "", 0, fmt.Errorf("mqtt: endpoint: %w", err)
+	}
+	host := e.Host
+	if e.Port != 0 {
+		port = e.Port
 	}
 	if port == 0 {
 		port = DefaultPort

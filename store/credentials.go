@@ -1,7 +1,6 @@
 package store
 
 import (
-	"crypto/cipher"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -63,7 +62,7 @@ func (db *DB) PutCredentials(role string, c aws.Credentials) error {
 	if _, err := rand.Read(val[1:]); err != nil {
 		return fmt.Errorf("store: nonce for role %q: %w", role, err)
 	}
-	val, err = seal(sealer, val, val[1:], plain, additionalData(role))
+	val, err = sealer.Seal(val, val[1:], plain, additionalData(role))
 	clear(plain)
 	if err != nil {
 		err = fmt.Errorf("store: seal credentials for role %q: %w", role, err)
@@ -128,7 +127,7 @@ func (db *DB) Credentials(role string) (c aws.Credentials, ok bool, err error) {
 
 // unseal opens val; why is non-empty when it cannot. The reason never
 // contains plaintext.
-func unseal(sealer cipher.AEAD, role string, val []byte) (sc storedCredentials, why string) {
+func unseal(sealer Sealer, role string, val []byte) (sc storedCredentials, why string) {
 	ns := sealer.NonceSize()
 	if len(val) < 1+ns+sealer.Overhead() {
 		return sc, "entry too short"
@@ -182,20 +181,15 @@ func (db *DB) mapErr(err error) error {
 	return err
 }
 
-// errSealer is an AEAD whose Seal can fail, such as one whose key lives in a
-// hardware token (hsm's token sealer): cipher.AEAD.Seal has no error return,
-// so such sealers offer SealErr and panic in Seal.
-type errSealer interface {
-	SealErr(dst, nonce, plaintext, additionalData []byte) ([]byte, error)
-}
-
-// seal uses SealErr when the sealer offers it, so a token fault is an error
-// the caller logs rather than a panic that takes the agent down.
-func seal(a cipher.AEAD, dst, nonce, plaintext, additionalData []byte) ([]byte, error) {
-	if s, ok := a.(errSealer); ok {
-		return s.SealErr(dst, nonce, plaintext, additionalData)
-	}
-	return a.Seal(dst, nonce, plaintext, additionalData), nil
+// Sealer is an authenticated cipher for stored state: cipher.AEAD, except
+// that Seal can fail, as it does when the key lives in a hardware token that
+// went away (hsm.Identity.Sealer returns one). A failure is an error the
+// caller logs, never a panic.
+type Sealer interface {
+	NonceSize() int
+	Overhead() int
+	Seal(dst, nonce, plaintext, additionalData []byte) ([]byte, error)
+	Open(dst, nonce, ciphertext, additionalData []byte) ([]byte, error)
 }
 
 // CredentialKeys lists the names under which credentials are stored, so the
@@ -217,14 +211,14 @@ func (db *DB) CredentialKeys() ([]string, error) {
 // SetSealer replaces the Sealer, for an agent whose device key changed while
 // it runs (a reload after rotation): credentials are sealed with the new key
 // from now on. Nil disables the credential cache.
-func (db *DB) SetSealer(s cipher.AEAD) {
+func (db *DB) SetSealer(s Sealer) {
 	db.mu.Lock()
 	db.sealer = s
 	db.mu.Unlock()
 }
 
 // currentSealer returns the Sealer in use.
-func (db *DB) currentSealer() cipher.AEAD {
+func (db *DB) currentSealer() Sealer {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	return db.sealer

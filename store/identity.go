@@ -1,7 +1,6 @@
 package store
 
 import (
-	"crypto/cipher"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -176,7 +175,7 @@ func (db *DB) putIdentity(key string, v any) error {
 // WithSealer returns a view of db that seals and opens credentials with s:
 // a certificate rotation writes the credentials the new identity will read
 // before it switches to it. The view shares db's file; do not close it.
-func (db *DB) WithSealer(s cipher.AEAD) *DB {
+func (db *DB) WithSealer(s Sealer) *DB {
 	return &DB{bolt: db.bolt, path: db.path, sealer: s, log: db.log, schema: db.schema}
 }
 

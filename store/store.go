@@ -10,7 +10,6 @@
 package store
 
 import (
-	"crypto/cipher"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -70,7 +69,7 @@ var (
 type Options struct {
 	// Sealer encrypts cached credentials (AES-256-GCM from hsm.Identity.Sealer).
 	// Nil disables the credential cache; the outbox works without it.
-	Sealer cipher.AEAD
+	Sealer Sealer
 	// Logger receives the lines about moved-aside files, discarded entries and
 	// migrations. Nil discards them.
 	Logger *slog.Logger
@@ -91,7 +90,7 @@ type Health struct {
 type DB struct {
 	bolt   *bbolt.DB
 	path   string
-	sealer cipher.AEAD
+	sealer Sealer
 	log    *slog.Logger
 
 	mu         sync.Mutex

@@ -25,9 +25,9 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 )
 
-// newSealer returns the same AEAD construction hsm.Identity.Sealer returns
-// (AES-256-GCM) under a fresh random key.
-func newSealer(t testing.TB) cipher.AEAD {
+// newSealer returns the same construction hsm.Identity.Sealer returns for a
+// PEM key (AES-256-GCM) under a fresh random key.
+func newSealer(t testing.TB) Sealer {
 	t.Helper()
 	key := make([]byte, 32)
 	_, err := rand.Read(key)
@@ -36,7 +36,14 @@ func newSealer(t testing.TB) cipher.AEAD {
 	require.NoError(t, err)
 	aead, err := cipher.NewGCM(block)
 	require.NoError(t, err)
-	return aead
+	return gcmSealer{aead}
+}
+
+// gcmSealer is a cipher.AEAD as a Sealer: its Seal cannot fail.
+type gcmSealer struct{ cipher.AEAD }
+
+func (g gcmSealer) Seal(dst, nonce, plaintext, additionalData []byte) ([]byte, error) {
+	return g.AEAD.Seal(dst, nonce, plaintext, additionalData), nil
 }
 
 // syncBuffer is a log sink safe for concurrent writers.

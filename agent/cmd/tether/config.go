@@ -6,14 +6,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 
 	"github.com/tetherd/tether/agent"
+	"github.com/tetherd/tether/platform"
 )
 
 // runConfig implements `tether config check -c FILE`: it validates the file,
-// reports every error at once, and prints the resolved configuration with
-// secrets redacted.
-func runConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
+// reports every error at once, opens the identity and builds every role's
+// provider as `tether run` does (agent.Check: nothing is started, nothing
+// leaves the device), and prints the resolved configuration with secrets
+// redacted.
+func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] != "check" {
 		fmt.Fprintln(stderr, "usage: tether config check [-c FILE]")
 		return exitUsage
@@ -27,6 +31,9 @@ func runConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		reportConfigError(stderr, err)
 		return exitUsage
+	}
+	if err := agent.Check(ctx, cfg, platform.NewLogger(stderr, slog.LevelWarn)); err != nil {
+		return exitStatus(stderr, err)
 	}
 	b, err := cfg.Redacted().Marshal()
 	if err != nil {

@@ -128,13 +128,14 @@ func TestConfigCheck(t *testing.T) {
 	assert.Equal(t, 2, code)
 	assert.Contains(t, stderr, "missing.toml: cannot read the configuration: no such file or directory")
 
-	// A PIN given in the URI is never printed.
-	pinned := `"pkcs11:token=t;object=k?pin-value=123456"`
+	// A PIN given in the URI is never printed, not even when the token it
+	// names is absent (a runtime failure: exit 1).
+	pinned := `"pkcs11:token=absent;object=k?pin-value=123456"`
 	e.WriteConfig("", `private_key = "`+e.KeyFile+`"`, `private_key = `+pinned)
-	code, out, _ = tether(t, nil, "config", "check", "-c", e.Config)
-	require.Equal(t, 0, code)
-	assert.NotContains(t, out, "123456")
-	assert.Contains(t, out, "pin-value=REDACTED")
+	code, out, stderr = tether(t, nil, "config", "check", "-c", e.Config)
+	assert.Equal(t, 1, code, stderr)
+	assert.NotContains(t, out+stderr, "123456")
+	assert.Contains(t, stderr, "pin-value=REDACTED")
 }
 
 func TestCredentialProcessDirect(t *testing.T) {

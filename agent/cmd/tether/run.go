@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -32,9 +31,7 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) int {
 		return exitUsage
 	}
 	tuneMemory()
-	var level slog.Level
-	level.UnmarshalText([]byte(cfg.Log.Level)) // validated by LoadConfig
-	log := platform.NewLogger(os.Stderr, level)
+	log := platform.NewLogger(os.Stderr, cfg.Log.Level.Level)
 	ctx, reload, stop := platform.HandleSignals(ctx)
 	defer stop()
 	// Restore default handling once stopping: a second SIGTERM or Ctrl-C

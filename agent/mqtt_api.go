@@ -1,4 +1,4 @@
-package mqtt
+package agent
 
 import (
 	"encoding/json"
@@ -8,41 +8,22 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/tetherd/tether/mqtt"
 	"github.com/tetherd/tether/store"
 )
 
-// NewHTTPHandler serves the local MQTT endpoints of the agent's socket:
+// The MQTT endpoints of the socket, when [mqtt] is configured:
 //
 //	POST /v1/mqtt/publish?topic=T&qos=Q   body = payload; 202 once durably queued
-//	GET  /v1/mqtt/subscribe?topic=FILTER  NDJSON stream of Message
+//	GET  /v1/mqtt/subscribe?topic=FILTER  NDJSON stream of mqtt.Message
 //
-// qos defaults to 1. Errors are JSON {"code","message"}: 400 for a topic,
-// QoS or payload that breaks a rule (code names the rule), 405 wrong method,
-// 507 outbox full, 503 outbox unavailable. Peer checks are the caller's
-// middleware.
-func NewHTTPHandler(s *Session) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/v1/mqtt/publish", func(w http.ResponseWriter, r *http.Request) { publishHandler(s, w, r) })
-	mux.HandleFunc("/v1/mqtt/subscribe", func(w http.ResponseWriter, r *http.Request) { subscribeHandler(s, w, r) })
-	return mux
-}
+// qos defaults to 1. Errors are the API's one shape: 400 for a topic, QoS or
+// payload that breaks a rule (code names the rule), 405 wrong method, 507
+// outbox full, 503 outbox unavailable. Peer checks are api.checkPeer's.
 
-type httpError struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	if status == http.StatusServiceUnavailable || status == http.StatusInsufficientStorage {
-		w.Header().Set("Retry-After", "5")
-	}
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(httpError{Code: code, Message: msg})
-}
-
+// writeRuleError answers a broken MQTT rule with 400 and the rule's code.
 func writeRuleError(w http.ResponseWriter, err error) bool {
-	var re *RuleError
+	var re *mqtt.RuleError
 	if errors.As(err, &re) {
 		writeError(w, http.StatusBadRequest, re.Code, re.Message)
 		return true
@@ -50,7 +31,7 @@ func writeRuleError(w http.ResponseWriter, err error) bool {
 	return false
 }
 
-func publishHandler(s *Session, w http.ResponseWriter, r *http.Request) {
+func mqttPublish(s *mqtt.Session, w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST /v1/mqtt/publish?topic=T&qos=Q with the payload as body")
@@ -68,14 +49,14 @@ func publishHandler(s *Session, w http.ResponseWriter, r *http.Request) {
 		qos = byte(n)
 	}
 	// Check what can be checked before reading a possibly huge body.
-	if writeRuleError(w, ValidatePublish(topic, nil, qos)) {
+	if writeRuleError(w, mqtt.ValidatePublish(topic, nil, qos)) {
 		return
 	}
-	payload, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxPayloadBytes))
+	payload, err := io.ReadAll(http.MaxBytesReader(w, r.Body, mqtt.MaxPayloadBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeError(w, http.StatusBadRequest, "payload_too_large", fmt.Sprintf("payload exceeds %d bytes (128 KiB), the AWS IoT Core limit", MaxPayloadBytes))
+			writeError(w, http.StatusBadRequest, "payload_too_large", fmt.Sprintf("payload exceeds %d bytes (128 KiB), the AWS IoT Core limit", mqtt.MaxPayloadBytes))
 			return
 		}
 		writeError(w, http.StatusBadRequest, "payload_unreadable", "reading the request body failed: "+err.Error())
@@ -84,9 +65,7 @@ func publishHandler(s *Session, w http.ResponseWriter, r *http.Request) {
 	seq, err := s.Publish(r.Context(), topic, payload, qos)
 	switch {
 	case err == nil:
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusAccepted)
-		_ = json.NewEncoder(w).Encode(map[string]uint64{"seq": seq})
+		writeJSON(w, http.StatusAccepted, map[string]uint64{"seq": seq})
 	case writeRuleError(w, err):
 	case errors.Is(err, store.ErrOutboxFull):
 		writeError(w, http.StatusInsufficientStorage, "outbox_full", err.Error())
@@ -97,7 +76,7 @@ func publishHandler(s *Session, w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func subscribeHandler(s *Session, w http.ResponseWriter, r *http.Request) {
+func mqttSubscribe(s *mqtt.Session, w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET /v1/mqtt/subscribe?topic=FILTER")
