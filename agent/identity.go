@@ -117,6 +117,12 @@ func (id *IdentityConfig) rotateAt(notBefore, notAfter time.Time) time.Time {
 			due = b
 		}
 	}
+	// A rotate_before longer than the certificates AWS issues would rotate
+	// again as soon as a rotation committed: never before half the lifetime
+	// (tether identity rotate still can).
+	if half := notBefore.Add(life / 2); due.Before(half) {
+		due = half
+	}
 	return due
 }
 

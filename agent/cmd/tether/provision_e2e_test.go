@@ -31,12 +31,12 @@ type fleet struct {
 
 const provisionedThing = "gw-SN1234"
 
-func newFleet(t *testing.T, key string) *fleet {
+func newFleet(t *testing.T, key string, opts ...func(*fleetprovtest.Options)) *fleet {
 	t.Helper()
 	broker := mqtttest.NewBroker(t, mqtttest.Options{CRL: true})
 	e := agenttest.New(t, time.Hour, "")
 	e.Sim.TrustCA(broker.PKI.CA)
-	prov := fleetprovtest.NewWithBroker(t, broker, fleetprovtest.Options{
+	po := fleetprovtest.Options{
 		Templates: map[string]fleetprovtest.Template{
 			"gateway-fleet": {Parameters: []string{"SerialNumber"}, ThingName: func(p map[string]string) (string, error) {
 				return "gw-" + p["SerialNumber"], nil
@@ -44,7 +44,11 @@ func newFleet(t *testing.T, key string) *fleet {
 			"gateway-rotate": {Parameters: []string{"ThingName"}, Existing: true},
 		},
 		RetiredTopic: "tether/retired",
-	}, e.Sim)
+	}
+	for _, o := range opts {
+		o(&po)
+	}
+	prov := fleetprovtest.NewWithBroker(t, broker, po, e.Sim)
 	f := &fleet{Env: e, broker: broker, prov: prov}
 	f.claim, f.claimKy = broker.PKI.ClientFiles(t, "claim")
 	f.cert = filepath.Join(e.Dir, "device.crt")

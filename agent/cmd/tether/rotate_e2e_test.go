@@ -259,3 +259,24 @@ func mustParseCert(t *testing.T, pemBytes []byte) *x509.Certificate {
 	require.NoError(t, err)
 	return c
 }
+
+// TestRotationWhenDue ensures that the agent rotates on its own once the
+// certificate has passed rotate_at of its lifetime, and that the new
+// certificate is not due again.
+func TestRotationWhenDue(t *testing.T) {
+	var skew atomic.Int64
+	skew.Store(int64(-300 * 24 * time.Hour))
+	f := newFleet(t, "", func(o *fleetprovtest.Options) {
+		o.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	})
+	f.writeConfigWith(rotationSettings, "")
+	code, _, stderr := tether(t, nil, "provision", "-c", f.Config)
+	require.Equal(t, 0, code, stderr)
+	skew.Store(0)
+	before := time.Now()
+	startAgentEnv(t, f)
+	st := rotated(t, f.Socket, before)
+	assert.Greater(t, st.Rotation.DaysLeft, 300.0, "the new certificate")
+	assert.True(t, st.Rotation.Due.After(time.Now().Add(200*24*time.Hour)), "and it is not due again: %s", st.Rotation.Due)
+	f.directFetch(t)
+}
