@@ -280,3 +280,36 @@ func TestRotationWhenDue(t *testing.T) {
 	assert.True(t, st.Rotation.Due.After(time.Now().Add(200*24*time.Hour)), "and it is not due again: %s", st.Rotation.Due)
 	f.directFetch(t)
 }
+
+// TestRotationKeepsFallback ensures that during the fallback period the
+// previous identity stays complete (its certificate in certificate.prev,
+// its key in the key file, its certificate ACTIVE in the cloud), while the
+// agent already runs the new one.
+func TestRotationKeepsFallback(t *testing.T) {
+	f := newFleet(t, "")
+	f.writeConfigWith(strings.Replace(rotationSettings, `fallback          = "0s"`, `fallback = "1h"`, 1), "")
+	code, _, stderr := tether(t, nil, "provision", "-c", f.Config)
+	require.Equal(t, 0, code, stderr)
+	oldCert, _ := os.ReadFile(f.cert)
+	startAgentEnv(t, f)
+	waitStatus(t, f.Socket, func(st *agent.Status) bool { return st.MQTT != nil && st.MQTT.State == "connected" })
+	code, _, stderr = tether(t, nil, "identity", "rotate", "--socket", f.Socket)
+	require.Equal(t, 0, code, stderr)
+	var st *agent.Status
+	waitStatus(t, f.Socket, func(s *agent.Status) bool {
+		st = s
+		return s.Rotation != nil && s.Rotation.Phase == "fallback" && s.MQTT != nil && s.MQTT.State == "connected" &&
+			s.Identity.NotAfter.After(mustParseCert(t, oldCert).NotAfter)
+	})
+	assert.WithinDuration(t, time.Now().Add(time.Hour), st.Rotation.FallbackUntil, 5*time.Minute)
+	prev, err := os.ReadFile(f.cert + ".prev")
+	require.NoError(t, err)
+	assert.Equal(t, oldCert, prev)
+	keys, _ := os.ReadFile(f.key)
+	assert.Equal(t, 2, strings.Count(string(keys), "BEGIN PRIVATE KEY"))
+	assert.Equal(t, fleetprovtest.Active, f.prov.Status(fleetprovtest.CertificateID(mustParseCert(t, oldCert))))
+	assert.Equal(t, 2, activeCount(f))
+	code, text, _ := tether(t, nil, "status", "--socket", f.Socket)
+	require.Equal(t, 0, code)
+	assert.Contains(t, text, "previous identity kept until")
+}
