@@ -5,11 +5,15 @@ VERSION      ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo
 COMMIT       ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 BUILD_DATE   ?= $(shell date -u -d @$$(git log -1 --format=%ct 2>/dev/null || date +%s) +%Y-%m-%dT%H:%M:%SZ)
 PKG          := github.com/tetherd/tether/agent/cmd/tether
-LDFLAGS      := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(BUILD_DATE)
-GOFLAGS_BUILD:= -trimpath -ldflags '$(LDFLAGS)'
+LDFLAGS      := -s -w -buildid= -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(BUILD_DATE)
+TAGS         ?=
+GOFLAGS_BUILD:= -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)'
+# The cgo builds go into glibc distributions' packages: position independent,
+# full RELRO and immediate binding, as those distributions build their own.
+PKCS11_BUILD := -trimpath -buildmode=pie -ldflags '$(LDFLAGS) -extldflags "-Wl,-z,relro,-z,now"'
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build static cross-pkcs11 test test-unit test-arm64 bench demo deps lint clean
+.PHONY: all build static cross-pkcs11 test test-unit test-arm64 test-systemd test-packages bench demo deps lint clean packages release test-release check-layers yocto-update-modules buildroot-hash
 
 all: build
 
@@ -17,7 +21,7 @@ all: build
 build:
 	$(GO) build $(GOFLAGS_BUILD) -o bin/tether ./agent/cmd/tether
 
-## static: fully static CGO_ENABLED=0 binaries, PEM keys only
+## static: fully static CGO_ENABLED=0 binaries: PEM and TPM 2.0 keys (TAGS=notpm leaves TPM support out)
 static:
 	@mkdir -p dist
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build $(GOFLAGS_BUILD) -o dist/tether-linux-amd64 ./agent/cmd/tether
@@ -29,9 +33,9 @@ static:
 cross-pkcs11:
 	@./softhsm-test/deps.sh --cross
 	@mkdir -p dist
-	CGO_ENABLED=1 GOOS=linux GOARCH=amd64 CC=gcc $(GO) build $(GOFLAGS_BUILD) -o dist/tether-pkcs11-linux-amd64 ./agent/cmd/tether
-	CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=aarch64-linux-gnu-gcc $(GO) build $(GOFLAGS_BUILD) -o dist/tether-pkcs11-linux-arm64 ./agent/cmd/tether
-	CGO_ENABLED=1 GOOS=linux GOARCH=arm GOARM=7 CC=arm-linux-gnueabihf-gcc $(GO) build $(GOFLAGS_BUILD) -o dist/tether-pkcs11-linux-armv7 ./agent/cmd/tether
+	CGO_ENABLED=1 GOOS=linux GOARCH=amd64 CC=gcc $(GO) build $(PKCS11_BUILD) -o dist/tether-pkcs11-linux-amd64 ./agent/cmd/tether
+	CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=aarch64-linux-gnu-gcc $(GO) build $(PKCS11_BUILD) -o dist/tether-pkcs11-linux-arm64 ./agent/cmd/tether
+	CGO_ENABLED=1 GOOS=linux GOARCH=arm GOARM=7 CC=arm-linux-gnueabihf-gcc $(GO) build $(PKCS11_BUILD) -o dist/tether-pkcs11-linux-armv7 ./agent/cmd/tether
 	@ls -l dist/tether-pkcs11-linux-*
 
 ## deps: install the Debian packages the tests need (as root), or name what is missing
@@ -41,22 +45,53 @@ deps:
 ## lint: gofmt, go vet, a tidy go.mod whose go line is the lowest the dependencies allow
 lint:
 	@$(GO) mod tidy -diff >/dev/null 2>&1 || { echo "go.mod/go.sum are not tidy: run 'go mod tidy'"; $(GO) mod tidy -diff; exit 1; }
+	@(cd tools && $(GO) mod tidy -diff >/dev/null 2>&1) || { echo "tools/go.mod is not tidy: run 'cd tools && go mod tidy'"; exit 1; }
 	@grep -qx 'go 1.25.0' go.mod || { echo "go.mod: the go line must be 'go 1.25.0' (the lowest the dependencies allow; distributions build with their own Go)"; exit 1; }
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	CGO_ENABLED=0 $(GO) vet ./...
+	$(GO) vet -tags nopkcs11 ./...   # the Yocto/Buildroot build without PKCS#11 (cgo on, no crypto11)
 
 ## test: everything, race detector on, real SoftHSM, mosquitto, aws, boto3; the static
-## (CGO_ENABLED=0) flavour; then the PKCS#11 flavour for arm64 under qemu
+## (CGO_ENABLED=0) flavour; the PKCS#11 flavour for arm64 under qemu; the packages,
+## the live systemd test and the reproducible release
 test: deps lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
-	CGO_ENABLED=0 $(GO) test -count=1 ./agent/ ./hsm/ ./credprovider/
+	CGO_ENABLED=0 $(GO) test -count=1 ./agent/ ./hsm/... ./credprovider/
 	$(MAKE) test-arm64
+	$(MAKE) check-layers
+	$(MAKE) test-packages
+	$(MAKE) test-systemd
+	$(MAKE) test-release
+	$(MAKE) test-tpm-static
+
+## test-systemd: the .deb in a Debian 12 root booted with systemd (nspawn): install,
+## socket, reload, restart, watchdog, hardening, PIN, upgrade, purge; skips when not root
+test-systemd: deps
+	@./packaging/test-systemd.sh
 
 ## test-arm64: the PKCS#11 flavour for arm64 against Debian's arm64 SoftHSM under qemu
 test-arm64:
 	./softhsm-test/arm64-test.sh
+
+## check-layers: the Yocto layer and the Buildroot package against ../shared/upstream
+## (bitbake -p/-e/fetch/unpack as an unprivileged user, check-package, printvars, show-info)
+check-layers:
+	./packaging/check-layers.sh yocto buildroot
+
+## yocto-update-modules: regenerate yocto/meta-tether's tether-go-mods.inc and tether-licenses.inc
+yocto-update-modules:
+	./packaging/check-layers.sh update-modules
+
+## buildroot-hash: recompute packaging/buildroot/package/tether/tether.hash for TETHER_VERSION
+buildroot-hash:
+	./packaging/check-layers.sh buildroot-hash
+
+## test-tpm-static: the static binaries (amd64, arm64 and armv7 under qemu) fetch
+## credentials with a TPM key held by swtpm
+test-tpm-static:
+	./softhsm-test/tpm-static-test.sh
 
 ## bench: figures as ratios against baselines measured in the same run
 bench: deps build
@@ -65,6 +100,34 @@ bench: deps build
 ## demo: the main job against the local IoT Core simulator
 demo: deps build
 	./softhsm-test/demo.sh
+
+# Build tools come from the tools/ module, never the product's go.mod.
+bin/nfpm: tools/go.mod tools/go.sum
+	cd tools && $(GO) build -trimpath -o ../bin/nfpm github.com/goreleaser/nfpm/v2/cmd/nfpm
+bin/cyclonedx-gomod: tools/go.mod tools/go.sum
+	cd tools && $(GO) build -trimpath -o ../bin/cyclonedx-gomod github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod
+
+# One PKCS#11 binary, for the host's own package (test-systemd).
+dist/tether-pkcs11-linux-amd64 dist/tether-pkcs11-linux-arm64: dist/tether-pkcs11-linux-%: FORCE
+	@mkdir -p dist
+	CGO_ENABLED=1 GOOS=linux GOARCH=$* $(GO) build $(PKCS11_BUILD) -o $@ ./agent/cmd/tether
+FORCE:
+
+## packages: .deb .rpm .ipk .apk for amd64, arm64, armv7 in dist/packages (docs/packaging.md)
+packages: static cross-pkcs11 bin/nfpm
+	./packaging/packages.sh
+
+## test-packages: what each package holds (dpkg-deb -c, rpm -qlp, tar) and lintian
+test-packages: deps packages
+	TETHER_PACKAGES=$(CURDIR)/dist/packages $(GO) test -count=1 -run 'TestPackage' ./packaging/
+
+## release: dist/ with binaries, packages, SBOM and SHA256SUMS, version from git describe
+release: packages bin/cyclonedx-gomod
+	./packaging/release.sh
+
+## test-release: two release builds from this commit give identical checksums
+test-release: deps
+	./packaging/test-release.sh
 
 clean:
 	rm -rf bin dist .demo

@@ -214,6 +214,14 @@ func (a *Agent) addRole(name string, ck credentialsKey, p aws.CredentialsProvide
 	if err != nil {
 		return nil, configFailure("role %s: %w", name, err)
 	}
+	if prev, ok := a.inherit[key]; ok {
+		// The running generation's credentials for the same role and
+		// identity: a reload never loses what is in memory, whatever the
+		// store or the network say.
+		if c, ok := prev.Current(); ok {
+			_ = r.Seed(c)
+		}
+	}
 	cache := a.db
 	if a.setSealer && a.sealer != nil {
 		// A new identity reads what a rotation sealed for it.

@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/tetherd/tether/hsm"
+	"github.com/tetherd/tether/hsm/tpm"
 )
 
 // openIdentity opens the device identity as every generation does: an
@@ -62,15 +63,23 @@ func Check(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	})
 }
 
-// credentialPIN returns the systemd credential a pkcs11: key's PIN comes
-// from, if it does.
+// credentialPIN returns the systemd credential a pkcs11: or tpm: key's PIN
+// comes from, if it does.
 func credentialPIN(key string) (string, bool) {
-	if !hsm.IsURI(key) {
-		return "", false
+	var src string
+	switch {
+	case tpm.IsURI(key):
+		u, err := tpm.ParseURI(key)
+		if err != nil {
+			return "", false
+		}
+		src = u.PINSource
+	case hsm.IsURI(key):
+		u, err := hsm.ParseKeyURI(key)
+		if err != nil {
+			return "", false
+		}
+		src = u.PINSource
 	}
-	u, err := hsm.ParseKeyURI(key)
-	if err != nil {
-		return "", false
-	}
-	return strings.CutPrefix(u.PINSource, "credential:")
+	return strings.CutPrefix(src, "credential:")
 }

@@ -27,6 +27,8 @@ type Config struct {
 	MQTT     MQTTConfig     `toml:"mqtt"`
 	State    StateConfig    `toml:"state"`
 	Log      LogConfig      `toml:"log"`
+	// Greengrass is set when the device runs AWS IoT Greengrass too.
+	Greengrass GreengrassConfig `toml:"greengrass"`
 	// Provision is what `tether provision` needs (identity.go).
 	Provision ProvisionConfig `toml:"provision"`
 
@@ -38,7 +40,8 @@ type Config struct {
 type IdentityConfig struct {
 	ThingName   string `toml:"thing_name"`
 	Certificate string `toml:"certificate"`
-	// PrivateKey is a PEM file or an RFC 7512 "pkcs11:" URI.
+	// PrivateKey is a PEM file, an RFC 7512 "pkcs11:" URI or a "tpm:"
+	// reference (see hsm/tpm).
 	PrivateKey string `toml:"private_key"`
 	// Rotation of the certificate (identity.go).
 	RotateBefore     Duration `toml:"rotate_before"`

@@ -24,7 +24,7 @@ func (c *Config) applyDefaults(dirs platform.Dirs) {
 		m.Port = 8883
 	}
 	if m.ClientID == "" {
-		m.ClientID = c.Identity.ThingName
+		m.ClientID = c.defaultClientID()
 	}
 	m.KeepAlive.orDefault(30 * time.Second)
 	m.SessionExpiry.orDefault(24 * time.Hour)

@@ -17,6 +17,7 @@ import (
 	// endpoint's socket).
 	addr "github.com/tetherd/tether/endpoint"
 	"github.com/tetherd/tether/hsm"
+	"github.com/tetherd/tether/hsm/tpm"
 	"github.com/tetherd/tether/mqtt"
 )
 
@@ -70,7 +71,11 @@ func (c *Config) validate(v *validator) {
 	v.file_("identity.certificate", id.Certificate, true)
 	switch {
 	case id.PrivateKey == "":
-		v.fail("identity.private_key", "missing; set a PEM key file or a pkcs11: URI")
+		v.fail("identity.private_key", "missing; set a PEM key file, a pkcs11: URI or a tpm: reference")
+	case tpm.IsURI(id.PrivateKey):
+		if err := hsm.CheckTPMKey(id.PrivateKey, os.Getenv); err != nil {
+			v.fail("identity.private_key", "%v", err)
+		}
 	case hsm.IsURI(id.PrivateKey):
 		v.pkcs11URI("identity.private_key", id.PrivateKey)
 	default:

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tetherd/tether/credprovider"
 	"github.com/tetherd/tether/hsm"
 	"github.com/tetherd/tether/mqtt"
 	"github.com/tetherd/tether/platform"
@@ -61,6 +62,9 @@ type Agent struct {
 	setSealer bool
 	db        *store.DB
 	roles     roleSet
+	// inherit holds the previous generation's refreshers by cache key, to
+	// seed this one's from memory.
+	inherit map[string]*credprovider.Refresher
 	// closing guards closed: OnRefresh writes only while the store is open.
 	closing sync.RWMutex
 	closed  bool
@@ -263,7 +267,15 @@ func start(ctx context.Context, d *daemon, cfg *Config, prev *Agent) (_ *Agent, 
 			return nil, runtimeFailure("state: %w", err)
 		}
 	}
-	if err := a.buildRoles(); err != nil {
+	if prev != nil {
+		a.inherit = map[string]*credprovider.Refresher{}
+		for _, rl := range prev.roles {
+			a.inherit[rl.cacheKey] = rl.ref
+		}
+	}
+	err = a.buildRoles()
+	a.inherit = nil
+	if err != nil {
 		return nil, err
 	}
 	if err := a.openOutbox(prev); err != nil {

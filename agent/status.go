@@ -29,6 +29,8 @@ type IdentityStatus struct {
 	Issuer    string    `json:"issuer"`
 	Key       string    `json:"key"`
 	NotAfter  time.Time `json:"not_after"`
+	// CertificateID is AWS IoT's id of the certificate (its SHA-256).
+	CertificateID string `json:"certificate_id"`
 }
 
 // RoleStatus is one role's credential state.
@@ -50,11 +52,12 @@ func (a *Agent) Status() Status {
 	st := Status{Version: a.opts.Version, Started: a.started.UTC()}
 	if leaf := a.id.Leaf(); leaf != nil {
 		st.Identity = IdentityStatus{
-			ThingName: a.cfg.Identity.ThingName,
-			Subject:   leaf.Subject.String(),
-			Issuer:    leaf.Issuer.String(),
-			Key:       a.id.KeyLocation(),
-			NotAfter:  leaf.NotAfter.UTC(),
+			ThingName:     a.cfg.Identity.ThingName,
+			Subject:       leaf.Subject.String(),
+			Issuer:        leaf.Issuer.String(),
+			Key:           a.id.KeyLocation(),
+			NotAfter:      leaf.NotAfter.UTC(),
+			CertificateID: certificateID(leaf),
 		}
 	}
 	names := make([]string, 0, len(a.roles))

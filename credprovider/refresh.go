@@ -528,6 +528,19 @@ func (r *Refresher) Seed(creds aws.Credentials) error {
 	return nil
 }
 
+// Current returns the credentials the Refresher holds, as fetched (Expires
+// is the provider's, not the serving deadline), without fetching; ok is
+// false when it holds none that are valid now. Pass them to another
+// Refresher's Seed to hand them over, as the agent does on a reload.
+func (r *Refresher) Current() (creds aws.Credentials, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cur == nil || !r.cur.validAt(r.o.Clock.Now()) {
+		return aws.Credentials{}, false
+	}
+	return r.cur.creds, true
+}
+
 // Run refreshes in the background until ctx is done, then returns ctx.Err().
 // It fetches at once when there are no valid credentials, at the scheduled
 // refresh time otherwise, and after the backoff delay following a failure.

@@ -1,12 +1,13 @@
 // Package hsm provides the device identity: an X.509 certificate chain and a
-// private key that signs TLS handshakes, held either in PEM files or in a
-// PKCS#11 token (SoftHSM, tpm2-pkcs11, secure elements) addressed by an
-// RFC 7512 URI. It also derives or holds the AES-256-GCM key that seals the
+// private key that signs TLS handshakes, held in PEM files, in a PKCS#11
+// token (SoftHSM, tpm2-pkcs11, secure elements) addressed by an RFC 7512
+// URI, or in a TPM 2.0 addressed by a "tpm:" reference (package hsm/tpm,
+// pure Go). It also derives or holds the AES-256-GCM key that seals the
 // agent's persisted state.
 //
-// PKCS#11 support needs cgo (the module is a shared library loaded with
-// dlopen); binaries built with CGO_ENABLED=0 return ErrPKCS11Unavailable for
-// "pkcs11:" keys and keep full PEM support.
+// In-process PKCS#11 support needs cgo (the module is a shared library
+// loaded with dlopen); binaries built with CGO_ENABLED=0 return
+// ErrPKCS11Unavailable for "pkcs11:" keys and keep full PEM and TPM support.
 package hsm
 
 import (
@@ -23,6 +24,8 @@ import (
 	"log/slog"
 	"os"
 	"time"
+
+	"github.com/tetherd/tether/hsm/tpm"
 )
 
 // Errors callers tell apart with errors.Is. ErrTokenUnavailable is the only
@@ -86,15 +89,22 @@ type keyBackend interface {
 	close() error
 }
 
-// OpenKey opens a private key without a certificate: key is a PEM file path
-// or a "pkcs11:" URI. Close it when done.
+// OpenKey opens a private key without a certificate: key is a PEM file path,
+// a "pkcs11:" URI or a "tpm:" reference (package hsm/tpm). Close it when done.
 func OpenKey(ctx context.Context, key string, opts ...Option) (*Key, error) {
 	return openKey(ctx, key, nil, buildOptions(opts))
 }
 
-// openKey opens key; a PEM file holding several keys yields the one whose
-// public key is want.
+// openKey opens key; a PEM file holding several keys, or a token holding
+// several keys with the URI's label, yields the one whose public key is want.
 func openKey(ctx context.Context, key string, want crypto.PublicKey, o options) (*Key, error) {
+	if tpm.IsURI(key) {
+		b, err := openTPM(ctx, key, o)
+		if err != nil {
+			return nil, err
+		}
+		return &Key{backend: b}, nil
+	}
 	if IsURI(key) {
 		u, err := ParseKeyURI(key)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/tetherd/tether/hsm/tpm"
 	"github.com/tetherd/tether/secretfile"
 )
 
@@ -107,6 +108,9 @@ func openPEMKey(file string, want crypto.PublicKey) (*pemKey, error) {
 		b, rest = pem.Decode(rest)
 		if b == nil {
 			break
+		}
+		if b.Type == tpm.KeyFilePEMType {
+			return nil, fmt.Errorf("%w: private key %s is a TPM key file (TSS2 PRIVATE KEY); write private_key = \"tpm:file=%s\" (see docs/tpm.md)", ErrBadKey, file, file)
 		}
 		if b.Type == "ENCRYPTED PRIVATE KEY" || b.Headers["Proc-Type"] == "4,ENCRYPTED" {
 			return nil, fmt.Errorf("%w: private key %s is encrypted; tether needs it unencrypted with mode 0600 (openssl pkey -in %s -out NEW), or keep it in a PKCS#11 token", ErrBadKey, file, file)

@@ -1,4 +1,4 @@
-//go:build !cgo
+//go:build !cgo || nopkcs11
 
 package hsm
 
@@ -9,7 +9,8 @@ import (
 )
 
 // PKCS11Available reports whether this build can load PKCS#11 modules: a
-// CGO_ENABLED=0 binary cannot dlopen them.
+// CGO_ENABLED=0 binary cannot dlopen them, and -tags nopkcs11 leaves
+// crypto11 out of a cgo build (Yocto and Buildroot without their pkcs11 option).
 const PKCS11Available = false
 
 // openPKCS11 refuses: a static binary cannot dlopen a PKCS#11 module.

@@ -157,6 +157,12 @@ func (u *URI) CheckFiles(getenv func(string) string) error {
 	if err := checkModule(u.ModulePath); err != nil {
 		return err
 	}
+	return u.checkPINFile(getenv)
+}
+
+// checkPINFile checks the PIN file u's pin-source names, if any, as
+// CheckFiles does; TPM keys share it.
+func (u *URI) checkPINFile(getenv func(string) string) error {
 	path, err := u.pinFile(getenv)
 	if err != nil || path == "" {
 		return err

@@ -70,7 +70,7 @@ func (db *DB) PutCredentials(role string, c aws.Credentials) error {
 		return err
 	}
 
-	err = db.bolt.Update(func(tx *bbolt.Tx) error {
+	err = db.update(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketCredentials).Put([]byte(role), val)
 	})
 	if err != nil {
@@ -92,7 +92,7 @@ func (db *DB) Credentials(role string) (c aws.Credentials, ok bool, err error) {
 		return aws.Credentials{}, false, nil
 	}
 	var val []byte
-	err = db.bolt.View(func(tx *bbolt.Tx) error {
+	err = db.view(func(tx *bbolt.Tx) error {
 		if v := tx.Bucket(bucketCredentials).Get([]byte(role)); v != nil {
 			val = append([]byte(nil), v...) // v is only valid inside the transaction
 		}
@@ -149,7 +149,7 @@ func unseal(sealer Sealer, role string, val []byte) (sc storedCredentials, why s
 // discard deletes role's entry if it still holds val, so a fresh entry
 // written concurrently is not lost.
 func (db *DB) discard(role string, val []byte) {
-	err := db.bolt.Update(func(tx *bbolt.Tx) error {
+	err := db.update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketCredentials)
 		if cur := b.Get([]byte(role)); cur != nil && string(cur) == string(val) {
 			return b.Delete([]byte(role))
@@ -164,7 +164,7 @@ func (db *DB) discard(role string, val []byte) {
 // DeleteCredentials removes role's cached credentials, e.g. when the role is
 // removed from the configuration.
 func (db *DB) DeleteCredentials(role string) error {
-	err := db.bolt.Update(func(tx *bbolt.Tx) error {
+	err := db.update(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketCredentials).Delete([]byte(role))
 	})
 	if err != nil {
@@ -196,7 +196,7 @@ type Sealer interface {
 // agent can delete those of roles it no longer has.
 func (db *DB) CredentialKeys() ([]string, error) {
 	var keys []string
-	err := db.bolt.View(func(tx *bbolt.Tx) error {
+	err := db.view(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketCredentials).ForEach(func(k, _ []byte) error {
 			keys = append(keys, string(k))
 			return nil

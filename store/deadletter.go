@@ -82,7 +82,7 @@ func (o *Outbox) DeadLetter(seq uint64, reason string) error {
 		freed int64
 		count int
 	)
-	err := o.db.bolt.Update(func(tx *bbolt.Tx) error {
+	err := o.db.update(func(tx *bbolt.Tx) error {
 		ob, dl := tx.Bucket(bucketOutbox), tx.Bucket(bucketDeadLetters)
 		k := seqKey(seq)
 		v := ob.Get(k)
@@ -136,7 +136,7 @@ func (o *Outbox) DeadLetter(seq uint64, reason string) error {
 // DeadLetters returns the dead letters, oldest first.
 func (o *Outbox) DeadLetters() ([]DeadLetter, error) {
 	var out []DeadLetter
-	err := o.db.bolt.View(func(tx *bbolt.Tx) error {
+	err := o.db.view(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketDeadLetters).ForEach(func(k, v []byte) error {
 			d, err := decodeDead(k, v)
 			if err != nil {
@@ -154,7 +154,7 @@ func (o *Outbox) DeadLetters() ([]DeadLetter, error) {
 
 // countDeadLetters counts the dead letters a previous run left.
 func (o *Outbox) countDeadLetters() error {
-	return o.db.bolt.View(func(tx *bbolt.Tx) error {
+	return o.db.view(func(tx *bbolt.Tx) error {
 		o.deadLetters = tx.Bucket(bucketDeadLetters).Stats().KeyN
 		return nil
 	})

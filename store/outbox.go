@@ -109,6 +109,9 @@ type Outbox struct {
 	commits uint64
 	refused uint64
 	lastErr error
+	// lastSeq is the highest sequence given out, so a fresh file that
+	// replaces a damaged one goes on from there (delivery keeps a cursor).
+	lastSeq uint64
 	// dead letters: kept, moved since open, last reason
 	deadLetters  int
 	deadLettered uint64
@@ -167,7 +170,8 @@ func (db *DB) Outbox(opts OutboxOptions) (*Outbox, error) {
 	// Count what a previous run left behind, and drop records this build
 	// cannot read rather than let one bad record block the queue forever.
 	var bad [][]byte
-	err := db.bolt.View(func(tx *bbolt.Tx) error {
+	err := db.view(func(tx *bbolt.Tx) error {
+		o.lastSeq = tx.Bucket(bucketOutbox).Sequence()
 		return tx.Bucket(bucketOutbox).ForEach(func(k, v []byte) error {
 			if _, err := decodeRecord(k, v); err != nil {
 				bad = append(bad, append([]byte(nil), k...))
@@ -183,7 +187,7 @@ func (db *DB) Outbox(opts OutboxOptions) (*Outbox, error) {
 	}
 	if len(bad) > 0 {
 		db.log.Error("outbox records unreadable; discarded", "path", db.path, "count", len(bad))
-		if err := db.bolt.Update(func(tx *bbolt.Tx) error {
+		if err := db.update(func(tx *bbolt.Tx) error {
 			b := tx.Bucket(bucketOutbox)
 			for _, k := range bad {
 				if err := b.Delete(k); err != nil {
@@ -198,6 +202,7 @@ func (db *DB) Outbox(opts OutboxOptions) (*Outbox, error) {
 	if err := o.countDeadLetters(); err != nil {
 		return nil, fmt.Errorf("%w: read dead letters in %s: %w", ErrOutboxUnavailable, db.path, err)
 	}
+	db.onReplace(o.reset)
 	go o.commitLoop()
 	return o, nil
 }
@@ -256,7 +261,7 @@ func (o *Outbox) Next(after uint64) (msg OutboxMessage, ok bool, err error) {
 	if closed {
 		return msg, false, ErrOutboxClosed
 	}
-	err = o.db.bolt.View(func(tx *bbolt.Tx) error {
+	err = o.db.view(func(tx *bbolt.Tx) error {
 		c := tx.Bucket(bucketOutbox).Cursor()
 		for k, v := c.Seek(seqKey(after + 1)); k != nil; k, v = c.Next() {
 			seq := binary.BigEndian.Uint64(k)
@@ -412,7 +417,7 @@ func (o *Outbox) commit(batch []*enqueueReq) {
 	results := make([]enqueueRes, len(batch))
 	var freed int64
 	var deleted int
-	err := o.db.bolt.Update(func(tx *bbolt.Tx) error {
+	err := o.db.update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketOutbox)
 		freed, deleted = 0, 0
 		for _, s := range acks {
@@ -466,6 +471,7 @@ func (o *Outbox) commit(batch []*enqueueReq) {
 				o.refused++
 				continue
 			}
+			o.lastSeq = max(o.lastSeq, results[i].seq)
 			added++
 			o.depth++
 			o.bytes += recordSize(r.topic, r.payload)
@@ -483,6 +489,18 @@ func (o *Outbox) commit(batch []*enqueueReq) {
 	for i, r := range batch {
 		r.res <- results[i]
 	}
+}
+
+// reset forgets what the outbox counted in a state file that was damaged
+// and replaced (see DB.exec) and carries the sequence over into tx, the
+// fresh file's first transaction.
+func (o *Outbox) reset(tx *bbolt.Tx) error {
+	o.mu.Lock()
+	seq := o.lastSeq
+	o.depth, o.bytes, o.deadLetters = 0, 0, 0
+	o.acks = make(map[uint64]struct{})
+	o.mu.Unlock()
+	return tx.Bucket(bucketOutbox).SetSequence(seq)
 }
 
 func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }

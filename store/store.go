@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -88,7 +89,14 @@ type Health struct {
 
 // DB is an open state file. It is safe for concurrent use.
 type DB struct {
-	bolt   *bbolt.DB
+	// opMu admits one bbolt operation at a time, and guards bolt and file:
+	// see exec for why.
+	opMu    sync.Mutex
+	bolt    *bbolt.DB
+	file    *os.File
+	onReset []func(*bbolt.Tx) error
+	timeout time.Duration
+
 	path   string
 	sealer Sealer
 	log    *slog.Logger
@@ -119,23 +127,23 @@ func Open(path string, opts Options) (*DB, error) {
 		return nil, err
 	}
 
-	db := &DB{path: path, sealer: opts.Sealer, log: log}
-	b, schema, err := openBolt(path, timeout, log)
+	db := &DB{path: path, sealer: opts.Sealer, log: log, timeout: timeout}
+	b, f, schema, err := openBolt(path, timeout, log)
 	if errors.Is(err, errCorrupt) {
-		aside := fmt.Sprintf("%s.corrupt-%s", path, time.Now().UTC().Format("20060102T150405.000000000Z"))
-		if rerr := os.Rename(path, aside); rerr != nil {
+		aside, rerr := moveAside(path)
+		if rerr != nil {
 			return nil, fmt.Errorf("%w: state file %s is unreadable (%v) and could not be moved aside: %v; remove it by hand", ErrUnusable, path, err, rerr)
 		}
 		log.Error("state file unreadable; moved aside, starting with empty state",
 			"path", path, "moved_to", aside, "err", err)
 		db.movedAside = aside
 		db.lastErr = err
-		b, schema, err = openBolt(path, timeout, log)
+		b, f, schema, err = openBolt(path, timeout, log)
 	}
 	if err != nil {
 		return nil, err
 	}
-	db.bolt = b
+	db.bolt, db.file = b, f
 	db.schema = schema
 	tightenMode(path, log)
 	return db, nil
@@ -167,18 +175,17 @@ func checkDir(path string) error {
 // schema. bbolt panics on some kinds of page corruption, so a panic here is
 // treated as corruption too: the store must never keep the daemon from
 // starting.
-func openBolt(path string, timeout time.Duration, log *slog.Logger) (b *bbolt.DB, schema int, err error) {
+func openBolt(path string, timeout time.Duration, log *slog.Logger) (b *bbolt.DB, file *os.File, schema int, err error) {
 	// bbolt can panic inside Open (e.g. loading a damaged freelist), before
-	// it returns a DB to close; keep the file so its lock is released.
-	var file *os.File
+	// it returns a DB to close; keep the file so its lock is released. A
+	// file truncated under its mapping faults (SIGBUS): a panic here too.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			if b != nil {
-				_ = closeQuietly(b)
-				b = nil
-			} else if file != nil {
+			if file != nil {
 				_ = file.Close()
 			}
+			b, file = nil, nil
 			err = fmt.Errorf("%w: %s: bbolt: %v", errCorrupt, path, r)
 		}
 	}()
@@ -191,19 +198,20 @@ func openBolt(path string, timeout time.Duration, log *slog.Logger) (b *bbolt.DB
 		},
 	})
 	if err != nil {
-		return nil, 0, classifyOpen(path, err)
+		return nil, nil, 0, classifyOpen(path, err)
 	}
 	schema, err = prepare(b, path, log)
 	if err != nil {
 		_ = b.Close()
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
-	return b, schema, nil
+	return b, file, schema, nil
 }
 
-func closeQuietly(b *bbolt.DB) (err error) {
-	defer func() { _ = recover() }()
-	return b.Close()
+// moveAside renames a damaged state file to path.corrupt-<UTC time>.
+func moveAside(path string) (string, error) {
+	aside := fmt.Sprintf("%s.corrupt-%s", path, time.Now().UTC().Format("20060102T150405.000000000Z"))
+	return aside, os.Rename(path, aside)
 }
 
 func classifyOpen(path string, err error) error {
@@ -325,12 +333,20 @@ func (db *DB) Health() Health {
 // Close releases the file lock. Calling it twice is harmless.
 func (db *DB) Close() error {
 	db.mu.Lock()
-	defer db.mu.Unlock()
 	if db.closed {
+		db.mu.Unlock()
 		return nil
 	}
 	db.closed = true
-	if err := db.bolt.Close(); err != nil {
+	db.mu.Unlock()
+	db.opMu.Lock()
+	defer db.opMu.Unlock()
+	b := db.bolt
+	db.bolt, db.file = nil, nil
+	if b == nil {
+		return nil
+	}
+	if err := guard(b.Close); err != nil {
 		return fmt.Errorf("close state file %s: %w", db.path, err)
 	}
 	return nil

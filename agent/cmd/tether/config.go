@@ -16,10 +16,13 @@ import (
 // reports every error at once, opens the identity and builds every role's
 // provider as `tether run` does (agent.Check: nothing is started, nothing
 // leaves the device), and prints the resolved configuration with secrets
-// redacted.
+// redacted. `tether config import greengrass` is in greengrass.go.
 func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "import" {
+		return runConfigImport(args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "check" {
-		fmt.Fprintln(stderr, "usage: tether config check [-c FILE]")
+		fmt.Fprintln(stderr, "usage: tether config check [-c FILE] | tether config import greengrass FILE")
 		return exitUsage
 	}
 	fs := newFlagSet("config check", stderr)
@@ -39,6 +42,9 @@ func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err != nil {
 		fmt.Fprintf(stderr, "tether: %v\n", err)
 		return exitRuntime
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stderr, "tether: warning: %s\n", w)
 	}
 	fmt.Fprintf(stdout, "# %s: configuration OK\n%s", *file, b)
 	return exitOK

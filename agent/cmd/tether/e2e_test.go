@@ -284,14 +284,7 @@ func TestKill9WarmRestart(t *testing.T) {
 	e := agenttest.New(t, time.Hour, "")
 	p := startAgent(t, e)
 	first := served(t, e.Socket, "device")
-	require.NoError(t, p.cmd.Process.Kill())
-	p.cmd.Wait()
-	e.Sim.Close()
-
-	raw, err := os.ReadFile(e.State)
-	require.NoError(t, err)
-	assert.False(t, bytes.Contains(raw, []byte(first.SecretAccessKey)), "secret access key in plaintext in the state file")
-	assert.False(t, bytes.Contains(raw, []byte(first.Token)), "session token in plaintext in the state file")
+	kill9Sealed(t, p, e, first)
 
 	startAgent(t, e)
 	again := served(t, e.Socket, "device")
@@ -307,6 +300,20 @@ func TestKill9WarmRestart(t *testing.T) {
 	var st agent.Status
 	require.NoError(t, json.Unmarshal([]byte(out), &st))
 	assert.Equal(t, "gw-0001", st.Identity.ThingName)
+}
+
+// kill9Sealed kills the agent with SIGKILL, stops the simulator (so what
+// is served next comes from the state file) and checks that the file holds
+// the credentials the agent served sealed, not in plaintext.
+func kill9Sealed(t *testing.T, p *agentProcess, e *agenttest.Env, served *agent.Credentials) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Kill())
+	p.cmd.Wait()
+	e.Sim.Close()
+	raw, err := os.ReadFile(e.State)
+	require.NoError(t, err)
+	assert.False(t, bytes.Contains(raw, []byte(served.SecretAccessKey)), "secret access key in plaintext in the state file")
+	assert.False(t, bytes.Contains(raw, []byte(served.Token)), "session token in plaintext in the state file")
 }
 
 // TestAgentStartFailures: a bad start is one line and the right

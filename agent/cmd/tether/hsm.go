@@ -18,20 +18,26 @@ import (
 	"time"
 
 	"github.com/tetherd/tether/hsm"
+	"github.com/tetherd/tether/hsm/tpm"
 )
 
 const hsmUsage = `Usage:
   tether hsm list [--module PATH] [--key URI]
         slots, tokens and key labels/ids/types (never secrets); --key logs into
         that URI's token (pin-source) so private keys are listed too
+  tether hsm list --tpm [DEVICE]
+        the TPM's maker, lockout state and persistent keys (default /dev/tpmrm0)
   tether hsm keygen --key URI --type ec-p256|ec-p384|rsa-2048
-        generate a key pair in the token (sensitive, never extractable)
+        generate a key pair in the token (sensitive, never extractable), or in
+        the TPM: a TSS2 key file (tpm:file=) or a persistent key (tpm:handle=)
   tether hsm csr --key URI --subject "CN=gw-0001,O=Example"
         print a PEM certificate signing request signed in the token
   tether hsm selftest --key URI [--certificate FILE] [--count N]
         sign and verify with the key (against the certificate), with timing
 
 URI: pkcs11:token=LABEL;object=KEY?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/tether/pin
+     tpm:file=/etc/tether/device.tss2?pin-source=file:/etc/tether/tpm-pin
+     tpm:handle=0x81000002?device=/dev/tpmrm0
 `
 
 // runHSM implements `tether hsm ...`.
@@ -91,8 +97,8 @@ func hsmExit(stderr io.Writer, cmd string, err error) int {
 }
 
 func requireKey(fs *flag.FlagSet, key string) bool {
-	if key == "" || !hsm.IsURI(key) {
-		fmt.Fprintf(fs.Output(), "%s: --key pkcs11:... is required\n", fs.Name())
+	if key == "" || !hsm.IsURI(key) && !tpm.IsURI(key) {
+		fmt.Fprintf(fs.Output(), "%s: --key pkcs11:... or tpm:... is required\n", fs.Name())
 		return false
 	}
 	return true
@@ -102,8 +108,13 @@ func hsmList(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := hsmFlags("list", stderr)
 	module := fs.String("module", hsm.DefaultModule, "PKCS#11 module `path`")
 	key := fs.String("key", "", "log into this URI's token (its pin-source) to list private objects too")
+	tpmDev := fs.String("tpm", "", "list the TPM at this `device` instead (default "+tpm.DefaultDevice+" with --tpm alone)")
+	args = tpmFlagDefault(args)
 	if code, stop := parseFlags(fs, args); stop {
 		return code
+	}
+	if *tpmDev != "" {
+		return hsmListTPM(ctx, *tpmDev, stdout, stderr)
 	}
 	var login *hsm.URI
 	if *key != "" {
@@ -175,7 +186,7 @@ func hexID(id []byte) string {
 
 func hsmKeygen(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := hsmFlags("keygen", stderr)
-	key := fs.String("key", "", "PKCS#11 `URI` of the key to create (object= names it)")
+	key := fs.String("key", "", "PKCS#11 `URI` (object= names it) or tpm: reference of the key to create")
 	typ := fs.String("type", "ec-p256", "key `type`: ec-p256, ec-p384 or rsa-2048")
 	if code, stop := parseFlags(fs, args); stop {
 		return code
@@ -183,16 +194,24 @@ func hsmKeygen(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if !requireKey(fs, *key) {
 		return exitUsage
 	}
-	pub, err := hsm.GenerateKey(ctx, *key, hsm.KeyType(*typ))
-	if err != nil {
-		return hsmExit(stderr, "keygen", err)
+	if tpm.IsURI(*key) {
+		return hsmKeygenTPM(ctx, *key, hsm.KeyType(*typ), stdout, stderr)
 	}
-	der, err := x509.MarshalPKIXPublicKey(pub)
+	pub, err := hsm.GenerateKey(ctx, *key, hsm.KeyType(*typ))
 	if err != nil {
 		return hsmExit(stderr, "keygen", err)
 	}
 	u, _ := hsm.ParseURI(*key)
 	fmt.Fprintf(stderr, "generated %s key %s (sensitive, not extractable)\n", *typ, u)
+	return printPublicKey(stdout, stderr, pub)
+}
+
+// printPublicKey writes pub as a PEM PUBLIC KEY block.
+func printPublicKey(stdout, stderr io.Writer, pub crypto.PublicKey) int {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return hsmExit(stderr, "keygen", err)
+	}
 	pem.Encode(stdout, &pem.Block{Type: "PUBLIC KEY", Bytes: der})
 	return exitOK
 }
@@ -237,7 +256,7 @@ func parseSubject(s string) (pkix.Name, error) {
 
 func hsmCSR(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := hsmFlags("csr", stderr)
-	key := fs.String("key", "", "PKCS#11 `URI` of the key")
+	key := fs.String("key", "", "PKCS#11 `URI` or tpm: reference of the key")
 	subject := fs.String("subject", "", `certificate subject, e.g. "CN=gw-0001,O=Example"`)
 	if code, stop := parseFlags(fs, args); stop {
 		return code
@@ -266,7 +285,7 @@ func hsmCSR(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func hsmSelftest(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := hsmFlags("selftest", stderr)
-	key := fs.String("key", "", "PKCS#11 `URI` (or PEM file) of the key")
+	key := fs.String("key", "", "PKCS#11 `URI`, tpm: reference or PEM file of the key")
 	certFile := fs.String("certificate", "", "device certificate `file` to verify against (default: the key's public key)")
 	count := fs.Int("count", 20, "number of signatures")
 	if code, stop := parseFlags(fs, args); stop {

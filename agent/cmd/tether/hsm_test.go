@@ -1,4 +1,4 @@
-//go:build cgo
+//go:build cgo && !nopkcs11
 
 package main
 
@@ -87,8 +87,10 @@ func TestHSMUsage(t *testing.T) {
 	}{
 		{nil, "Usage:"},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
-		{[]string{"keygen"}, "--key pkcs11:... is required"},
-		{[]string{"keygen", "--key", "/etc/key.pem"}, "--key pkcs11:... is required"},
+		{[]string{"keygen"}, "--key pkcs11:... or tpm:... is required"},
+		{[]string{"keygen", "--key", "/etc/key.pem"}, "--key pkcs11:... or tpm:... is required"},
+		{[]string{"keygen", "--key", "tpm:handle=0x1"}, "not a persistent handle"},
+		{[]string{"keygen", "--key", "tpm:file=/tmp/k.tss2", "--type", "dsa"}, `key type "dsa": the TPM makes`},
 		{[]string{"csr", "--key", "pkcs11:token=t;object=o", "--subject", "O=x"}, "CN= is required"},
 		{[]string{"csr", "--key", "pkcs11:token=t;object=o", "--subject", "CN"}, "not KEY=VALUE"},
 		{[]string{"list", "--bogus"}, "flag provided but not defined"},

@@ -33,6 +33,7 @@ Usage:
                                              fetch credentials without an agent
   tether status [--json] [--socket PATH]     show the agent's identity, roles and store
   tether config check [-c FILE]              validate a configuration and print it, secrets redacted
+  tether config import greengrass FILE       print the configuration for Greengrass's identity
   tether hsm list|keygen|csr|selftest ...    manage keys in a PKCS#11 token
   tether mqtt publish|subscribe ...          use the agent's MQTT session
   tether provision [-c FILE]                 get the device identity by claim (fleet provisioning)
@@ -85,10 +86,14 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case "version", "--version", "-v":
 		pkcs11 := "yes"
 		if !hsm.PKCS11Available {
-			pkcs11 = "no (static build: PEM keys only; use tether-pkcs11-linux-* for pkcs11: keys)"
+			pkcs11 = "no (static build: PEM and TPM keys; use tether-pkcs11-linux-* for pkcs11: keys)"
 		}
-		fmt.Fprintf(stdout, "tether %s (commit %s, built %s, %s, %s/%s, pkcs11 %s)\n",
-			version, commit, orUnknown(buildDate), runtime.Version(), runtime.GOOS, runtime.GOARCH, pkcs11)
+		tpmKeys := "yes"
+		if !hsm.TPMAvailable {
+			tpmKeys = "no (built with -tags notpm)"
+		}
+		fmt.Fprintf(stdout, "tether %s (commit %s, built %s, %s, %s/%s, pkcs11 %s, tpm %s)\n",
+			version, commit, orUnknown(buildDate), runtime.Version(), runtime.GOOS, runtime.GOARCH, pkcs11, tpmKeys)
 		return exitOK
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)

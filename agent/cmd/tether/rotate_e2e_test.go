@@ -299,7 +299,7 @@ func TestRotationKeepsFallback(t *testing.T) {
 	waitStatus(t, f.Socket, func(s *agent.Status) bool {
 		st = s
 		return s.Rotation != nil && s.Rotation.Phase == "fallback" && s.MQTT != nil && s.MQTT.State == "connected" &&
-			s.Identity.NotAfter.After(mustParseCert(t, oldCert).NotAfter)
+			s.Identity.CertificateID != fleetprovtest.CertificateID(mustParseCert(t, oldCert))
 	})
 	assert.WithinDuration(t, time.Now().Add(time.Hour), st.Rotation.FallbackUntil, 5*time.Minute)
 	prev, err := os.ReadFile(f.cert + ".prev")
