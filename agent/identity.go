@@ -234,7 +234,8 @@ func LoadProvisionConfig(path string) (*Config, error) {
 		case "identity.certificate", "identity.private_key":
 			val := probe.Identity.Certificate
 			if fe.Key == "identity.private_key" {
-				val = probe.Identity.PrivateKey
+				// The file a key reference names (PEM, TPM key file).
+				val, _ = hsm.KeyFile(probe.Identity.PrivateKey)
 			}
 			if filepath.IsAbs(val) {
 				if _, serr := os.Stat(val); errors.Is(serr, os.ErrNotExist) {

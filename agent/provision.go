@@ -187,6 +187,12 @@ func (p *provisioner) step(ctx context.Context) error {
 		return p.advance(store.ProvisionCommit)
 
 	case store.ProvisionCommit:
+		// A TPM may serve one connection at a time: the commit opens the
+		// key again from its final place.
+		if p.newKey != nil {
+			p.newKey.Close()
+			p.newKey = nil
+		}
 		if err := p.commit(ctx); err != nil {
 			return err
 		}
@@ -203,7 +209,9 @@ func (p *provisioner) step(ctx context.Context) error {
 func (p *provisioner) commit(ctx context.Context) error {
 	id := &p.cfg.Identity
 	if p.rec.Key != id.PrivateKey {
-		if err := linkStaged(p.rec.Key, id.PrivateKey); err != nil {
+		staged, _ := hsm.KeyFile(p.rec.Key)
+		final, _ := hsm.KeyFile(id.PrivateKey)
+		if err := linkStaged(staged, final); err != nil {
 			return runtimeFailure("identity.private_key: %w", err)
 		}
 		failpoint("provision:commit-key")
@@ -219,9 +227,6 @@ func (p *provisioner) commit(ctx context.Context) error {
 		return runtimeFailure("the new identity does not open: %w", err)
 	}
 	idn.Close()
-	if p.rec.Key != id.PrivateKey {
-		_ = os.Remove(p.rec.Key)
-	}
 	return nil
 }
 
@@ -289,20 +294,20 @@ func workingIdentity(ctx context.Context, cfg *Config) (*ProvisionResult, bool) 
 	return &ProvisionResult{ThingName: cfg.Identity.ThingName, NotAfter: idn.Leaf().NotAfter, Already: true}, true
 }
 
-// stagedKey is where a new key is generated before it is committed: a PEM
-// key beside its final file (so a crash never leaves a key file without
-// its certificate); a token key at its final label, since token objects
-// cannot be renamed (the certificate file is then what commits it).
+// stagedKey is where a new key is generated before it is committed: a key
+// file (PEM, TPM key file) beside its final file, so a crash never leaves a
+// key file without its certificate; a token or handle key at its final
+// place, since it cannot be renamed (the certificate file then commits it).
 func stagedKey(ref string) string {
-	if hsm.IsURI(ref) {
-		return ref
+	if f, ok := hsm.KeyFile(ref); ok {
+		return hsm.WithKeyFile(ref, f+".new")
 	}
-	return ref + ".new"
+	return ref
 }
 
 func keyExists(ctx context.Context, ref string) bool {
-	if !hsm.IsURI(ref) {
-		_, err := os.Lstat(ref)
+	if f, ok := hsm.KeyFile(ref); ok {
+		_, err := os.Lstat(f)
 		return err == nil
 	}
 	k, err := hsm.OpenKey(ctx, ref)
@@ -314,16 +319,7 @@ func keyExists(ctx context.Context, ref string) bool {
 }
 
 func generateKey(ctx context.Context, ref string, kt hsm.KeyType) error {
-	if kt == "" {
-		kt = hsm.KeyECP256
-	}
-	var err error
-	if hsm.IsURI(ref) {
-		_, err = hsm.GenerateKey(ctx, ref, kt)
-	} else {
-		_, err = hsm.GeneratePEMKey(ref, kt)
-	}
-	if err != nil {
+	if _, err := hsm.Generate(ctx, ref, kt); err != nil {
 		return keyFailure("new key", err)
 	}
 	return nil

@@ -25,6 +25,7 @@ import (
 
 	"github.com/tetherd/tether/credprovider"
 	"github.com/tetherd/tether/hsm"
+	"github.com/tetherd/tether/hsm/tpm"
 	"github.com/tetherd/tether/mqtt/fleetprov"
 	"github.com/tetherd/tether/store"
 )
@@ -87,6 +88,8 @@ func newRotator(a *Agent) *rotator {
 		r.disabled = "identity.rotation_template is not set"
 	case a.cfg.MQTT.Endpoint == "":
 		r.disabled = "no [mqtt] endpoint: rotation talks to AWS IoT over the device's MQTT session"
+	case tpm.IsURI(id.PrivateKey):
+		r.disabled = "rotation of tpm: keys is not supported yet; a TPM-held identity is renewed by provisioning again"
 	case hsm.IsURI(id.PrivateKey) && strings.Contains(strings.SplitN(id.PrivateKey, "?", 2)[0], "id="):
 		r.disabled = "identity.private_key names its key by id=, which would keep pointing at the old key; name it by object= only (the certificate picks the key)"
 	}
