@@ -33,8 +33,14 @@ const provisionedThing = "gw-SN1234"
 
 func newFleet(t *testing.T, key string, opts ...func(*fleetprovtest.Options)) *fleet {
 	t.Helper()
+	return newFleetLifetime(t, key, time.Hour, opts...)
+}
+
+// newFleetLifetime is newFleet with credentials that live for lifetime.
+func newFleetLifetime(t *testing.T, key string, lifetime time.Duration, opts ...func(*fleetprovtest.Options)) *fleet {
+	t.Helper()
 	broker := mqtttest.NewBroker(t, mqtttest.Options{CRL: true})
-	e := agenttest.New(t, time.Hour, "")
+	e := agenttest.New(t, lifetime, "")
 	e.Sim.TrustCA(broker.PKI.CA)
 	po := fleetprovtest.Options{
 		Templates: map[string]fleetprovtest.Template{

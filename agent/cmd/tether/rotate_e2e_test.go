@@ -48,12 +48,24 @@ func startAgentEnv(t *testing.T, f *fleet, env ...string) (*exec.Cmd, <-chan str
 	cmd.Env = append(os.Environ(), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
+	if p := os.Getenv("TETHER_TEST_AGENT_LOG"); p != "" {
+		lf, err := os.Create(p)
+		require.NoError(t, err)
+		defer lf.Close()
+		cmd.Stderr = lf
+	}
 	require.NoError(t, cmd.Start())
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
-		<-exited
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			t.Errorf("the agent did not stop within 20 s of SIGTERM; killed")
+			cmd.Process.Kill()
+			<-exited
+		}
 		if t.Failed() {
 			t.Logf("agent log:\n%s", stderr.String())
 		}
@@ -312,4 +324,47 @@ func TestRotationKeepsFallback(t *testing.T) {
 	code, text, _ := tether(t, nil, "status", "--socket", f.Socket)
 	require.Equal(t, 0, code)
 	assert.Contains(t, text, "previous identity kept until")
+}
+
+// TestRotationFallsBack ensures that when the credentials provider refuses
+// the new certificate after the switch (here: the cloud deactivated it), the
+// agent goes back to the previous identity it kept, and serves credentials
+// with it again.
+func TestRotationFallsBack(t *testing.T) {
+	f := newFleetLifetime(t, "", time.Minute)
+	f.writeConfigWith(strings.Replace(rotationSettings, `fallback          = "0s"`, `fallback = "1h"`, 1), "")
+	code, _, stderr := tether(t, nil, "provision", "-c", f.Config)
+	require.Equal(t, 0, code, stderr)
+	oldCert, _ := os.ReadFile(f.cert)
+	oldID := fleetprovtest.CertificateID(mustParseCert(t, oldCert))
+	startAgentEnv(t, f)
+	waitStatus(t, f.Socket, func(st *agent.Status) bool { return st.MQTT != nil && st.MQTT.State == "connected" })
+	code, _, stderr = tether(t, nil, "identity", "rotate", "--socket", f.Socket)
+	require.Equal(t, 0, code, stderr)
+	var newID string
+	waitStatus(t, f.Socket, func(s *agent.Status) bool {
+		newID = s.Identity.CertificateID
+		return s.Rotation != nil && s.Rotation.Phase == "fallback" && newID != oldID
+	})
+	require.NoError(t, f.prov.SetStatus(newID, fleetprovtest.Inactive))
+	// The credentials of the new identity run out and cannot be renewed;
+	// the rotator notices on its next look (each minute), or at once when
+	// asked.
+	waitStatusFor(t, f.Socket, 2*time.Minute, func(s *agent.Status) bool {
+		return s.Identity.CertificateID == oldID || (len(s.Roles) > 0 && !s.Roles[0].Valid && strings.Contains(s.Roles[0].LastError, "403"))
+	})
+	if status(t, f.Socket).Identity.CertificateID != oldID {
+		code, _, stderr = tether(t, nil, "identity", "rotate", "--socket", f.Socket)
+		require.Equal(t, 0, code, stderr)
+	}
+	var st *agent.Status
+	waitStatusFor(t, f.Socket, time.Minute, func(s *agent.Status) bool {
+		st = s
+		return s.Identity.CertificateID == oldID && len(s.Roles) > 0 && s.Roles[0].Valid
+	})
+	assert.Contains(t, st.Rotation.LastError, "rolled back")
+	cert, _ := os.ReadFile(f.cert)
+	assert.Equal(t, oldCert, cert)
+	_, err := agent.FetchCredentials(context.Background(), f.Socket, "")
+	require.NoError(t, err)
 }
