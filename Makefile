@@ -10,7 +10,8 @@ TAGS         ?=
 GOFLAGS_BUILD:= -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)'
 # The cgo builds go into glibc distributions' packages: position independent,
 # full RELRO and immediate binding, as those distributions build their own.
-PKCS11_BUILD := -trimpath -buildmode=pie -ldflags '$(LDFLAGS) -extldflags "-Wl,-z,relro,-z,now"'
+# (The later -ldflags replaces GOFLAGS_BUILD's; everything else is inherited.)
+PKCS11_BUILD  = $(GOFLAGS_BUILD) -buildmode=pie -ldflags '$(LDFLAGS) -extldflags "-Wl,-z,relro,-z,now"'
 TEST_TIMEOUT ?= 25m
 
 .PHONY: all build static cross-pkcs11 test test-unit test-arm64 test-systemd test-packages bench demo deps lint clean packages release test-release check-layers yocto-update-modules buildroot-hash

@@ -158,6 +158,16 @@ func NewDeviceProvider(cfg *Config, id *hsm.Identity) (*credprovider.IoT, error)
 	return p, nil
 }
 
+// refreshOptions are the [aws] refresh settings every role is refreshed
+// with: what validation checks and addRole uses.
+func refreshOptions(cfg *Config) credprovider.RefreshOptions {
+	return credprovider.RefreshOptions{
+		Mode:            cfg.AWS.Refresh,
+		AdvisoryWindow:  cfg.AWS.AdvisoryWindow.Duration,
+		MandatoryWindow: cfg.AWS.MandatoryWindow.Duration,
+	}
+}
+
 // deviceOptions are the device role's IoT options but the certificate: what
 // validation checks and NewDeviceProvider uses.
 func deviceOptions(cfg *Config) credprovider.IoTOptions {
@@ -190,27 +200,22 @@ func optionsError(prefix string, keys map[string]string, err error) error {
 // records the role.
 func (a *Agent) addRole(name string, ck credentialsKey, p aws.CredentialsProvider, source Source, allow AllowList) (*role, error) {
 	key := ck.storeKey(name)
-	r, err := credprovider.NewRefresher(p, credprovider.RefreshOptions{
-		Mode:            a.cfg.AWS.Refresh,
-		AdvisoryWindow:  a.cfg.AWS.AdvisoryWindow.Duration,
-		MandatoryWindow: a.cfg.AWS.MandatoryWindow.Duration,
-		NotBefore:       a.opts.NotBefore,
-		Logger:          a.log,
-		Name:            name,
-		OnRefresh: func(c aws.Credentials) {
-			// A fetch may outlive its generation (it runs detached from
-			// callers); never write into a store that close() has closed.
-			a.closing.RLock()
-			defer a.closing.RUnlock()
-			if a.closed {
-				return
-			}
-			if err := a.db.PutCredentials(key, c); err != nil && !errors.Is(err, store.ErrNoSealer) {
-				a.log.Warn("could not cache credentials", "role", name, "err", err)
-			}
-		},
-		OnChange: func(credprovider.Status) { a.notifyStatus() },
-	})
+	o := refreshOptions(a.cfg)
+	o.NotBefore, o.Logger, o.Name = a.opts.NotBefore, a.log, name
+	o.OnChange = func(credprovider.Status) { a.notifyStatus() }
+	o.OnRefresh = func(c aws.Credentials, lifetime time.Duration) {
+		// A fetch may outlive its generation (it runs detached from
+		// callers); never write into a store that close() has closed.
+		a.closing.RLock()
+		defer a.closing.RUnlock()
+		if a.closed {
+			return
+		}
+		if err := a.db.PutCredentials(key, store.Cached{Credentials: c, Lifetime: lifetime}); err != nil && !errors.Is(err, store.ErrNoSealer) {
+			a.log.Warn("could not cache credentials", "role", name, "err", err)
+		}
+	}
+	r, err := credprovider.NewRefresher(p, o)
 	if err != nil {
 		return nil, configFailure("role %s: %w", name, err)
 	}
@@ -218,8 +223,8 @@ func (a *Agent) addRole(name string, ck credentialsKey, p aws.CredentialsProvide
 		// The running generation's credentials for the same role and
 		// identity: a reload never loses what is in memory, whatever the
 		// store or the network say.
-		if c, ok := prev.Current(); ok {
-			_ = r.Seed(c)
+		if c, lifetime, ok := prev.Current(); ok {
+			_ = r.Seed(c, lifetime)
 		}
 	}
 	cache := a.db
@@ -230,7 +235,9 @@ func (a *Agent) addRole(name string, ck credentialsKey, p aws.CredentialsProvide
 	if c, ok, err := cache.Credentials(key); err != nil {
 		a.log.Warn("could not read cached credentials", "role", name, "err", err)
 	} else if ok {
-		if err := r.Seed(c); err == nil {
+		if err := r.Seed(c.Credentials, c.Lifetime); err != nil {
+			a.log.Info("cached credentials not used; fetching new ones", "role", name, "reason", err)
+		} else {
 			a.log.Info("serving cached credentials", "role", name, "expires", c.Expires.UTC().Format(time.RFC3339))
 		}
 	}

@@ -85,6 +85,7 @@ func (h *harness) credentials(path string) Credentials {
 	return c
 }
 
+// TestAgentServesDeviceCredentials ensures that the device role's credentials from the simulator are served on the socket in the container credentials shape.
 func TestAgentServesDeviceCredentials(t *testing.T) {
 	h := newHarness(t, time.Hour, "")
 	h.start()
@@ -118,6 +119,7 @@ func TestAgentServesDeviceCredentials(t *testing.T) {
 	assert.NotContains(t, string(body), grants[0].AccessKeyID, "status carries no credential")
 }
 
+// TestAgentMalformedHTTPDoesNotHurt ensures that garbage on the socket gets a 4xx and leaves the agent serving.
 func TestAgentMalformedHTTPDoesNotHurt(t *testing.T) {
 	h := newHarness(t, time.Hour, "")
 	h.start()
@@ -132,6 +134,7 @@ func TestAgentMalformedHTTPDoesNotHurt(t *testing.T) {
 	h.credentials("/v1/credentials")
 }
 
+// TestAgentRefusesPeerOutsideAllowList ensures that a peer outside serve.allow_uids/allow_gids (or a role's own lists) is refused with 403 and logged.
 func TestAgentRefusesPeerOutsideAllowList(t *testing.T) {
 	setpriv, err := exec.LookPath("setpriv")
 	require.NoError(t, err, "setpriv missing: install the Debian package util-linux")
@@ -167,6 +170,7 @@ print(out.decode())`
 	h.credentials("/v1/credentials")
 }
 
+// TestAgentWarmRestartWithSimulatorDown ensures that a restarted agent serves the sealed cached credentials while the credentials endpoint is down.
 func TestAgentWarmRestartWithSimulatorDown(t *testing.T) {
 	h := newHarness(t, time.Hour, "")
 	h.start()
@@ -185,6 +189,7 @@ func TestAgentWarmRestartWithSimulatorDown(t *testing.T) {
 	assert.Equal(t, first, again, "cached credentials served at once with the simulator down")
 }
 
+// TestAgentNoCredentialsYet ensures that a request before any credentials exist gets 503 with Retry-After, never an expired credential.
 func TestAgentNoCredentialsYet(t *testing.T) {
 	h := newHarness(t, time.Hour, "")
 	h.Sim.Fail(1000, iotcredtest.FaultUnavailable)
@@ -195,6 +200,7 @@ func TestAgentNoCredentialsYet(t *testing.T) {
 	assert.Contains(t, string(body), `"code":"no_credentials"`)
 }
 
+// TestAgentContainerEndpoint ensures that the container endpoint serves SDKs with the right token and refuses a wrong token, a forwarded request and a non-loopback Host.
 func TestAgentContainerEndpoint(t *testing.T) {
 	port := agenttest.FreePort(t)
 	h := newHarness(t, time.Hour, "")
@@ -244,6 +250,7 @@ func TestAgentContainerEndpoint(t *testing.T) {
 	}
 }
 
+// TestAgentReload ensures that SIGHUP applies a valid new configuration and keeps the running one when the new one is invalid.
 func TestAgentReload(t *testing.T) {
 	h := newHarness(t, time.Hour, "")
 	h.start()
@@ -273,6 +280,7 @@ func TestAgentReload(t *testing.T) {
 	assert.Contains(t, string(body), `"mode":"deferred"`)
 }
 
+// TestAgentStartupErrors ensures that what keeps the agent from starting is one clear error with the exit status it deserves.
 func TestAgentStartupErrors(t *testing.T) {
 	tests := []struct {
 		name   string

@@ -41,8 +41,8 @@ func BenchmarkSocketAPI(b *testing.B) {
 			d := 2 * time.Second
 			for b.Loop() {
 				// Interleave so both see the same machine load.
-				bl := agenttest.Load(b, base, "/", clients, d)
-				ag := agenttest.Load(b, env.Socket, "/v1/credentials", clients, d)
+				bl := agenttest.Load(b, base, "/", clients, d, 0)
+				ag := agenttest.Load(b, env.Socket, "/v1/credentials", clients, d, 0)
 				b.ReportMetric(ag.RPS, "agent-req/s")
 				b.ReportMetric(bl.RPS, "baseline-req/s")
 				b.ReportMetric(ag.RPS/bl.RPS, "throughput-ratio")

@@ -16,9 +16,10 @@ import (
 // DefaultConfigPath is where tether looks for its configuration when -c is not given.
 const DefaultConfigPath = "/etc/tether/tether.toml"
 
-// Config is tether's resolved configuration: the TOML file of DESIGN.md §4 with
-// every default filled in. Durations are kept as they were written (Duration
-// remembers its text) so `tether config check` prints what the operator wrote.
+// Config is tether's resolved configuration: the TOML file the README's
+// configuration reference describes, with every default filled in.
+// Durations are kept as they were written (Duration remembers its text) so
+// `tether config check` prints what the operator wrote.
 type Config struct {
 	Identity IdentityConfig `toml:"identity"`
 	AWS      AWSConfig      `toml:"aws"`

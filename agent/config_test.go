@@ -39,6 +39,7 @@ role_alias          = "gateway-role"
 `
 }
 
+// TestParseConfigDefaults ensures that a minimal file gets the documented defaults.
 func TestParseConfigDefaults(t *testing.T) {
 	dir := writeIdentityFiles(t)
 	c, err := ParseConfig("t.toml", []byte(minimalConfig(dir)))
@@ -53,6 +54,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	assert.Equal(t, "gw-0001", c.MQTT.ClientID)
 }
 
+// TestParseConfigDefaultsFollowSystemdDirectories ensures that default paths follow $STATE_DIRECTORY and $RUNTIME_DIRECTORY.
 func TestParseConfigDefaultsFollowSystemdDirectories(t *testing.T) {
 	dir := writeIdentityFiles(t)
 	dirs := platform.DirectoriesFrom(func(k string) string {
@@ -65,6 +67,7 @@ func TestParseConfigDefaultsFollowSystemdDirectories(t *testing.T) {
 	assert.Equal(t, "/run/x/token", c.Serve.TokenFile)
 }
 
+// TestParseConfigErrors ensures that each kind of configuration mistake is reported with its file, line, key and what to do.
 func TestParseConfigErrors(t *testing.T) {
 	dir := writeIdentityFiles(t)
 	base := minimalConfig(dir)
@@ -112,6 +115,7 @@ func TestParseConfigErrors(t *testing.T) {
 	}
 }
 
+// TestParseConfigReportsEveryError ensures that one parse reports every validation error, not only the first.
 func TestParseConfigReportsEveryError(t *testing.T) {
 	_, err := ParseConfig("t.toml", []byte("[aws]\nduration = \"1s\"\nadvisory_window = \"1s\"\n"))
 	var ce *ConfigError

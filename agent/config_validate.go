@@ -15,10 +15,10 @@ import (
 	"github.com/tetherd/tether/credprovider"
 	// Named so, as agent has an endpoint type of its own (the container
 	// endpoint's socket).
-	addr "github.com/tetherd/tether/endpoint"
 	"github.com/tetherd/tether/hsm"
 	"github.com/tetherd/tether/hsm/tpm"
 	"github.com/tetherd/tether/mqtt"
+	addr "github.com/tetherd/tether/platform/endpoint"
 )
 
 // Validation checks what the file says, before anything starts. A rule about
@@ -36,6 +36,12 @@ var iotKeys = map[string]string{
 	"IoTOptions.ThingName": "identity.thing_name",
 	"IoTOptions.Duration":  "aws.duration",
 	"IoTOptions.CAFile":    "aws.ca_file",
+}
+
+// refreshKeys names the [aws] keys of the refresh engine's options.
+var refreshKeys = map[string]string{
+	"RefreshOptions.Mode":            "aws.refresh",
+	"RefreshOptions.MandatoryWindow": "aws.mandatory_window",
 }
 
 // roleKeys names the keys of a [[role]] for the options credprovider checks.
@@ -87,11 +93,13 @@ func (c *Config) validate(v *validator) {
 		v.fail("aws.region", "%q is not an AWS region name like eu-west-1", a.Region)
 	}
 	v.options("", iotKeys, deviceOptions(c).Validate())
+	// The agent's own bounds on the windows; how they relate, and the
+	// mandatory window's minimum, are the refresh engine's rules.
 	v.duration("aws.advisory_window", a.AdvisoryWindow.Duration, time.Minute, 6*time.Hour)
-	v.duration("aws.mandatory_window", a.MandatoryWindow.Duration, credprovider.DefaultMandatoryWindow, time.Hour)
-	if a.MandatoryWindow.Duration >= a.AdvisoryWindow.Duration && a.AdvisoryWindow.Duration > 0 {
-		v.fail("aws.mandatory_window", "%s must be shorter than advisory_window (%s)", a.MandatoryWindow.Duration, a.AdvisoryWindow.Duration)
+	if a.MandatoryWindow.Duration > time.Hour {
+		v.fail("aws.mandatory_window", "%s is out of range; use at most 1h", a.MandatoryWindow.Duration)
 	}
+	v.options("", refreshKeys, refreshOptions(c).Validate())
 
 	c.validateRoles(v)
 	c.validateLifecycle(v)

@@ -35,9 +35,9 @@ func TestMQTTEndpoints(t *testing.T) {
 	ob, err := db.Outbox(store.OutboxOptions{MaxMessages: 50})
 	require.NoError(t, err)
 	t.Cleanup(func() { ob.Close() })
-	cert := b.PKI.ClientCertificate(t, "gw-http")
+	cert := mqtttest.Device(t, b.PKI, "gw-http").TLSCertificate()
 	s, err := mqtt.New(context.Background(), mqtt.Config{Endpoint: b.Addr, ThingName: "gw-http", Certificate: &cert,
-		RootCAs: b.PKI.Pool, Outbox: ob, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+		RootCAs: b.PKI.Pool(), Outbox: ob, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), wait)

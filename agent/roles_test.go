@@ -44,6 +44,7 @@ func stsForAgent(t *testing.T, socket *string) *ststest.Server {
 	return srv
 }
 
+// TestAgentServesAssumedRoles ensures that [[role]] sections are assumed with STS from their sources, chained roles included, and served per role.
 func TestAgentServesAssumedRoles(t *testing.T) {
 	var socket string
 	srv := stsForAgent(t, &socket)
@@ -99,6 +100,7 @@ sts_endpoint = %q
 	assert.Equal(t, audit, h.credentials("/v1/credentials/audit"))
 }
 
+// TestAgentRoleFailureIsReported ensures that a role STS refuses gets 503 with its error in status, while the other roles keep being served.
 func TestAgentRoleFailureIsReported(t *testing.T) {
 	var socket string
 	srv := stsForAgent(t, &socket)
@@ -113,6 +115,7 @@ func TestAgentRoleFailureIsReported(t *testing.T) {
 	h.credentials("/v1/credentials") // the device role is unaffected
 }
 
+// TestRoleConfigErrors ensures that each [[role]] mistake is reported with the role's index, key and line.
 func TestRoleConfigErrors(t *testing.T) {
 	dir := writeIdentityFiles(t)
 	base := minimalConfig(dir)

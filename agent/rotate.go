@@ -473,7 +473,7 @@ func (r *rotator) reseal(ctx context.Context, pend *hsm.Identity) {
 	r.mu.Unlock()
 	if proof != nil {
 		key := deviceCredentialsKey(r.a.cfg, sha256.Sum256(pend.Leaf().Raw)).storeKey(DeviceRole)
-		if err := next.PutCredentials(key, *proof); err != nil {
+		if err := next.PutCredentials(key, store.Cached{Credentials: *proof}); err != nil {
 			r.log.Warn("the device role will be fetched again after the switch", "err", err)
 		}
 	}

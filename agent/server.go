@@ -229,7 +229,6 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 type containerAPI struct {
 	roles func() roleSet
 	token []byte
-	port  string
 	log   *slog.Logger
 }
 

@@ -199,3 +199,26 @@ func TestVerdictRoleOptions(t *testing.T) {
 		sameVerdict(t, role, libErr, configVerdict(t, text, "role[0]"))
 	}
 }
+
+// TestVerdictRefreshOptions ensures that config check accepts the [aws]
+// refresh windows exactly when the refresh engine does, within the agent's
+// own bounds (advisory window 1m-6h, mandatory at most 1h).
+func TestVerdictRefreshOptions(t *testing.T) {
+	dir := writeIdentityFiles(t)
+	for _, windows := range []string{
+		"",
+		"advisory_window = \"10m\"\nmandatory_window = \"1m\"\n",
+		"mandatory_window = \"10s\"\n",
+		"advisory_window = \"5m\"\nmandatory_window = \"5m\"\n",
+		"advisory_window = \"2m\"\nmandatory_window = \"3m\"\n",
+		"refresh = \"deferred\"\nmandatory_window = \"30s\"\n",
+	} {
+		text := minimalConfig(dir) + windows
+		libErr := refreshOptions(decoded(t, text)).Validate()
+		var cfgErrs []string
+		for _, key := range refreshKeys {
+			cfgErrs = append(cfgErrs, configVerdict(t, text, key)...)
+		}
+		sameVerdict(t, windows, libErr, cfgErrs)
+	}
+}

@@ -64,6 +64,7 @@ func apiCode(err error) string {
 	return ""
 }
 
+// TestAssumeRoleSendsEveryParameter ensures that every AssumeRoleOptions field reaches STS as its AssumeRole parameter.
 func TestAssumeRoleSendsEveryParameter(t *testing.T) {
 	srv := stsServer(t)
 	srv.AddRole(ststest.Role{ARN: roleA, ExternalID: "ext-42", MFASerial: "arn:aws:iam::123456789012:mfa/gw",
@@ -182,6 +183,7 @@ func TestWrongCredentialsFailAsAtAWS(t *testing.T) {
 	}
 }
 
+// TestAssumeRoleRetriesAreBounded ensures that the STS client retries throttling a bounded number of times.
 func TestAssumeRoleRetriesAreBounded(t *testing.T) {
 	srv := stsServer(t)
 	user := srv.NewUser("ops")
@@ -202,6 +204,7 @@ func TestAssumeRoleRetriesAreBounded(t *testing.T) {
 	assert.Len(t, srv.Calls(), before+2)
 }
 
+// TestNewAssumeRoleRejectsBadOptions ensures that NewAssumeRole refuses bad options, naming the Go option at fault.
 func TestNewAssumeRoleRejectsBadOptions(t *testing.T) {
 	ok := credprovider.AssumeRoleOptions{STSOptions: credprovider.STSOptions{Region: "eu-west-1"}, RoleARN: roleA, SessionName: "s1"}
 	for _, tc := range []struct {
@@ -231,6 +234,7 @@ func TestNewAssumeRoleRejectsBadOptions(t *testing.T) {
 	require.NoError(t, err)
 }
 
+// TestWebIdentityRereadsTokenFile ensures that AssumeRoleWithWebIdentity reads the token file afresh at every refresh and never quotes the token.
 func TestWebIdentityRereadsTokenFile(t *testing.T) {
 	srv := stsServer(t)
 	srv.AddRole(ststest.Role{ARN: roleA, WebIdentityTokens: []string{"jwt-one"}})

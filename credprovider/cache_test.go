@@ -44,6 +44,7 @@ func roleCache(t testing.TB, srv *ststest.Server, max int, built *atomic.Int64) 
 	return c
 }
 
+// TestConfigCacheLRU ensures that the per-role configuration cache keeps at most MaxEntries, evicting the least recently used.
 func TestConfigCacheLRU(t *testing.T) {
 	srv := stsServer(t)
 	var built atomic.Int64

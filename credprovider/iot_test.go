@@ -51,6 +51,7 @@ func newIoT(t *testing.T, o credprovider.IoTOptions) *credprovider.IoT {
 	return p
 }
 
+// TestAmazonRootCAs ensures that the embedded Amazon Root CA 1 and 3 are what IoT trusts by default.
 func TestAmazonRootCAs(t *testing.T) {
 	// SHA-256 fingerprints published at https://www.amazontrust.com/repository/
 	want := map[string]string{
@@ -75,6 +76,7 @@ func TestAmazonRootCAs(t *testing.T) {
 	}
 }
 
+// TestIoTRetrieve ensures that the IoT provider exchanges the device certificate for credentials over mTLS with the role alias and thing name.
 func TestIoTRetrieve(t *testing.T) {
 	issued := time.Date(2027, 5, 1, 10, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
@@ -112,6 +114,7 @@ func TestIoTRetrieve(t *testing.T) {
 	}
 }
 
+// TestIoTRetryableFaults ensures that throttling, 5xx, malformed answers and dropped connections are reported as retryable.
 func TestIoTRetryableFaults(t *testing.T) {
 	for _, tc := range []struct {
 		fault    iotcredtest.Fault
@@ -159,6 +162,7 @@ func TestIoTRetryableFaults(t *testing.T) {
 	}
 }
 
+// TestIoTPermanentErrors ensures that refused certificates, unknown aliases and untrusted servers are reported as permanent, naming the peer.
 func TestIoTPermanentErrors(t *testing.T) {
 	other, err := iotcredtest.NewPKI()
 	require.NoError(t, err)
@@ -254,6 +258,7 @@ func TestIoTTrustIgnoresEnvironment(t *testing.T) {
 	}
 }
 
+// TestIoTKeepAliveAndCertificateRotation ensures that the provider keeps one connection alive and presents a rotated certificate on the next request.
 func TestIoTKeepAliveAndCertificateRotation(t *testing.T) {
 	s, dev := sim(t)
 	p := newIoT(t, iotOpts(s, dev))
@@ -273,6 +278,7 @@ func TestIoTKeepAliveAndCertificateRotation(t *testing.T) {
 	assert.Equal(t, 2, s.Connections())
 }
 
+// TestNewIoTRejectsBadOptions ensures that NewIoT refuses bad options, naming the Go option at fault.
 func TestNewIoTRejectsBadOptions(t *testing.T) {
 	pki, err := iotcredtest.NewPKI()
 	require.NoError(t, err)

@@ -12,7 +12,7 @@ import (
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
 
-	"github.com/tetherd/tether/secretfile"
+	"github.com/tetherd/tether/platform/secretfile"
 )
 
 // TokenProvider returns a current MFA token code. AssumeRole calls it on

@@ -26,6 +26,7 @@ func script(t *testing.T, body string) string {
 	return path
 }
 
+// TestMFACommand ensures that an MFA command's last 6-digit number is the code and its failures carry stderr, never stdout.
 func TestMFACommand(t *testing.T) {
 	for _, tc := range []struct {
 		name, body string
@@ -71,6 +72,7 @@ func TestMFACommand(t *testing.T) {
 
 const totpSecret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 
+// TestTOTPFile ensures that a TOTP seed file yields RFC 6238 codes and is refused when empty, malformed or readable by others.
 func TestTOTPFile(t *testing.T) {
 	dir := t.TempDir()
 	clk := clocktest.New(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC))
@@ -155,6 +157,7 @@ func TestAssumeRoleMFACommandFailure(t *testing.T) {
 	assert.Empty(t, srv.Calls())
 }
 
+// TestCommandProvider ensures that a credential_process command's JSON becomes credentials and its failures never quote its output.
 func TestCommandProvider(t *testing.T) {
 	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
 	doc, err := json.Marshal(map[string]any{"Version": 1, "AccessKeyId": "ASIACMD", "SecretAccessKey": "cmd-secret",
@@ -189,6 +192,7 @@ func TestCommandProvider(t *testing.T) {
 	assert.ErrorIs(t, err, credprovider.ErrInvalidConfig)
 }
 
+// TestFuncThroughRefresher ensures that a plain function provider is refreshed like any other.
 func TestFuncThroughRefresher(t *testing.T) {
 	clk := clocktest.New(time.Now())
 	var calls int

@@ -1,13 +1,14 @@
 package credprovider
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
 	"time"
 
-	"github.com/tetherd/tether/endpoint"
+	"github.com/tetherd/tether/platform/endpoint"
 )
 
 // OptionError is an option, or a file an option names, that this package
@@ -223,6 +224,34 @@ func (o CommandOptions) Validate() error {
 	}
 	if o.Timeout < 0 {
 		l.add("CommandOptions.Timeout", "%v is negative", o.Timeout)
+	}
+	return l.err()
+}
+
+// Validate checks the options as NewRefresher does, zero values standing for
+// the defaults: the mandatory window at least DefaultMandatoryWindow and
+// shorter than the advisory one, jitter at most 0.5, backoff bounds in
+// order, no negative fetch timeout.
+func (o RefreshOptions) Validate() error {
+	var l optionErrors
+	if o.Mode != Eager && o.Mode != Deferred {
+		l.add("RefreshOptions.Mode", "%v: use Eager or Deferred", o.Mode)
+	}
+	adv, mand := cmp.Or(o.AdvisoryWindow, DefaultAdvisoryWindow), cmp.Or(o.MandatoryWindow, DefaultMandatoryWindow)
+	switch {
+	case mand < DefaultMandatoryWindow:
+		l.add("RefreshOptions.MandatoryWindow", "%v is below the minimum %v", mand, DefaultMandatoryWindow)
+	case adv <= mand:
+		l.add("RefreshOptions.MandatoryWindow", "%v must be shorter than the advisory window (%v)", mand, adv)
+	}
+	if o.Jitter > 0.5 {
+		l.add("RefreshOptions.Jitter", "%v exceeds 0.5", o.Jitter)
+	}
+	if lo, hi := cmp.Or(o.MinBackoff, DefaultMinBackoff), cmp.Or(o.MaxBackoff, DefaultMaxBackoff); lo < 0 || hi < lo {
+		l.add("RefreshOptions.MaxBackoff", "MinBackoff %v and MaxBackoff %v: need 0 < MinBackoff <= MaxBackoff", lo, hi)
+	}
+	if o.FetchTimeout < 0 {
+		l.add("RefreshOptions.FetchTimeout", "%v is negative", o.FetchTimeout)
 	}
 	return l.err()
 }

@@ -128,8 +128,10 @@ type RefreshOptions struct {
 	OnChange func(Status)
 	// OnRefresh is called with the credentials exactly as issued after
 	// each successful fetch, before any caller can be served them, e.g. to
-	// persist them for Seed after a restart.
-	OnRefresh func(aws.Credentials)
+	// persist them for Seed after a restart, and with the lifetime they
+	// were issued with (until Expires, measured as they arrived), which
+	// Seed needs to give them the same windows again.
+	OnRefresh func(creds aws.Credentials, lifetime time.Duration)
 }
 
 // Status is a snapshot of a Refresher's state.
@@ -196,9 +198,10 @@ var _ aws.CredentialsProvider = (*Refresher)(nil)
 // entry is a set of credentials with its schedule.
 type entry struct {
 	creds      aws.Credentials
-	serveUntil time.Time // exclusive; zero when the credentials do not expire
-	refreshAt  time.Time // zero when they do not expire
-	assumed    bool      // lifetime assumed because the clock was not trusted
+	serveUntil time.Time     // exclusive; zero when the credentials do not expire
+	refreshAt  time.Time     // zero when they do not expire
+	assumed    bool          // lifetime assumed because the clock was not trusted
+	lifetime   time.Duration // as issued; 0 when unknown (seeded by an older tether)
 }
 
 func (e *entry) validAt(now time.Time) bool {
@@ -226,35 +229,27 @@ type flight struct {
 	err  error
 }
 
-// NewRefresher wraps p. It returns an error wrapping ErrInvalidConfig naming
-// the option at fault.
+// NewRefresher wraps p. Options are checked with RefreshOptions.Validate;
+// errors match ErrInvalidConfig and name the option at fault.
 func NewRefresher(p aws.CredentialsProvider, opts RefreshOptions) (*Refresher, error) {
 	if p == nil {
 		return nil, fmt.Errorf("%w: NewRefresher: provider is nil", ErrInvalidConfig)
 	}
-	o := opts
-	if o.Mode != Eager && o.Mode != Deferred {
-		return nil, fmt.Errorf("%w: RefreshOptions.Mode %v: use Eager or Deferred", ErrInvalidConfig, o.Mode)
+	if err := opts.Validate(); err != nil {
+		return nil, err
 	}
+	o := opts
 	if o.AdvisoryWindow == 0 {
 		o.AdvisoryWindow = DefaultAdvisoryWindow
 	}
 	if o.MandatoryWindow == 0 {
 		o.MandatoryWindow = DefaultMandatoryWindow
 	}
-	if o.MandatoryWindow < DefaultMandatoryWindow {
-		return nil, fmt.Errorf("%w: RefreshOptions.MandatoryWindow %v is below the minimum %v", ErrInvalidConfig, o.MandatoryWindow, DefaultMandatoryWindow)
-	}
-	if o.AdvisoryWindow <= o.MandatoryWindow {
-		return nil, fmt.Errorf("%w: RefreshOptions.AdvisoryWindow %v must exceed MandatoryWindow %v", ErrInvalidConfig, o.AdvisoryWindow, o.MandatoryWindow)
-	}
 	switch {
 	case o.Jitter == 0:
 		o.Jitter = DefaultJitter
 	case o.Jitter < 0:
 		o.Jitter = 0
-	case o.Jitter > 0.5:
-		return nil, fmt.Errorf("%w: RefreshOptions.Jitter %v exceeds 0.5", ErrInvalidConfig, o.Jitter)
 	}
 	if o.MinBackoff == 0 {
 		o.MinBackoff = DefaultMinBackoff
@@ -262,14 +257,8 @@ func NewRefresher(p aws.CredentialsProvider, opts RefreshOptions) (*Refresher, e
 	if o.MaxBackoff == 0 {
 		o.MaxBackoff = DefaultMaxBackoff
 	}
-	if o.MinBackoff < 0 || o.MaxBackoff < o.MinBackoff {
-		return nil, fmt.Errorf("%w: RefreshOptions.MinBackoff %v and MaxBackoff %v: need 0 < MinBackoff <= MaxBackoff", ErrInvalidConfig, o.MinBackoff, o.MaxBackoff)
-	}
 	if o.FetchTimeout == 0 {
 		o.FetchTimeout = DefaultFetchTimeout
-	}
-	if o.FetchTimeout < 0 {
-		return nil, fmt.Errorf("%w: RefreshOptions.FetchTimeout %v is negative", ErrInvalidConfig, o.FetchTimeout)
 	}
 	if o.Clock == nil {
 		o.Clock = SystemClock{}
@@ -368,7 +357,7 @@ func (r *Refresher) fetch(ctx context.Context, f *flight) {
 	if err == nil && r.o.OnRefresh != nil {
 		// Persist before publishing: once any caller can be served these
 		// credentials, a crash must not lose them.
-		r.o.OnRefresh(creds)
+		r.o.OnRefresh(creds, creds.Expires.Sub(r.o.Clock.Now()))
 	}
 
 	r.mu.Lock()
@@ -376,7 +365,7 @@ func (r *Refresher) fetch(ctx context.Context, f *flight) {
 	r.checkClockLocked(now)
 	var e *entry
 	if err == nil {
-		e, err = r.newEntry(creds, now, false)
+		e, err = r.newEntry(creds, now, false, 0)
 	}
 	if err == nil {
 		r.cur = e
@@ -416,10 +405,13 @@ func (r *Refresher) fetch(ctx context.Context, f *flight) {
 }
 
 // newEntry validates creds and schedules their refresh. seeded credentials
-// come from storage: their lifetime is unknown, so only the advisory rule
-// applies, and they are refused while the clock is not trusted because
-// nothing then tells whether they are still valid.
-func (r *Refresher) newEntry(creds aws.Credentials, now time.Time, seeded bool) (*entry, error) {
+// come from storage with the lifetime they were issued with (0 when
+// unknown: then only the advisory rule applies), and are refused while the
+// clock is not trusted because nothing then tells whether they are still
+// valid. Credentials with a known lifetime get the same windows whether
+// fetched now or seeded, so a restarted process serves what the one before
+// it would have.
+func (r *Refresher) newEntry(creds aws.Credentials, now time.Time, seeded bool, issued time.Duration) (*entry, error) {
 	if creds.AccessKeyID == "" || creds.SecretAccessKey == "" {
 		return nil, fmt.Errorf("credprovider: provider returned credentials without an access key ID or secret access key")
 	}
@@ -427,11 +419,15 @@ func (r *Refresher) newEntry(creds aws.Credentials, now time.Time, seeded bool) 
 	if !creds.CanExpire {
 		return e, nil
 	}
-	var lifetime time.Duration
-	var expires time.Time // by this machine's clock
+	var lifetime time.Duration // as issued; 0 when unknown
+	var expires time.Time      // by this machine's clock
+	var start time.Time        // when issued, by this machine's clock
 	if r.clockErr == nil {
 		expires = creds.Expires
-		lifetime = creds.Expires.Sub(now)
+		lifetime, start = creds.Expires.Sub(now), now
+		if seeded {
+			lifetime, start = issued, creds.Expires.Add(-issued)
+		}
 	} else {
 		if seeded {
 			return nil, fmt.Errorf("credprovider: cannot tell whether stored credentials are still valid: %w", r.clockErr)
@@ -440,11 +436,12 @@ func (r *Refresher) newEntry(creds aws.Credentials, now time.Time, seeded bool) 
 		// the shortest lifetime AWS issues; measure it from now, by the
 		// monotonic clock that Now's readings carry.
 		lifetime = min(creds.Expires.Sub(now), minIssuedLifetime)
-		expires = now.Add(lifetime)
+		expires, start = now.Add(lifetime), now
 		e.assumed = true
 	}
+	e.lifetime = lifetime
 	window := r.o.MandatoryWindow
-	if !seeded && lifetime > 0 && lifetime < 4*window {
+	if lifetime > 0 && lifetime < 4*window {
 		// AWS issues at least 15 minutes, so this is a test issuer or a
 		// custom source handing out seconds: a fixed window would leave
 		// nothing to serve. Keep three quarters of the lifetime servable.
@@ -456,12 +453,12 @@ func (r *Refresher) newEntry(creds aws.Credentials, now time.Time, seeded bool) 
 			creds.Source, creds.Expires.UTC().Format(time.RFC3339), window, now.UTC().Format(time.RFC3339))
 	}
 	switch {
-	case seeded:
+	case lifetime <= 0:
 		e.refreshAt = expires.Add(-r.o.AdvisoryWindow)
 	case lifetime < 2*r.o.AdvisoryWindow:
 		// Short-lived credentials would sit in the advisory window for
 		// most of their life; refresh at half-life instead.
-		e.refreshAt = now.Add(lifetime / 2)
+		e.refreshAt = start.Add(lifetime / 2)
 	default:
 		e.refreshAt = expires.Add(-r.o.AdvisoryWindow)
 	}
@@ -507,14 +504,18 @@ func (r *Refresher) checkClockLocked(now time.Time) bool {
 }
 
 // Seed installs credentials restored from storage so that a restart serves
-// at once. They replace the current ones only if those are invalid or expire
-// earlier. It refuses (with an error) credentials that are incomplete, within
-// the mandatory window, or offered while the clock is not trusted.
-func (r *Refresher) Seed(creds aws.Credentials) error {
+// at once. lifetime is what OnRefresh reported for them (0 when unknown):
+// credentials issued for less than four mandatory windows are then served
+// until a quarter of it is left, as when they were fetched, instead of
+// being refused for the full mandatory window. They replace the current
+// ones only if those are invalid or expire earlier. It refuses (with an
+// error that says why) credentials that are incomplete, within the
+// mandatory window, or offered while the clock is not trusted.
+func (r *Refresher) Seed(creds aws.Credentials, lifetime time.Duration) error {
 	r.mu.Lock()
 	now := r.o.Clock.Now()
 	changed := r.checkClockLocked(now)
-	e, err := r.newEntry(creds, now, true)
+	e, err := r.newEntry(creds, now, true, lifetime)
 	if err != nil {
 		r.unlock(changed)
 		return fmt.Errorf("credprovider: seed not used: %w", err)
@@ -529,16 +530,17 @@ func (r *Refresher) Seed(creds aws.Credentials) error {
 }
 
 // Current returns the credentials the Refresher holds, as fetched (Expires
-// is the provider's, not the serving deadline), without fetching; ok is
-// false when it holds none that are valid now. Pass them to another
-// Refresher's Seed to hand them over, as the agent does on a reload.
-func (r *Refresher) Current() (creds aws.Credentials, ok bool) {
+// is the provider's, not the serving deadline), and the lifetime they were
+// issued with (0 when unknown), without fetching; ok is false when it holds
+// none that are valid now. Pass both to another Refresher's Seed to hand
+// them over with the same windows, as the agent does on a reload.
+func (r *Refresher) Current() (creds aws.Credentials, lifetime time.Duration, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.cur == nil || !r.cur.validAt(r.o.Clock.Now()) {
-		return aws.Credentials{}, false
+		return aws.Credentials{}, 0, false
 	}
-	return r.cur.creds, true
+	return r.cur.creds, r.cur.lifetime, true
 }
 
 // Run refreshes in the background until ctx is done, then returns ctx.Err().

@@ -45,6 +45,7 @@ func nextAttempt(t *testing.T, changes <-chan credprovider.Status) credprovider.
 	}
 }
 
+// TestRunRefreshesAheadOfExpiry ensures that Run refreshes at the advisory point, before the credentials expire.
 func TestRunRefreshesAheadOfExpiry(t *testing.T) {
 	clk := clocktest.New(t0)
 	p := &scripted{clk: clk, lifetime: time.Hour}
@@ -70,6 +71,7 @@ func TestRunRefreshesAheadOfExpiry(t *testing.T) {
 	assert.EqualValues(t, 4, p.calls.Load())
 }
 
+// TestRunRetriesWithBackoffWhileServing ensures that failed refreshes are retried with backoff while the current credentials keep being served.
 func TestRunRetriesWithBackoffWhileServing(t *testing.T) {
 	clk := clocktest.New(t0)
 	p := &scripted{clk: clk, lifetime: time.Hour}
@@ -99,6 +101,7 @@ func TestRunRetriesWithBackoffWhileServing(t *testing.T) {
 	assert.Zero(t, st.Failures)
 }
 
+// TestRunTwiceFails ensures that a second concurrent Run is refused.
 func TestRunTwiceFails(t *testing.T) {
 	clk := clocktest.New(t0)
 	p := &scripted{clk: clk, lifetime: time.Hour}
@@ -107,6 +110,7 @@ func TestRunTwiceFails(t *testing.T) {
 	require.Error(t, r.Run(t.Context()))
 }
 
+// TestEagerRetrieveNeverWaitsInAdvisoryWindow ensures that in eager mode Retrieve returns valid credentials at once even while a refresh is running.
 func TestEagerRetrieveNeverWaitsInAdvisoryWindow(t *testing.T) {
 	clk := clocktest.New(t0)
 	started := make(chan struct{}, 2)
@@ -128,6 +132,7 @@ func TestEagerRetrieveNeverWaitsInAdvisoryWindow(t *testing.T) {
 	close(gate)
 }
 
+// TestSeed ensures that Seed installs stored credentials unless they are incomplete or inside the mandatory window.
 func TestSeed(t *testing.T) {
 	seed := func(left time.Duration) aws.Credentials {
 		return aws.Credentials{AccessKeyID: "SEED", SecretAccessKey: "s", SessionToken: "t", CanExpire: true, Expires: t0.Add(left)}
@@ -148,7 +153,7 @@ func TestSeed(t *testing.T) {
 			clk := clocktest.New(t0)
 			p := &scripted{clk: clk, lifetime: time.Hour}
 			r := newRefresher(t, p, clk, credprovider.RefreshOptions{Mode: credprovider.Deferred})
-			err := r.Seed(tc.creds)
+			err := r.Seed(tc.creds, 0)
 			if tc.wantErr != "" {
 				require.ErrorContains(t, err, tc.wantErr)
 				assert.False(t, r.Status().Valid)
@@ -167,6 +172,7 @@ func TestSeed(t *testing.T) {
 	}
 }
 
+// TestStaticCredentialsNeverRefresh ensures that credentials that do not expire are fetched once and never refreshed.
 func TestStaticCredentialsNeverRefresh(t *testing.T) {
 	clk := clocktest.New(t0)
 	var calls int
@@ -185,6 +191,7 @@ func TestStaticCredentialsNeverRefresh(t *testing.T) {
 	assert.True(t, r.Status().NextRefresh.IsZero())
 }
 
+// TestProviderHandingOutStaleCredentials ensures that credentials that arrive already inside the mandatory window are refused, not served.
 func TestProviderHandingOutStaleCredentials(t *testing.T) {
 	clk := clocktest.New(t0)
 	p := &scripted{clk: clk, lifetime: -time.Second} // as seen by a clock running ahead
@@ -237,7 +244,7 @@ func TestUnsynchronisedClock(t *testing.T) {
 	assert.Equal(t, st.ServeUntil, c.Expires, "consumers get an expiry in this machine's time")
 	assert.Equal(t, boot.Add(7*time.Minute+30*time.Second), st.NextRefresh, "half-life of the assumed 15 min")
 
-	require.ErrorIs(t, r.Seed(aws.Credentials{AccessKeyID: "OLD", SecretAccessKey: "s", CanExpire: true, Expires: realNow.Add(time.Hour)}), credprovider.ErrClockUnsynchronised)
+	require.ErrorIs(t, r.Seed(aws.Credentials{AccessKeyID: "OLD", SecretAccessKey: "s", CanExpire: true, Expires: realNow.Add(time.Hour)}, 0), credprovider.ErrClockUnsynchronised)
 
 	clk.Advance(15*time.Minute - 30*time.Second)
 	assert.False(t, r.Status().Valid, "not served past the assumed lifetime")
@@ -260,14 +267,52 @@ func TestUnsynchronisedClock(t *testing.T) {
 	assert.True(t, sawCleared, "OnChange reported the clock becoming trusted")
 }
 
+// TestOnRefreshGetsIssuedCredentials ensures that OnRefresh sees the issuer's expiry while callers get the serving deadline.
 func TestOnRefreshGetsIssuedCredentials(t *testing.T) {
 	clk := clocktest.New(t0)
 	p := &scripted{clk: clk, lifetime: time.Hour}
 	var got []aws.Credentials
-	r := newRefresher(t, p, clk, credprovider.RefreshOptions{Mode: credprovider.Deferred, OnRefresh: func(c aws.Credentials) { got = append(got, c) }})
+	r := newRefresher(t, p, clk, credprovider.RefreshOptions{Mode: credprovider.Deferred, OnRefresh: func(c aws.Credentials, _ time.Duration) { got = append(got, c) }})
 	c, err := r.Retrieve(t.Context())
 	require.NoError(t, err)
 	require.Len(t, got, 1)
 	assert.Equal(t, t0.Add(time.Hour), got[0].Expires, "issued expiry, for persisting and Seed")
 	assert.Equal(t, t0.Add(time.Hour-30*time.Second), c.Expires)
+}
+
+// TestSeedWithLifetimeKeepsTheWindows ensures that credentials restored
+// with the lifetime OnRefresh reported are served, and refreshed, exactly
+// as by the process that fetched them: a 60-second credential keeps its
+// quarter-lifetime window after a restart (kill -9) instead of being
+// refused for the full 30-second one, and one of unknown lifetime is judged
+// by the full window as before.
+func TestSeedWithLifetimeKeepsTheWindows(t *testing.T) {
+	clk := clocktest.New(t0)
+	p := &scripted{clk: clk, lifetime: time.Minute}
+	var stored aws.Credentials
+	var lifetime time.Duration
+	first := newRefresher(t, p, clk, credprovider.RefreshOptions{Mode: credprovider.Deferred, Jitter: -1,
+		OnRefresh: func(c aws.Credentials, l time.Duration) { stored, lifetime = c, l }})
+	served, err := first.Retrieve(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, time.Minute, lifetime)
+	want := first.Status()
+
+	// The process dies 35 s later: 25 s are left, inside the full window
+	// but outside the 15 s quarter-lifetime one.
+	clk.Advance(35 * time.Second)
+	// (Eager, with no Run: Retrieve serves what is valid without waiting.)
+	restarted := newRefresher(t, p, clk, credprovider.RefreshOptions{Jitter: -1})
+	require.NoError(t, restarted.Seed(stored, lifetime))
+	st := restarted.Status()
+	assert.True(t, st.Valid)
+	assert.Equal(t, want.Expires, st.Expires, "served until the same deadline")
+	assert.Equal(t, clk.Now(), st.NextRefresh, "its half-life (30 s) is past: due now, as in the first process")
+	c, err := restarted.Retrieve(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, served.AccessKeyID, c.AccessKeyID, "the cached credentials, not a new fetch")
+	assert.EqualValues(t, 1, p.calls.Load())
+
+	unknown := newRefresher(t, p, clk, credprovider.RefreshOptions{Mode: credprovider.Deferred, Jitter: -1})
+	assert.ErrorContains(t, unknown.Seed(stored, 0), "within 30s of now", "without a lifetime the full window applies")
 }

@@ -76,6 +76,7 @@ func newRefresher(t *testing.T, p aws.CredentialsProvider, clk *clocktest.Clock,
 
 var errTransient = errors.New("endpoint unavailable")
 
+// TestNewRefresherRejectsBadOptions ensures that NewRefresher refuses bad options, naming the field.
 func TestNewRefresherRejectsBadOptions(t *testing.T) {
 	p := aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) { return aws.Credentials{}, nil })
 	for _, tc := range []struct {
@@ -86,7 +87,7 @@ func TestNewRefresherRejectsBadOptions(t *testing.T) {
 	}{
 		{"nil provider", nil, credprovider.RefreshOptions{}, "provider is nil"},
 		{"mandatory below 30s", p, credprovider.RefreshOptions{MandatoryWindow: 10 * time.Second}, "MandatoryWindow"},
-		{"advisory not above mandatory", p, credprovider.RefreshOptions{AdvisoryWindow: time.Minute, MandatoryWindow: time.Minute}, "AdvisoryWindow"},
+		{"advisory not above mandatory", p, credprovider.RefreshOptions{AdvisoryWindow: time.Minute, MandatoryWindow: time.Minute}, "MandatoryWindow"},
 		{"jitter too large", p, credprovider.RefreshOptions{Jitter: 0.9}, "Jitter"},
 		{"backoff inverted", p, credprovider.RefreshOptions{MinBackoff: time.Minute, MaxBackoff: time.Second}, "MaxBackoff"},
 		{"bad mode", p, credprovider.RefreshOptions{Mode: 7}, "Mode"},
@@ -99,6 +100,7 @@ func TestNewRefresherRejectsBadOptions(t *testing.T) {
 	}
 }
 
+// TestParseMode ensures that the refresh setting parses "eager" and "deferred" and nothing else.
 func TestParseMode(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
@@ -159,6 +161,7 @@ func TestSchedule(t *testing.T) {
 	}
 }
 
+// TestJitterBounds ensures that jitter only ever moves a refresh earlier, by at most the configured fraction.
 func TestJitterBounds(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -247,6 +250,7 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
+// TestSingleFlight ensures that concurrent callers share one fetch.
 func TestSingleFlight(t *testing.T) {
 	for _, mode := range []credprovider.Mode{credprovider.Eager, credprovider.Deferred} {
 		t.Run(mode.String(), func(t *testing.T) {
@@ -263,6 +267,7 @@ func TestSingleFlight(t *testing.T) {
 	}
 }
 
+// TestCancelledCallerDoesNotCancelSharedFetch ensures that a caller that gives up does not cancel the fetch the others wait for.
 func TestCancelledCallerDoesNotCancelSharedFetch(t *testing.T) {
 	clk := clocktest.New(t0)
 	gate := make(chan struct{})

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/tetherd/tether/hsm/tpm"
-	"github.com/tetherd/tether/secretfile"
+	"github.com/tetherd/tether/platform/secretfile"
 )
 
 // loadChain reads every CERTIFICATE block of file; the first is the leaf.

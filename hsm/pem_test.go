@@ -41,6 +41,7 @@ func selfSigned(t *testing.T, key crypto.Signer, nb, na time.Time) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
+// TestPEMIdentity ensures that PEM identities are opened when valid and refused, with one line naming the file, for every way they go wrong.
 func TestPEMIdentity(t *testing.T) {
 	ec256, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
@@ -135,6 +136,7 @@ func TestPEMIdentity(t *testing.T) {
 	}
 }
 
+// TestPEMSealer ensures that the PEM-derived sealer is stable for one key and label and opens nothing sealed under another.
 func TestPEMSealer(t *testing.T) {
 	k1, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
@@ -174,6 +176,7 @@ func TestPEMSealer(t *testing.T) {
 	assert.Error(t, err, "a replaced device key cannot open old data")
 }
 
+// TestParseURI ensures that the RFC 7512 parser accepts what tether uses and refuses unknown attributes, never quoting a PIN.
 func TestParseURI(t *testing.T) {
 	tests := []struct {
 		in      string
@@ -308,4 +311,23 @@ func TestParseKeyURI(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.wantErr, tc.uri)
 		}
 	}
+}
+
+// TestWithNow ensures that the certificate's validity period is checked
+// against the clock Open is given, not the machine's.
+func TestWithNow(t *testing.T) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	require.NoError(t, err)
+	now := time.Now()
+	cert := writeFile(t, "c.pem", selfSigned(t, k, now.Add(-time.Hour), now.Add(time.Hour)), 0o644)
+	key := writeFile(t, "k.pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	id, err := hsm.Open(context.Background(), cert, key)
+	require.NoError(t, err)
+	id.Close()
+	_, err = hsm.Open(context.Background(), cert, key, hsm.WithNow(func() time.Time { return now.Add(2 * time.Hour) }))
+	assert.ErrorContains(t, err, "expired")
+	_, err = hsm.Open(context.Background(), cert, key, hsm.WithNow(func() time.Time { return now.Add(-2 * time.Hour) }))
+	assert.ErrorContains(t, err, "not valid yet")
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/tetherd/tether/hsm"
 )
 
+// TestStaticBuildRefusesPKCS11 ensures that a CGO_ENABLED=0 build refuses pkcs11: keys with ErrPKCS11Unavailable and still opens PEM keys.
 func TestStaticBuildRefusesPKCS11(t *testing.T) {
 	_, err := hsm.OpenKey(context.Background(), "pkcs11:token=t;object=o")
 	require.ErrorIs(t, err, hsm.ErrPKCS11Unavailable)

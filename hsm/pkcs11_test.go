@@ -105,6 +105,7 @@ func get(t *testing.T, c *http.Client, url string) (string, error) {
 	return string(b), err
 }
 
+// TestTokenKeySignsAndHandshakes ensures that a token key signs and completes a TLS handshake as the device identity.
 func TestTokenKeySignsAndHandshakes(t *testing.T) {
 	skipShort(t)
 	for _, kt := range []hsm.KeyType{hsm.KeyECP256, hsm.KeyECP384, hsm.KeyRSA2048} {
@@ -185,6 +186,7 @@ func TestTokenKeyAttributes(t *testing.T) {
 	assert.Regexp(t, `Access:\s+sensitive`, priv)
 }
 
+// TestSealerInToken ensures that the token sealer's AES key stays in the token, non-extractable, and opens what it sealed after a reopen.
 func TestSealerInToken(t *testing.T) {
 	skipShort(t)
 	tk, _, _, id := tokenIdentity(t, hsm.KeyECP256)
@@ -234,6 +236,7 @@ func mustURI(t *testing.T, s string) *hsm.URI {
 	return u
 }
 
+// TestTokenRecoversAfterSessionsClosed ensures that the signer and the sealer reopen the token once its sessions were closed under them.
 func TestTokenRecoversAfterSessionsClosed(t *testing.T) {
 	skipShort(t)
 	tk, _, _, id := tokenIdentity(t, hsm.KeyECP256)
@@ -258,6 +261,7 @@ func TestTokenRecoversAfterSessionsClosed(t *testing.T) {
 	assert.Equal(t, "p", string(pt))
 }
 
+// TestTokenRemovedAndBack ensures that a removed token is reported as unavailable and used again once it is back.
 func TestTokenRemovedAndBack(t *testing.T) {
 	skipShort(t)
 	tk, _, _, id := tokenIdentity(t, hsm.KeyECP256)
@@ -321,6 +325,7 @@ func readPIN(t *testing.T, tk *hsmtest.Token) string {
 	return strings.TrimSpace(string(b))
 }
 
+// TestTokenFaults ensures that each token misconfiguration (wrong PIN, missing key, unreadable PIN file, bad module) is one clear error of the right kind.
 func TestTokenFaults(t *testing.T) {
 	skipShort(t)
 	tk := hsmtest.NewToken(t, "faults")

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/tetherd/tether/secretfile"
+	"github.com/tetherd/tether/platform/secretfile"
 )
 
 // DefaultModule is the PKCS#11 module used when a URI names none: SoftHSM2 as

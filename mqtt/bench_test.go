@@ -26,8 +26,8 @@ func BenchmarkQoS1Throughput(b *testing.B) {
 	const n, publishers = 4000, 8
 	s := newSession(b, br, "gw-bench", tempOutbox(b), nil)
 	awaitConnected(b, s)
-	subCert, subKey := br.PKI.ClientFiles(b, "bench-sub")
-	pubCert, pubKey := br.PKI.ClientFiles(b, "bench-pub")
+	subCert, subKey := mqtttest.DeviceFiles(b, br.PKI, "bench-sub")
+	pubCert, pubKey := mqtttest.DeviceFiles(b, br.PKI, "bench-pub")
 
 	// received runs mosquitto_sub until n bench lines arrived after publish() started.
 	received := func(topic string, publish func()) time.Duration {

@@ -38,12 +38,12 @@ func tempOutbox(t testing.TB) *store.Outbox {
 // broker's PKI; mod adjusts the config.
 func newSession(t testing.TB, b *mqtttest.Broker, clientID string, ob *store.Outbox, mod func(*Config)) *Session {
 	t.Helper()
-	cert := b.PKI.ClientCertificate(t, clientID)
+	cert := mqtttest.Device(t, b.PKI, clientID).TLSCertificate()
 	cfg := Config{
 		Endpoint:    b.Addr,
 		ThingName:   clientID,
 		Certificate: &cert,
-		RootCAs:     b.PKI.Pool,
+		RootCAs:     b.PKI.Pool(),
 		Outbox:      ob,
 		MinBackoff:  20 * time.Millisecond,
 		MaxBackoff:  200 * time.Millisecond,

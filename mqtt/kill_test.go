@@ -75,7 +75,7 @@ func TestKill9(t *testing.T) {
 	sub, err := rx.Subscribe(context.Background(), "k9/#")
 	require.NoError(t, err)
 
-	certFile, keyFile := b.PKI.ClientFiles(t, "gw-k9")
+	certFile, keyFile := mqtttest.DeviceFiles(t, b.PKI, "gw-k9")
 	state := filepath.Join(t.TempDir(), "state.db")
 	env := append(os.Environ(), childEnv+"=1", "K9_CERT="+certFile, "K9_KEY="+keyFile, "K9_CA="+b.CAFile,
 		"K9_STATE="+state, "K9_ADDR="+b.Addr)
@@ -114,7 +114,7 @@ func TestKill9(t *testing.T) {
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	require.NoError(t, err)
 	s, err := New(context.Background(), Config{
-		Endpoint: b.Addr, ThingName: "gw-k9", Certificate: &cert, RootCAs: b.PKI.Pool, Outbox: ob,
+		Endpoint: b.Addr, ThingName: "gw-k9", Certificate: &cert, RootCAs: b.PKI.Pool(), Outbox: ob,
 		MinBackoff: 20e6, MaxBackoff: 200e6,
 	})
 	require.NoError(t, err)

@@ -28,7 +28,7 @@ import (
 	"github.com/eclipse/paho.golang/paho/session/state"
 	"github.com/eclipse/paho.golang/paho/store/memory"
 
-	"github.com/tetherd/tether/endpoint"
+	"github.com/tetherd/tether/platform/endpoint"
 	"github.com/tetherd/tether/store"
 )
 

@@ -16,6 +16,7 @@ import (
 	"github.com/tetherd/tether/mqtt/mqtttest"
 )
 
+// TestValidatePublish ensures that publishes are checked against the MQTT 5 and AWS IoT rules, each refusal naming its rule.
 func TestValidatePublish(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -65,6 +66,7 @@ func TestValidatePublish(t *testing.T) {
 	}
 }
 
+// TestValidateFilterAndMatch ensures that topic filters are checked and matched as MQTT 5 does.
 func TestValidateFilterAndMatch(t *testing.T) {
 	filters := []struct {
 		filter string
@@ -92,6 +94,7 @@ func TestValidateFilterAndMatch(t *testing.T) {
 	}
 }
 
+// TestNewRefusesBadConfig ensures that mqtt.New refuses a configuration missing what the session needs.
 func TestNewRefusesBadConfig(t *testing.T) {
 	ob := tempOutbox(t)
 	cert := tls.Certificate{}
@@ -115,6 +118,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	}
 }
 
+// TestRoundTripPEM ensures that a message published through the session comes back to a subscriber over a real broker.
 func TestRoundTripPEM(t *testing.T) {
 	b := mqtttest.NewBroker(t, mqtttest.Options{})
 	sub := newSession(t, b, "gw-sub", tempOutbox(t), nil)
@@ -158,6 +162,7 @@ func TestRoundTripPEM(t *testing.T) {
 	assert.Equal(t, 1, sub.Status().Subscribers)
 }
 
+// TestSlowSubscriberDoesNotBlockOthers ensures that a subscriber that does not read loses messages (counted) without slowing the others.
 func TestSlowSubscriberDoesNotBlockOthers(t *testing.T) {
 	b := mqtttest.NewBroker(t, mqtttest.Options{})
 	s := newSession(t, b, "gw-slow", tempOutbox(t), func(c *Config) { c.SubscriberBuffer = 2 })
@@ -264,11 +269,11 @@ func TestConnectFailuresBackOff(t *testing.T) {
 		recover bool
 	}{
 		{"device certificate from an untrusted CA", func(t *testing.T, b *mqtttest.Broker, c *Config) {
-			cert := mqtttest.NewPKI(t, "rogue CA").ClientCertificate(t, "gw-rogue")
+			cert := mqtttest.Device(t, mqtttest.NewPKI(t), "gw-rogue").TLSCertificate()
 			c.Certificate = &cert
 		}, "", false},
 		{"wrong CA for the broker", func(t *testing.T, b *mqtttest.Broker, c *Config) {
-			c.RootCAs = mqtttest.NewPKI(t, "other CA").Pool
+			c.RootCAs = mqtttest.NewPKI(t).Pool()
 		}, "certificate", false},
 		{"broker down", func(t *testing.T, b *mqtttest.Broker, c *Config) {
 			require.NoError(t, b.Stop())

@@ -21,7 +21,7 @@ func TestRoundTripSoftHSM(t *testing.T) {
 	b := mqtttest.NewBroker(t, mqtttest.Options{})
 	tok := hsmtest.NewToken(t, "tether-mqtt")
 	uri, pub := tok.GenerateKey(t, "device", hsm.KeyECP256)
-	certFile, _ := hsmtest.Certificate(t, "gw-hsm", pub, b.PKI.CA, b.PKI.Signer(), time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	certFile, _ := hsmtest.Certificate(t, "gw-hsm", pub, b.PKI.CA, b.PKI.CAKey, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
 	id, err := hsm.Open(context.Background(), certFile, uri)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = id.Close() })

@@ -39,7 +39,7 @@ func TestRoundTripTPM(t *testing.T) {
 				NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 				KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 			}
-			der, err := x509.CreateCertificate(rand.Reader, tmpl, b.PKI.CA, pub, b.PKI.Signer())
+			der, err := x509.CreateCertificate(rand.Reader, tmpl, b.PKI.CA, pub, b.PKI.CAKey)
 			require.NoError(t, err)
 			certFile := filepath.Join(dir, "device.crt")
 			require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644))

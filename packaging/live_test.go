@@ -136,6 +136,7 @@ func TestLiveSystemd(t *testing.T) {
 
 	t.Run("every hardening directive holds while the agent runs", func(t *testing.T) {
 		checkHardening(t, r)
+		probeSandbox(t, r)
 	})
 
 	t.Run("the PIN reaches the key through LoadCredential and appears in no log", func(t *testing.T) {
@@ -402,6 +403,46 @@ func checkHardening(t *testing.T, r *nspawntest.Root) {
 	level, _ := strconv.ParseFloat(m[1], 64)
 	assert.LessOrEqual(t, level, 2.0, "systemd-analyze security of the running unit")
 	t.Logf("systemd-analyze security (live): %s", m[1])
+}
+
+// probeSandbox runs testdata/hardeningprobe as the unit's ExecStartPost=,
+// which systemd starts with the service's own user, namespaces, mounts and
+// seccomp filters, and checks that every attempt a directive forbids was
+// refused (and what the agent needs still works).
+func probeSandbox(t *testing.T, r *nspawntest.Root) {
+	t.Helper()
+	probe := filepath.Join(t.TempDir(), "hardening-probe")
+	build := exec.Command("go", "build", "-o", probe, "./testdata/hardeningprobe")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "building the probe: %s", out)
+	r.CopyIn(t, probe, "/usr/local/bin/hardening-probe")
+	r.Run(t, "install", "-d", "-o", "tether", "-g", "tether", "/srv/tether-probe")
+	dropIn := "/etc/systemd/system/tether.service.d/probe.conf"
+	r.WriteFile(t, dropIn, []byte("[Service]\nExecStartPost=/usr/local/bin/hardening-probe\n"), 0o644)
+	r.Systemctl(t, "daemon-reload")
+	r.Systemctl(t, "restart", "tether.service")
+	require.NoError(t, os.Remove(r.Path(dropIn)))
+	r.Systemctl(t, "daemon-reload")
+
+	var results []string
+	for _, line := range strings.Split(r.Journal(t, "tether.service"), "\n") {
+		if strings.HasPrefix(line, "probe ") {
+			results = append(results, line)
+		}
+	}
+	require.Contains(t, results, "probe done", "the probe did not finish: %v", results)
+	ok := 0
+	for _, line := range results {
+		if line == "probe done" {
+			continue
+		}
+		if assert.True(t, strings.HasSuffix(line, " ok"), line) {
+			ok++
+		}
+	}
+	assert.Equal(t, 18, ok, "one line per directive checked")
+	t.Logf("sandbox probe: %d directives refused what they forbid", ok)
 }
 
 // parseMountinfo maps each mount point of pid's mount namespace to its mount

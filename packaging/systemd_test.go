@@ -92,6 +92,7 @@ var unitCases = []struct {
 	{"with both drop-ins", []string{"pkcs11-pin.conf", "tpm2.conf"}},
 }
 
+// TestUnitsVerifyClean ensures that systemd-analyze verify finds nothing wrong with the shipped units.
 func TestUnitsVerifyClean(t *testing.T) {
 	for _, tc := range unitCases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -121,6 +122,7 @@ func exposure(t *testing.T, dir string) float64 {
 	return v
 }
 
+// TestUnitExposure ensures that systemd-analyze security rates the hardened unit's exposure at 2.0 or less, and notices a weakened one.
 func TestUnitExposure(t *testing.T) {
 	for _, tc := range unitCases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -136,6 +138,7 @@ func TestUnitExposure(t *testing.T) {
 	assert.Greater(t, weak, got)
 }
 
+// TestSysusersAndTmpfiles ensures that the sysusers and tmpfiles files create the user and directories the unit expects.
 func TestSysusersAndTmpfiles(t *testing.T) {
 	root := t.TempDir()
 	require.NoError(t, os.MkdirAll(filepath.Join(root, "etc"), 0o755))

@@ -2,7 +2,7 @@
 # test-systemd.sh: make test-systemd. Builds this machine's .deb twice (this tree,
 # and the same tree as a lower "previous" version to upgrade from; set
 # TETHER_LIVE_PREVIOUS_DEB to a released .deb to upgrade from that instead),
-# then runs packaging's TestLiveSystemd: a Debian 12 root booted with systemd
+# then runs packaging's TestLive* tests: a Debian 12 root booted with systemd
 # as PID 1 under systemd-nspawn (packaging/nspawntest; the debootstrap'd
 # root is cached under $TETHER_NSPAWN_CACHE, default ~/.cache/tether/nspawn).
 # Skips, saying why, when this machine cannot boot a root: that needs root,
@@ -34,6 +34,6 @@ OUT=$out/current ARCHES=$arch FORMATS=deb ./packaging/packages.sh >/dev/null
 TETHER_LIVE_DEB=$(ls "$out"/current/*.deb)
 export TETHER_LIVE_DEB TETHER_LIVE_PREVIOUS_DEB
 echo "make test-systemd: upgrading $(basename "$TETHER_LIVE_PREVIOUS_DEB") to $(basename "$TETHER_LIVE_DEB") in a booted Debian 12 root"
-${GO:-go} test -count=1 -timeout 20m -v -run 'TestLiveSystemd' ./packaging/ 2>&1 | tee "$out/test.log" |
+${GO:-go} test -count=1 -timeout 20m -v -run 'TestLive' ./packaging/ 2>&1 | tee "$out/test.log" |
 	grep -E '^\s*(=== RUN|--- |PASS|FAIL|ok|\s+live_test.go)' || true
 grep -q '^ok' "$out/test.log" || { echo "make test-systemd: FAILED (log above)" >&2; exit 1; }

@@ -86,6 +86,7 @@ func recv(t *testing.T, conn *net.UnixConn) string {
 	return string(buf[:n])
 }
 
+// TestNotify ensures that Notify sends the assignments to $NOTIFY_SOCKET.
 func TestNotify(t *testing.T) {
 	cases := []struct {
 		name string
@@ -110,6 +111,7 @@ func TestNotify(t *testing.T) {
 	}
 }
 
+// TestNotifyOutsideSystemd ensures that Notify does nothing, without an error, outside systemd.
 func TestNotifyOutsideSystemd(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", "")
 	sent, err := Notify("READY=1")
@@ -118,6 +120,7 @@ func TestNotifyOutsideSystemd(t *testing.T) {
 	require.NoError(t, Ready("x"))
 }
 
+// TestNotifyDeadSocketIsAnError ensures that a $NOTIFY_SOCKET nobody listens on is reported.
 func TestNotifyDeadSocketIsAnError(t *testing.T) {
 	dir, err := os.MkdirTemp("", "tn")
 	require.NoError(t, err)
@@ -128,6 +131,7 @@ func TestNotifyDeadSocketIsAnError(t *testing.T) {
 	assert.Contains(t, err.Error(), "STOPPING")
 }
 
+// TestWatchdogInterval ensures that WatchdogInterval reads $WATCHDOG_USEC when $WATCHDOG_PID is this process or unset, and refuses garbage.
 func TestWatchdogInterval(t *testing.T) {
 	pid := strconv.Itoa(os.Getpid())
 	cases := []struct {
@@ -158,6 +162,7 @@ func TestWatchdogInterval(t *testing.T) {
 	}
 }
 
+// TestWatchdogPingsOnlyWhileHealthy ensures that the watchdog pings only while the health check passes.
 func TestWatchdogPingsOnlyWhileHealthy(t *testing.T) {
 	conn := notifySocket(t, false)
 	log, buf := captureLogger()
@@ -194,6 +199,7 @@ func TestWatchdogPingsOnlyWhileHealthy(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(buf.String(), "pings resumed"))
 }
 
+// TestWatchdogRun ensures that Run pings repeatedly until its context ends, and returns at once when the watchdog is off.
 func TestWatchdogRun(t *testing.T) {
 	conn := notifySocket(t, false)
 	w := NewWatchdog(2*time.Millisecond, func(context.Context) error { return nil }, nil)
@@ -259,6 +265,7 @@ func activate(t *testing.T, fdname, want string) (report, greeting string) {
 	return strings.TrimSpace(report), strings.TrimSpace(greeting)
 }
 
+// TestSocketActivation ensures that an activated socket named api is taken from systemd.
 func TestSocketActivation(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns systemd-socket-activate")
@@ -276,6 +283,7 @@ func TestSocketActivation(t *testing.T) {
 	})
 }
 
+// TestNotActivated ensures that without $LISTEN_FDS there is no activated socket and no error.
 func TestNotActivated(t *testing.T) {
 	cases := []struct{ name, pid, fds string }{
 		{"no variables", "", ""},
@@ -292,6 +300,7 @@ func TestNotActivated(t *testing.T) {
 	}
 }
 
+// TestUnixListenerFallback ensures that UnixListener creates the socket with its mode, replaces a stale one and refuses a live one.
 func TestUnixListenerFallback(t *testing.T) {
 	t.Setenv("LISTEN_PID", "")
 	t.Setenv("LISTEN_FDS", "")
@@ -331,6 +340,7 @@ func TestUnixListenerFallback(t *testing.T) {
 	assert.Contains(t, err.Error(), "RuntimeDirectory")
 }
 
+// TestDirectories ensures that Directories follows the directories systemd makes for the unit (the first of several) and falls back to the FHS paths.
 func TestDirectories(t *testing.T) {
 	cases := []struct {
 		name string
@@ -352,6 +362,7 @@ func TestDirectories(t *testing.T) {
 	}
 }
 
+// TestCredential ensures that Credential finds a systemd credential by its plain name in the credentials directory, and nothing outside it.
 func TestCredential(t *testing.T) {
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "pin"), []byte("1234"), 0o400))
@@ -389,6 +400,7 @@ func journalFile(t *testing.T, f *os.File) {
 	t.Setenv("JOURNAL_STREAM", fmt.Sprintf("%d:%d", st.Dev, st.Ino))
 }
 
+// TestLoggerJournalPrefixes ensures that on the journal stream every line starts with its syslog priority.
 func TestLoggerJournalPrefixes(t *testing.T) {
 	f, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
 	require.NoError(t, err)
@@ -416,6 +428,7 @@ func TestLoggerJournalPrefixes(t *testing.T) {
 	assert.Equal(t, want, lines)
 }
 
+// TestLoggerPlainOutsideJournal ensures that elsewhere the log is plain slog text.
 func TestLoggerPlainOutsideJournal(t *testing.T) {
 	f, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
 	require.NoError(t, err)
@@ -446,6 +459,7 @@ func TestLoggerPlainOutsideJournal(t *testing.T) {
 	}
 }
 
+// TestHandleSignals ensures that SIGTERM and SIGINT end the context with their cause and SIGHUP asks for a reload.
 func TestHandleSignals(t *testing.T) {
 	ctx, reload, stop := HandleSignals(t.Context())
 	defer stop()

@@ -26,6 +26,17 @@ type storedCredentials struct {
 	CanExpire       bool      `json:"ce,omitempty"`
 	Expires         time.Time `json:"e,omitzero"`
 	AccountID       string    `json:"acct,omitempty"`
+	// Lifetime is Cached.Lifetime; absent from entries of older versions.
+	Lifetime time.Duration `json:"l,omitempty"`
+}
+
+// Cached is a role's last credentials as the store keeps them.
+type Cached struct {
+	aws.Credentials
+	// Lifetime is what they were issued with (credprovider's OnRefresh
+	// reports it), so a restart can give them the same windows; 0 when
+	// unknown.
+	Lifetime time.Duration
 }
 
 // additionalData binds a sealed value to its role, so an entry copied under
@@ -36,7 +47,7 @@ func additionalData(role string) []byte {
 
 // PutCredentials seals c with the store's Sealer (random nonce, role name as
 // additional data) and stores it as the last credentials of role.
-func (db *DB) PutCredentials(role string, c aws.Credentials) error {
+func (db *DB) PutCredentials(role string, c Cached) error {
 	sealer := db.currentSealer()
 	if sealer == nil {
 		return ErrNoSealer
@@ -52,6 +63,7 @@ func (db *DB) PutCredentials(role string, c aws.Credentials) error {
 		CanExpire:       c.CanExpire,
 		Expires:         c.Expires,
 		AccountID:       c.AccountID,
+		Lifetime:        c.Lifetime,
 	})
 	if err != nil {
 		return fmt.Errorf("store: encode credentials for role %q: %w", role, err)
@@ -86,10 +98,10 @@ func (db *DB) PutCredentials(role string, c aws.Credentials) error {
 // store has no Sealer, or when the entry cannot be opened: an entry sealed
 // with another key (the device key was replaced) or damaged is deleted with a
 // log line, because nothing could ever open it again.
-func (db *DB) Credentials(role string) (c aws.Credentials, ok bool, err error) {
+func (db *DB) Credentials(role string) (c Cached, ok bool, err error) {
 	sealer := db.currentSealer()
 	if sealer == nil {
-		return aws.Credentials{}, false, nil
+		return Cached{}, false, nil
 	}
 	var val []byte
 	err = db.view(func(tx *bbolt.Tx) error {
@@ -101,10 +113,10 @@ func (db *DB) Credentials(role string) (c aws.Credentials, ok bool, err error) {
 	if err != nil {
 		err = fmt.Errorf("store: read credentials for role %q from %s: %w", role, db.path, db.mapErr(err))
 		db.setErr(err)
-		return aws.Credentials{}, false, err
+		return Cached{}, false, err
 	}
 	if val == nil {
-		return aws.Credentials{}, false, nil
+		return Cached{}, false, nil
 	}
 	sc, why := unseal(sealer, role, val)
 	if why != "" {
@@ -112,9 +124,9 @@ func (db *DB) Credentials(role string) (c aws.Credentials, ok bool, err error) {
 			"role", role, "path", db.path, "reason", why)
 		db.setErr(fmt.Errorf("store: cached credentials for role %q discarded: %s", role, why))
 		db.discard(role, val)
-		return aws.Credentials{}, false, nil
+		return Cached{}, false, nil
 	}
-	return aws.Credentials{
+	return Cached{Credentials: aws.Credentials{
 		AccessKeyID:     sc.AccessKeyID,
 		SecretAccessKey: sc.SecretAccessKey,
 		SessionToken:    sc.SessionToken,
@@ -122,7 +134,7 @@ func (db *DB) Credentials(role string) (c aws.Credentials, ok bool, err error) {
 		CanExpire:       sc.CanExpire,
 		Expires:         sc.Expires,
 		AccountID:       sc.AccountID,
-	}, true, nil
+	}, Lifetime: sc.Lifetime}, true, nil
 }
 
 // unseal opens val; why is non-empty when it cannot. The reason never

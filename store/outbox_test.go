@@ -25,6 +25,7 @@ func openOutbox(t *testing.T, path string, opts OutboxOptions) (*DB, *Outbox) {
 	return db, ob
 }
 
+// TestOutboxOrderAckAndReopen ensures that the outbox delivers in order, forgets what is acknowledged and keeps the rest across a reopen.
 func TestOutboxOrderAckAndReopen(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "state.db")
@@ -82,6 +83,7 @@ func TestOutboxOrderAckAndReopen(t *testing.T) {
 	assert.Greater(t, seq, seqs[4], "sequence numbers keep increasing across restarts")
 }
 
+// TestOutboxLimits ensures that the outbox refuses messages beyond its count and byte limits with ErrOutboxFull.
 func TestOutboxLimits(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
@@ -121,6 +123,7 @@ func TestOutboxLimits(t *testing.T) {
 	}
 }
 
+// TestOutboxGroupCommit ensures that concurrent enqueues share commits and each returns only once on disk.
 func TestOutboxGroupCommit(t *testing.T) {
 	tests := []struct {
 		name       string
@@ -161,6 +164,7 @@ func TestOutboxGroupCommit(t *testing.T) {
 	}
 }
 
+// TestOutboxUnavailableAndClosed ensures that a closed outbox or store is reported, never a silent loss.
 func TestOutboxUnavailableAndClosed(t *testing.T) {
 	ctx := context.Background()
 	db, ob := openOutbox(t, filepath.Join(t.TempDir(), "s.db"), OutboxOptions{})

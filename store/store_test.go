@@ -87,6 +87,7 @@ var testCreds = aws.Credentials{
 	AccountID:       "123456789012",
 }
 
+// TestCredentialsRoundTrip ensures that credentials come back from the store exactly as put, across a reopen.
 func TestCredentialsRoundTrip(t *testing.T) {
 	cases := []struct {
 		name string
@@ -102,11 +103,11 @@ func TestCredentialsRoundTrip(t *testing.T) {
 	db := openT(t, path, Options{Sealer: sealer})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			require.NoError(t, db.PutCredentials(tc.role, tc.c))
+			require.NoError(t, db.PutCredentials(tc.role, Cached{Credentials: tc.c}))
 			got, ok, err := db.Credentials(tc.role)
 			require.NoError(t, err)
 			require.True(t, ok)
-			assert.Equal(t, tc.c, got)
+			assert.Equal(t, tc.c, got.Credentials)
 		})
 	}
 
@@ -122,7 +123,7 @@ func TestCredentialsRoundTrip(t *testing.T) {
 		got, ok, err := db2.Credentials(tc.role)
 		require.NoError(t, err)
 		require.True(t, ok, tc.role)
-		assert.Equal(t, tc.c, got, tc.role)
+		assert.Equal(t, tc.c, got.Credentials, tc.role)
 	}
 	h := db2.Health()
 	assert.Equal(t, path, h.Path)
@@ -132,10 +133,11 @@ func TestCredentialsRoundTrip(t *testing.T) {
 	assert.Empty(t, h.MovedAside)
 }
 
+// TestFileHoldsNoPlaintextSecret ensures that the state file never holds a secret in plaintext.
 func TestFileHoldsNoPlaintextSecret(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	db := openT(t, path, Options{Sealer: newSealer(t)})
-	require.NoError(t, db.PutCredentials("device", testCreds))
+	require.NoError(t, db.PutCredentials("device", Cached{Credentials: testCreds}))
 	require.NoError(t, db.Close())
 
 	raw, err := os.ReadFile(path)
@@ -152,6 +154,7 @@ func TestFileHoldsNoPlaintextSecret(t *testing.T) {
 	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
 }
 
+// TestExistingFileModeTightened ensures that an existing state file readable by others is made 0600.
 func TestExistingFileModeTightened(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	db := openT(t, path, Options{})
@@ -166,6 +169,7 @@ func TestExistingFileModeTightened(t *testing.T) {
 	assert.Contains(t, buf.String(), "0600")
 }
 
+// TestCorruptFileMovedAside ensures that a corrupt state file is moved aside and a fresh one started.
 func TestCorruptFileMovedAside(t *testing.T) {
 	garbage := make([]byte, 64<<10)
 	_, err := rand.Read(garbage)
@@ -184,7 +188,7 @@ func TestCorruptFileMovedAside(t *testing.T) {
 		{"both meta pages overwritten", func(t *testing.T, path string) {
 			db, err := Open(path, Options{Sealer: newSealer(t)})
 			require.NoError(t, err)
-			require.NoError(t, db.PutCredentials("device", testCreds))
+			require.NoError(t, db.PutCredentials("device", Cached{Credentials: testCreds}))
 			require.NoError(t, db.Close())
 			f, err := os.OpenFile(path, os.O_WRONLY, 0)
 			require.NoError(t, err)
@@ -196,7 +200,7 @@ func TestCorruptFileMovedAside(t *testing.T) {
 			db, err := Open(path, Options{Sealer: newSealer(t)})
 			require.NoError(t, err)
 			for i := range 50 {
-				require.NoError(t, db.PutCredentials(fmt.Sprintf("role-%d", i), testCreds))
+				require.NoError(t, db.PutCredentials(fmt.Sprintf("role-%d", i), Cached{Credentials: testCreds}))
 			}
 			require.NoError(t, db.Close())
 			f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -234,20 +238,21 @@ func TestCorruptFileMovedAside(t *testing.T) {
 			assert.Contains(t, buf.String(), h.MovedAside)
 
 			// The fresh file works.
-			require.NoError(t, db.PutCredentials("device", testCreds))
+			require.NoError(t, db.PutCredentials("device", Cached{Credentials: testCreds}))
 			got, ok, err := db.Credentials("device")
 			require.NoError(t, err)
 			require.True(t, ok)
-			assert.Equal(t, testCreds, got)
+			assert.Equal(t, testCreds, got.Credentials)
 		})
 	}
 }
 
+// TestWrongSealerDiscardsEntry ensures that an entry sealed with another key is discarded with a log line and reads as absent.
 func TestWrongSealerDiscardsEntry(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	oldKey, newKey := newSealer(t), newSealer(t)
 	db := openT(t, path, Options{Sealer: oldKey})
-	require.NoError(t, db.PutCredentials("device", testCreds))
+	require.NoError(t, db.PutCredentials("device", Cached{Credentials: testCreds}))
 	require.NoError(t, db.Close())
 
 	log, buf := newLogger()
@@ -269,11 +274,12 @@ func TestWrongSealerDiscardsEntry(t *testing.T) {
 	assert.False(t, ok)
 }
 
+// TestSealedEntryBoundToRole ensures that an entry copied under another role's key does not open.
 func TestSealedEntryBoundToRole(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	log, buf := newLogger()
 	db := openT(t, path, Options{Sealer: newSealer(t), Logger: log})
-	require.NoError(t, db.PutCredentials("admin", testCreds))
+	require.NoError(t, db.PutCredentials("admin", Cached{Credentials: testCreds}))
 	// Copy admin's sealed value under another role's key, as an attacker
 	// with write access to the file could.
 	require.NoError(t, db.bolt.Update(func(tx *bbolt.Tx) error {
@@ -288,9 +294,10 @@ func TestSealedEntryBoundToRole(t *testing.T) {
 	got, ok, err := db.Credentials("admin")
 	require.NoError(t, err)
 	require.True(t, ok)
-	assert.Equal(t, testCreds, got)
+	assert.Equal(t, testCreds, got.Credentials)
 }
 
+// TestDamagedEntryDiscarded ensures that a damaged entry is discarded rather than served.
 func TestDamagedEntryDiscarded(t *testing.T) {
 	cases := []struct {
 		name   string
@@ -303,7 +310,7 @@ func TestDamagedEntryDiscarded(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			db := openT(t, filepath.Join(t.TempDir(), "state.db"), Options{Sealer: newSealer(t)})
-			require.NoError(t, db.PutCredentials("device", testCreds))
+			require.NoError(t, db.PutCredentials("device", Cached{Credentials: testCreds}))
 			require.NoError(t, db.bolt.Update(func(tx *bbolt.Tx) error {
 				b := tx.Bucket(bucketCredentials)
 				v := append([]byte(nil), b.Get([]byte("device"))...)
@@ -320,9 +327,10 @@ func TestDamagedEntryDiscarded(t *testing.T) {
 	}
 }
 
+// TestNoSealerNeverWritesCredentials ensures that without a sealer no credentials are written.
 func TestNoSealerNeverWritesCredentials(t *testing.T) {
 	db := openT(t, filepath.Join(t.TempDir(), "state.db"), Options{})
-	err := db.PutCredentials("device", testCreds)
+	err := db.PutCredentials("device", Cached{Credentials: testCreds})
 	require.ErrorIs(t, err, ErrNoSealer)
 	_, ok, err := db.Credentials("device")
 	require.NoError(t, err)
@@ -365,6 +373,7 @@ func readSchema(t *testing.T, path string) uint64 {
 	return v
 }
 
+// TestNewerSchemaRefused ensures that a state file of a newer schema is refused, not downgraded.
 func TestNewerSchemaRefused(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "state.db")
@@ -385,6 +394,7 @@ func TestNewerSchemaRefused(t *testing.T) {
 	assert.Len(t, entries, 1, "nothing moved aside")
 }
 
+// TestOlderSchemaMigrated ensures that a state file of an older schema is migrated.
 func TestOlderSchemaMigrated(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	// Schema 0: a file with only the meta bucket and no version key.
@@ -401,6 +411,7 @@ func TestOlderSchemaMigrated(t *testing.T) {
 	assert.Equal(t, uint64(SchemaVersion), readSchema(t, path))
 }
 
+// TestUnusablePath ensures that a missing or read-only directory, or a directory as path, is ErrUnusable with the path.
 func TestUnusablePath(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "plain-file")
@@ -429,6 +440,7 @@ func TestUnusablePath(t *testing.T) {
 	}
 }
 
+// TestSecondOpenReportsLock ensures that a second Open of a state file in use gets ErrLocked, naming the path and another tether.
 func TestSecondOpenReportsLock(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	openT(t, path, Options{})
@@ -440,17 +452,19 @@ func TestSecondOpenReportsLock(t *testing.T) {
 	assert.Contains(t, err.Error(), "another tether")
 }
 
+// TestCloseThenUse ensures that using a closed store is ErrClosed, never a panic.
 func TestCloseThenUse(t *testing.T) {
 	db, err := Open(filepath.Join(t.TempDir(), "state.db"), Options{Sealer: newSealer(t)})
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 	require.NoError(t, db.Close(), "second Close is harmless")
-	require.ErrorIs(t, db.PutCredentials("device", testCreds), ErrClosed)
+	require.ErrorIs(t, db.PutCredentials("device", Cached{Credentials: testCreds}), ErrClosed)
 	_, _, err = db.Credentials("device")
 	require.ErrorIs(t, err, ErrClosed)
 	assert.Contains(t, db.Health().LastError, "closed")
 }
 
+// TestConcurrentUse ensures that concurrent readers and writers see whole entries.
 func TestConcurrentUse(t *testing.T) {
 	db := openT(t, filepath.Join(t.TempDir(), "state.db"), Options{Sealer: newSealer(t)})
 	const workers, rounds = 8, 20
@@ -462,7 +476,7 @@ func TestConcurrentUse(t *testing.T) {
 				role := fmt.Sprintf("role-%d", w%3) // shared roles: readers race writers
 				c := testCreds
 				c.AccessKeyID = fmt.Sprintf("ASIA-%d-%d", w, i)
-				if err := db.PutCredentials(role, c); err != nil {
+				if err := db.PutCredentials(role, Cached{Credentials: c}); err != nil {
 					errs <- err
 					return
 				}
@@ -507,7 +521,7 @@ func BenchmarkPutCredentials(b *testing.B) {
 	b.ResetTimer()
 	start = time.Now()
 	for b.Loop() {
-		if err := db.PutCredentials("device", testCreds); err != nil {
+		if err := db.PutCredentials("device", Cached{Credentials: testCreds}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -521,7 +535,7 @@ func BenchmarkCredentials(b *testing.B) {
 	db, err := Open(filepath.Join(b.TempDir(), "state.db"), Options{Sealer: newSealer(b)})
 	require.NoError(b, err)
 	defer db.Close()
-	require.NoError(b, db.PutCredentials("device", testCreds))
+	require.NoError(b, db.PutCredentials("device", Cached{Credentials: testCreds}))
 
 	const baselineN = 20000
 	start := time.Now()
@@ -574,11 +588,12 @@ func TestClassifyOpenErrors(t *testing.T) {
 	}
 }
 
+// TestCredentialKeys ensures that CredentialKeys lists what is stored, so stale entries can be pruned.
 func TestCredentialKeys(t *testing.T) {
 	db := openT(t, filepath.Join(t.TempDir(), "state.db"), Options{Sealer: newSealer(t)})
 	creds := aws.Credentials{AccessKeyID: "AKID", SecretAccessKey: "secret", SessionToken: "token", CanExpire: true, Expires: time.Now().Add(time.Hour)}
-	require.NoError(t, db.PutCredentials("device#1", creds))
-	require.NoError(t, db.PutCredentials("telemetry#2", creds))
+	require.NoError(t, db.PutCredentials("device#1", Cached{Credentials: creds}))
+	require.NoError(t, db.PutCredentials("telemetry#2", Cached{Credentials: creds}))
 	keys, err := db.CredentialKeys()
 	require.NoError(t, err)
 	assert.ElementsMatch(t, []string{"device#1", "telemetry#2"}, keys)
@@ -586,4 +601,26 @@ func TestCredentialKeys(t *testing.T) {
 	keys, err = db.CredentialKeys()
 	require.NoError(t, err)
 	assert.Equal(t, []string{"telemetry#2"}, keys)
+}
+
+// TestCredentialsKeepTheirLifetime ensures that the lifetime credentials
+// were issued with survives the store, so a restarted agent gives them the
+// windows the one before did, and that entries written without one read as
+// unknown (0).
+func TestCredentialsKeepTheirLifetime(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	sealer := newSealer(t)
+	db := openT(t, path, Options{Sealer: sealer})
+	require.NoError(t, db.PutCredentials("short", Cached{Credentials: testCreds, Lifetime: 90 * time.Second}))
+	require.NoError(t, db.PutCredentials("older", Cached{Credentials: testCreds}))
+	require.NoError(t, db.Close())
+	db = openT(t, path, Options{Sealer: sealer})
+	got, ok, err := db.Credentials("short")
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, Cached{Credentials: testCreds, Lifetime: 90 * time.Second}, got)
+	got, ok, err = db.Credentials("older")
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Zero(t, got.Lifetime)
 }

@@ -25,7 +25,6 @@ const ThingName = "gw-0001"
 // Env is one agent's surroundings. Everything lives in Dir and is removed
 // with the test.
 type Env struct {
-	T   testing.TB
 	Dir string
 	Sim *iotcredtest.Server
 	// Config is the configuration file; Socket, State and Token the paths
@@ -36,6 +35,7 @@ type Env struct {
 	// NotifySocket is the datagram socket NOTIFY_SOCKET names.
 	NotifySocket string
 
+	t      testing.TB // the test New was given, failed by the methods
 	notify *net.UnixConn
 	base   string
 }
@@ -58,7 +58,7 @@ func New(t testing.TB, lifetime time.Duration, extra string) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &Env{T: t, Dir: dir, Sim: sim,
+	e := &Env{t: t, Dir: dir, Sim: sim,
 		Config: filepath.Join(dir, "tether.toml"), Socket: filepath.Join(dir, "tether.sock"),
 		State: filepath.Join(dir, "state.db"), Token: filepath.Join(dir, "token")}
 	if e.CertFile, e.KeyFile, err = dev.WriteFiles(dir); err != nil {
@@ -91,13 +91,13 @@ path = %q
 // WriteConfig rewrites the configuration: the base, edited by each
 // old→new pair in edits, then extra appended.
 func (e *Env) WriteConfig(extra string, edits ...string) {
-	e.T.Helper()
+	e.t.Helper()
 	s := e.base
 	for i := 0; i+1 < len(edits); i += 2 {
 		s = strings.Replace(s, edits[i], edits[i+1], 1)
 	}
 	if err := os.WriteFile(e.Config, []byte(s+extra), 0o600); err != nil {
-		e.T.Fatal(err)
+		e.t.Fatal(err)
 	}
 }
 
@@ -105,23 +105,23 @@ func (e *Env) listenNotify() {
 	e.NotifySocket = filepath.Join(e.Dir, "notify.sock")
 	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: e.NotifySocket, Net: "unixgram"})
 	if err != nil {
-		e.T.Fatal(err)
+		e.t.Fatal(err)
 	}
-	e.T.Cleanup(func() { c.Close() })
+	e.t.Cleanup(func() { c.Close() })
 	e.notify = c
-	e.T.Setenv("NOTIFY_SOCKET", e.NotifySocket)
+	e.t.Setenv("NOTIFY_SOCKET", e.NotifySocket)
 }
 
 // WaitNotify reads sd_notify datagrams until one contains want, and returns
 // it. It fails the test after 30 s.
 func (e *Env) WaitNotify(want string) string {
-	e.T.Helper()
+	e.t.Helper()
 	buf := make([]byte, 4096)
 	e.notify.SetReadDeadline(time.Now().Add(30 * time.Second))
 	for {
 		n, err := e.notify.Read(buf)
 		if err != nil {
-			e.T.Fatalf("agenttest: waiting for %q on NOTIFY_SOCKET: %v", want, err)
+			e.t.Fatalf("agenttest: waiting for %q on NOTIFY_SOCKET: %v", want, err)
 		}
 		if msg := string(buf[:n]); strings.Contains(msg, want) {
 			return msg

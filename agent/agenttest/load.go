@@ -21,10 +21,10 @@ type LoadResult struct {
 // Load runs clients concurrent keep-alive HTTP clients against GET path on
 // the Unix socket until d has passed or n requests were made (n ≤ 0: no
 // limit), and measures throughput and latency. Any answer but 200 fails tb.
-func Load(tb testing.TB, socket, path string, clients int, d time.Duration, n ...int) LoadResult {
+func Load(tb testing.TB, socket, path string, clients int, d time.Duration, n int) LoadResult {
 	limit := -1
-	if len(n) > 0 && n[0] > 0 {
-		limit = n[0]
+	if n > 0 {
+		limit = n
 	}
 	var mu sync.Mutex
 	var lat []time.Duration

@@ -10,6 +10,7 @@ import (
 	"github.com/tetherd/tether/credprovider/clocktest"
 )
 
+// TestClock ensures that the fake clock fires AfterFunc callbacks in order as time is advanced, and never before.
 func TestClock(t *testing.T) {
 	start := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
 	c := clocktest.New(start)

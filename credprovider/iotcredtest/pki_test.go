@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -27,6 +28,7 @@ func (s opaqueSigner) Sign(r io.Reader, d []byte, o crypto.SignerOpts) ([]byte, 
 	return s.k.Sign(r, d, o)
 }
 
+// TestPKI ensures that the test PKI issues device certificates for software and opaque keys and writes them with safe modes.
 func TestPKI(t *testing.T) {
 	p, err := iotcredtest.NewPKI()
 	require.NoError(t, err)
@@ -73,6 +75,7 @@ func TestPKI(t *testing.T) {
 	require.NoError(t, err)
 }
 
+// TestFailReplacesQueuedFaults ensures that Fail replaces the faults still queued and Fail(0) clears them.
 func TestFailReplacesQueuedFaults(t *testing.T) {
 	s, err := iotcredtest.NewServer(iotcredtest.WithRoleAlias("r", 0))
 	require.NoError(t, err)
@@ -103,4 +106,28 @@ func TestFailReplacesQueuedFaults(t *testing.T) {
 	assert.Equal(t, 200, get())
 	assert.Equal(t, 4, s.Requests())
 	assert.Len(t, s.Grants(), 2)
+}
+
+// TestWithPKI ensures that two simulators given one PKI present its server
+// certificate and accept its devices, so one identity works against both.
+func TestWithPKI(t *testing.T) {
+	p, err := iotcredtest.NewPKI()
+	require.NoError(t, err)
+	dev, err := p.NewDevice("gw-shared", iotcredtest.ECDSAP256)
+	require.NoError(t, err)
+	for range 2 {
+		s, err := iotcredtest.NewServer(iotcredtest.WithPKI(p), iotcredtest.WithRoleAlias("r", time.Hour))
+		require.NoError(t, err)
+		t.Cleanup(s.Close)
+		assert.Same(t, p, s.PKI)
+		client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
+			RootCAs: p.Pool(), Certificates: []tls.Certificate{dev.TLSCertificate()}}}}
+		req, err := http.NewRequest(http.MethodGet, s.URL+"/role-aliases/r/credentials", nil)
+		require.NoError(t, err)
+		req.Header.Set("x-amzn-iot-thingname", "gw-shared")
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+	}
 }

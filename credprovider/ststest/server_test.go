@@ -58,3 +58,29 @@ func TestSignatureChecks(t *testing.T) {
 		})
 	}
 }
+
+// TestRevoke ensures that credentials the server accepted are refused once
+// revoked, as STS refuses a deleted access key.
+func TestRevoke(t *testing.T) {
+	srv := ststest.NewServer(ststest.WithRegion("eu-west-1"))
+	t.Cleanup(srv.Close)
+	user := srv.NewUser("ops")
+	call := func() (int, string) {
+		const body = "Action=GetCallerIdentity&Version=2011-06-15"
+		req, err := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		sum := sha256.Sum256([]byte(body))
+		require.NoError(t, v4.NewSigner().SignHTTP(context.Background(), user, req, hex.EncodeToString(sum[:]), "sts", "eu-west-1", time.Now()))
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := call()
+	require.Equal(t, http.StatusOK, code, body)
+	srv.Revoke(user.AccessKeyID)
+	code, body = call()
+	assert.Equal(t, http.StatusForbidden, code, body)
+}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 
-	"github.com/tetherd/tether/secretfile"
+	"github.com/tetherd/tether/platform/secretfile"
 )
 
 // OIDs of the TSS2 key file's type field ("ASN.1 Specification for TPM 2.0

@@ -47,13 +47,13 @@ func newWorld(t *testing.T) *world {
 		},
 		RetiredTopic: "tether/retired",
 	}, cs)
-	return &world{broker: b, creds: cs, sim: sim, claim: b.PKI.ClientCertificate(t, "claim")}
+	return &world{broker: b, creds: cs, sim: sim, claim: mqtttest.Device(t, b.PKI, "claim").TLSCertificate()}
 }
 
 func (w *world) dial(t *testing.T, cert tls.Certificate, id string) (*fleetprov.DirectConn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	c, err := fleetprov.Dial(ctx, fleetprov.DialConfig{Endpoint: w.broker.Addr, ClientID: id, Certificate: cert, RootCAs: w.broker.PKI.Pool})
+	c, err := fleetprov.Dial(ctx, fleetprov.DialConfig{Endpoint: w.broker.Addr, ClientID: id, Certificate: cert, RootCAs: w.broker.PKI.Pool()})
 	if err == nil {
 		t.Cleanup(func() { c.Close() })
 	}

@@ -2,14 +2,14 @@ package mqtttest
 
 import (
 	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
 	"syscall"
 	"time"
-
-	"crypto/x509"
 )
 
 // initCRL writes an empty revocation list and returns the configuration
@@ -33,12 +33,12 @@ func (b *Broker) writeCRL(serials []*big.Int) error {
 	for _, s := range serials {
 		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: now.Add(-time.Minute)})
 	}
-	der, err := x509.CreateRevocationList(rand.Reader, tmpl, b.PKI.CA, b.PKI.caKey)
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, b.PKI.CA, b.PKI.CAKey)
 	if err != nil {
 		return fmt.Errorf("CRL: %w", err)
 	}
 	tmp := b.crlFile + ".tmp"
-	if err := os.WriteFile(tmp, pemBlock("X509 CRL", der), 0o644); err != nil {
+	if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
 		return err
 	}
 	return os.Rename(tmp, b.crlFile)

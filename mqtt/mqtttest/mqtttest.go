@@ -2,143 +2,66 @@
 // mutual TLS on 127.0.0.1 for tests, in the style of net/http/httptest.
 //
 // The broker listens on a free loopback port that stays the same across
-// Stop/Kill and Start, so clients can be tested against broker restarts. The
-// test PKI (a CA, a server certificate for 127.0.0.1 and localhost, and
-// device certificates) is generated with crypto/x509 on the fly.
+// Stop/Kill and Start, so clients can be tested against broker restarts. Its
+// certificates come from iotcredtest's test PKI, the one the IoT simulator
+// uses.
 package mqtttest
 
 import (
 	"bufio"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tetherd/tether/credprovider/iotcredtest"
 )
 
 // MosquittoPath is where Debian's mosquitto package installs the broker.
 const MosquittoPath = "/usr/sbin/mosquitto"
 
-// PKI is a throw-away certificate authority.
-type PKI struct {
-	CA     *x509.Certificate
-	CAPEM  []byte
-	Pool   *x509.CertPool // contains CA
-	caKey  *ecdsa.PrivateKey
-	serial int64
-	mu     sync.Mutex
-}
-
-// NewPKI creates a CA named name.
-func NewPKI(t testing.TB, name string) *PKI {
+// NewPKI returns a fresh test certificate authority (the one every tether
+// test uses, iotcredtest's), failing the test on error.
+func NewPKI(t testing.TB) *iotcredtest.PKI {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p, err := iotcredtest.NewPKI()
 	if err != nil {
-		t.Fatalf("mqtttest: CA key: %v", err)
+		t.Fatalf("mqtttest: %v", err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatalf("mqtttest: CA certificate: %v", err)
-	}
-	ca, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return &PKI{CA: ca, CAPEM: pemBlock("CERTIFICATE", der), Pool: pool, caKey: key, serial: 1}
+	return p
 }
 
-// Issue signs a leaf certificate for cn. server adds 127.0.0.1 and
-// localhost as SANs and the server-auth usage; otherwise it is a device
-// (client-auth) certificate. It returns the PEM certificate and PKCS#8 key.
-func (p *PKI) Issue(t testing.TB, cn string, server bool) (certPEM, keyPEM []byte) {
+// Device issues a device identity for cn from pki, failing the test on
+// error; the broker trusts those of its own PKI.
+func Device(t testing.TB, pki *iotcredtest.PKI, cn string) *iotcredtest.Device {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	d, err := pki.NewDevice(cn, iotcredtest.ECDSAP256)
 	if err != nil {
-		t.Fatalf("mqtttest: key: %v", err)
+		t.Fatalf("mqtttest: %v", err)
 	}
-	p.mu.Lock()
-	p.serial++
-	serial := p.serial
-	p.mu.Unlock()
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-		tmpl.DNSNames = []string{"localhost"}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.CA, &key.PublicKey, p.caKey)
-	if err != nil {
-		t.Fatalf("mqtttest: certificate for %s: %v", cn, err)
-	}
-	k8, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatalf("mqtttest: marshal key: %v", err)
-	}
-	return pemBlock("CERTIFICATE", der), pemBlock("PRIVATE KEY", k8)
+	return d
 }
 
-// Signer is the CA's private key, for issuing device certificates for keys
-// held elsewhere (e.g. in a PKCS#11 token).
-func (p *PKI) Signer() crypto.Signer { return p.caKey }
-
-// ClientCertificate issues a device certificate for cn as a tls.Certificate.
-func (p *PKI) ClientCertificate(t testing.TB, cn string) tls.Certificate {
-	t.Helper()
-	c, k := p.Issue(t, cn, false)
-	cert, err := tls.X509KeyPair(c, k)
-	if err != nil {
-		t.Fatalf("mqtttest: key pair: %v", err)
-	}
-	return cert
-}
-
-// ClientFiles issues a device certificate for cn and writes it to
-// certificate and key files in a temporary directory, for command-line
+// DeviceFiles issues a device identity for cn from pki and writes its
+// certificate and key files into a temporary directory, for command-line
 // clients such as mosquitto_pub or for PEM identities.
-func (p *PKI) ClientFiles(t testing.TB, cn string) (certFile, keyFile string) {
+func DeviceFiles(t testing.TB, pki *iotcredtest.PKI, cn string) (certFile, keyFile string) {
 	t.Helper()
-	c, k := p.Issue(t, cn, false)
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, cn+".crt"), filepath.Join(dir, cn+".key")
-	writeFile(t, certFile, c, 0o644)
-	writeFile(t, keyFile, k, 0o600)
+	certFile, keyFile, err := Device(t, pki, cn).WriteFiles(t.TempDir())
+	if err != nil {
+		t.Fatalf("mqtttest: %v", err)
+	}
 	return certFile, keyFile
-}
-
-func pemBlock(typ string, der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
 }
 
 func writeFile(t testing.TB, path string, b []byte, mode os.FileMode) {
@@ -156,7 +79,7 @@ type Broker struct {
 	Port int
 	// PKI signed the broker's certificate; device certificates it issues
 	// are trusted by the broker.
-	PKI *PKI
+	PKI *iotcredtest.PKI
 	// CAFile is the PEM file of PKI's CA, for command-line clients.
 	CAFile string
 
@@ -178,6 +101,10 @@ type Broker struct {
 type Options struct {
 	// ExtraConfig is appended to the generated mosquitto.conf.
 	ExtraConfig string
+	// PKI issues the broker's certificate and is the CA it trusts for
+	// devices; nil makes a fresh one. Pass an IoT simulator's PKI to have
+	// one device identity trusted by both.
+	PKI *iotcredtest.PKI
 	// CRL makes the broker check device certificates against a revocation
 	// list that RefuseCertificates rewrites (empty at start).
 	CRL bool
@@ -190,14 +117,17 @@ func NewBroker(t testing.TB, opts Options) *Broker {
 	if _, err := os.Stat(MosquittoPath); err != nil {
 		t.Fatalf("mqtttest: %s not found: install the Debian package mosquitto (apt-get install mosquitto mosquitto-clients)", MosquittoPath)
 	}
-	pki := NewPKI(t, "tether test CA")
+	pki := opts.PKI
+	if pki == nil {
+		pki = NewPKI(t)
+	}
 	dir := t.TempDir()
 	b := &Broker{PKI: pki, t: t, dir: dir, logBuf: &lockedTail{}}
-	b.CAFile = filepath.Join(dir, "ca.pem")
-	writeFile(t, b.CAFile, pki.CAPEM, 0o644)
-	sc, sk := pki.Issue(t, "127.0.0.1", true)
-	writeFile(t, filepath.Join(dir, "server.crt"), sc, 0o644)
-	writeFile(t, filepath.Join(dir, "server.key"), sk, 0o600)
+	// ca.crt, and server.crt and server.key for 127.0.0.1.
+	if err := pki.WriteFiles(dir); err != nil {
+		t.Fatalf("mqtttest: %v", err)
+	}
+	b.CAFile = filepath.Join(dir, "ca.crt")
 	b.Port = freePort(t)
 	b.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(b.Port))
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
@@ -222,7 +152,7 @@ log_type notice
 log_type information
 connection_messages true
 listener %[2]d 127.0.0.1
-cafile %[1]s/ca.pem
+cafile %[1]s/ca.crt
 certfile %[1]s/server.crt
 keyfile %[1]s/server.key
 require_certificate true
@@ -244,18 +174,12 @@ use_identity_as_username true
 	return b
 }
 
-// URL is the broker's address as an mqtts:// URL string.
-func (b *Broker) URL() string { return "mqtts://" + b.Addr }
-
 // Starts counts how often the broker was started.
 func (b *Broker) Starts() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.starts
 }
-
-// Log returns the tail of mosquitto's log.
-func (b *Broker) Log() string { return b.logBuf.String() }
 
 // Start starts mosquitto on the same port and returns once it accepts TCP
 // connections there. Starting a running broker is an error.
@@ -266,6 +190,9 @@ func (b *Broker) Start() error {
 		return errors.New("broker already running")
 	}
 	cmd := exec.Command(MosquittoPath, "-c", b.conf)
+	// mosquitto speaks sd_notify: it must not answer for the process under
+	// test on the NOTIFY_SOCKET a test set for it.
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "NOTIFY_SOCKET=") })
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return err

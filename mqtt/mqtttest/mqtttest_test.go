@@ -8,11 +8,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// TestBrokerRestartsOnSamePortAndRequiresCertificate ensures that the test broker requires a device certificate from its PKI and comes back on the same port.
 func TestBrokerRestartsOnSamePortAndRequiresCertificate(t *testing.T) {
 	b := NewBroker(t, Options{})
-	cert, key := b.PKI.ClientFiles(t, "dev-1")
-	other := NewPKI(t, "untrusted CA")
-	badCert, badKey := other.ClientFiles(t, "intruder")
+	cert, key := DeviceFiles(t, b.PKI, "dev-1")
+	badCert, badKey := DeviceFiles(t, NewPKI(t), "intruder")
 	pub := func(cert, key string) error {
 		out, err := exec.Command("mosquitto_pub", "-h", "127.0.0.1", "-p", itoa(b.Port), "-V", "mqttv5",
 			"--cafile", b.CAFile, "--cert", cert, "--key", key, "-t", "t/1", "-m", "hi", "-q", "1").CombinedOutput()

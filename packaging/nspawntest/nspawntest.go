@@ -117,7 +117,7 @@ func Boot(t testing.TB, o Options) *Root {
 	}
 	defer logf.Close()
 	args := append([]string{"-q", "-D", dir, "--boot", "--register=no", "--keep-unit",
-		"--machine=tether-" + strconv.Itoa(os.Getpid())}, o.NspawnArgs...)
+		"--machine=" + filepath.Base(dir)}, o.NspawnArgs...)
 	r.nspawn = exec.Command("systemd-nspawn", args...)
 	r.nspawn.Stdout, r.nspawn.Stderr = logf, logf
 	// Its own process group, so a ^C of go test reaches nspawn through the

@@ -30,6 +30,7 @@ func pki(t *testing.T) string {
 	return dir
 }
 
+// TestPKIScript ensures that softhsm-test/pki.sh makes a PKI the simulator serves and devices authenticate with.
 func TestPKIScript(t *testing.T) {
 	dir := pki(t)
 	for _, f := range []string{"ca", "server", "device-ec", "device-rsa"} {
@@ -84,6 +85,7 @@ func TestSimulatorProcess(t *testing.T) {
 	}
 }
 
+// TestSimulatorUsageErrors ensures that the runnable simulator refuses bad flags with a line that says what to fix.
 func TestSimulatorUsageErrors(t *testing.T) {
 	dir := pki(t)
 	base := []string{"-ca", filepath.Join(dir, "ca.crt"), "-cert", filepath.Join(dir, "server.crt"), "-key", filepath.Join(dir, "server.key")}

@@ -25,6 +25,7 @@ import (
 // tetherBin is the binary under test, built once by TestMain.
 var tetherBin string
 
+// TestMain builds the tether binary once for the end-to-end tests.
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "tether-e2e-")
 	if err != nil {
@@ -90,6 +91,7 @@ func served(t *testing.T, socket, role string) *agent.Credentials {
 	return c
 }
 
+// TestVersion ensures that tether version prints the version and exits 0.
 func TestVersion(t *testing.T) {
 	code, out, _ := tether(t, nil, "version")
 	assert.Equal(t, 0, code)
@@ -97,6 +99,7 @@ func TestVersion(t *testing.T) {
 	assert.Contains(t, out, "pkcs11 ")
 }
 
+// TestUsageErrors ensures that unknown commands and flags exit 2.
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{{}, {"frobnicate"}, {"run", "--bogus"}, {"config"}, {"credential-process", "extra"}} {
 		code, _, stderr := tether(t, nil, args...)
@@ -104,6 +107,7 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// TestConfigCheck ensures that config check prints the resolved configuration, reports every error at once with its line, and never prints a PIN.
 func TestConfigCheck(t *testing.T) {
 	e := agenttest.New(t, time.Hour, "")
 	code, out, stderr := tether(t, nil, "config", "check", "-c", e.Config)
@@ -138,6 +142,7 @@ func TestConfigCheck(t *testing.T) {
 	assert.Contains(t, stderr, "pin-value=REDACTED")
 }
 
+// TestCredentialProcessDirect ensures that credential-process --direct fetches with the device identity itself, without an agent.
 func TestCredentialProcessDirect(t *testing.T) {
 	e := agenttest.New(t, time.Hour, "")
 	code, out, stderr := tether(t, nil, "credential-process", "--direct", "-c", e.Config)

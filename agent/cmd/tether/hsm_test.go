@@ -24,6 +24,7 @@ func hsmRun(args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
+// TestHSMCommands ensures that tether hsm keygen, list, csr and selftest work against a SoftHSM token and never print the PIN.
 func TestHSMCommands(t *testing.T) {
 	if testing.Short() {
 		t.Skip("SoftHSM integration test")
@@ -80,6 +81,7 @@ func TestHSMCommands(t *testing.T) {
 	assert.Contains(t, errs, `tokens present: "cli"`)
 }
 
+// TestHSMUsage ensures that tether hsm refuses wrong arguments and bad key URIs with a line that says what to fix.
 func TestHSMUsage(t *testing.T) {
 	tests := []struct {
 		args []string

@@ -25,12 +25,10 @@ import (
 // `tether mqtt subscribe`, with the same device identity that fetches the
 // credentials.
 func TestMQTTThroughTheAgent(t *testing.T) {
-	broker := mqtttest.NewBroker(t, mqtttest.Options{})
 	e := agenttest.New(t, time.Hour, "")
-	cert, key := broker.PKI.ClientFiles(t, agenttest.ThingName)
-	e.Sim.TrustCA(broker.PKI.CA)
-	e.WriteConfig(fmt.Sprintf("\n[mqtt]\nendpoint = %q\nca_file = %q\n", broker.Addr, broker.CAFile),
-		e.CertFile, cert, e.KeyFile, key)
+	// One test PKI for both: the broker trusts the simulator's device.
+	broker := mqtttest.NewBroker(t, mqtttest.Options{PKI: e.Sim.PKI})
+	e.WriteConfig(fmt.Sprintf("\n[mqtt]\nendpoint = %q\nca_file = %q\n", broker.Addr, broker.CAFile))
 	proc := startAgent(t, e)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -81,8 +79,7 @@ func TestMQTTThroughTheAgent(t *testing.T) {
 		require.NotNil(t, st.MQTT)
 		assert.Equal(t, uint64(1), st.MQTT.Connects, "an unchanged session is not reconnected by a reload")
 
-		e.WriteConfig(fmt.Sprintf("\n[mqtt]\nendpoint = %q\nca_file = %q\nkeep_alive = \"45s\"\n", broker.Addr, broker.CAFile),
-			e.CertFile, cert, e.KeyFile, key)
+		e.WriteConfig(fmt.Sprintf("\n[mqtt]\nendpoint = %q\nca_file = %q\nkeep_alive = \"45s\"\n", broker.Addr, broker.CAFile))
 		require.NoError(t, proc.cmd.Process.Signal(syscall.SIGHUP))
 		e.WaitNotify("READY=1")
 		waitStatus(t, e.Socket, func(st *agent.Status) bool {

@@ -56,7 +56,7 @@ func newFleetLifetime(t *testing.T, key string, lifetime time.Duration, opts ...
 	}
 	prov := fleetprovtest.NewWithBroker(t, broker, po, e.Sim)
 	f := &fleet{Env: e, broker: broker, prov: prov}
-	f.claim, f.claimKy = broker.PKI.ClientFiles(t, "claim")
+	f.claim, f.claimKy = mqtttest.DeviceFiles(t, broker.PKI, "claim")
 	f.cert = filepath.Join(e.Dir, "device.crt")
 	f.key = key
 	if f.key == "" {

@@ -70,6 +70,7 @@ func TestRoleThroughCredentialProcess(t *testing.T) {
 	assertSameTime(t, want.Expiration, got.Expiration)
 }
 
+// TestConfigCheckRoleErrors ensures that config check reports a role's source loop and out-of-range duration, one line each.
 func TestConfigCheckRoleErrors(t *testing.T) {
 	e := agenttest.New(t, time.Hour, "[[role]]\nname = \"loop\"\nsource = \"role:loop\"\nrole_arn = \"arn:aws:iam::123456789012:role/x\"\nduration = \"20h\"\n")
 	code, _, stderr := tether(t, []string{"AWS_CONFIG_FILE=/dev/null"}, "config", "check", "-c", e.Config)

@@ -212,9 +212,9 @@ func New(t testing.TB, opts Options) *Server {
 // credentials-provider simulator).
 func NewWithBroker(t testing.TB, b *mqtttest.Broker, opts Options, gates ...Gate) *Server {
 	t.Helper()
-	opts.Broker, opts.RootCAs = b.Addr, b.PKI.Pool
-	opts.Identity = b.PKI.ClientCertificate(t, "fleet-provisioning-service")
-	opts.CA, opts.CAKey = b.PKI.CA, b.PKI.Signer()
+	opts.Broker, opts.RootCAs = b.Addr, b.PKI.Pool()
+	opts.Identity = mqtttest.Device(t, b.PKI, "fleet-provisioning-service").TLSCertificate()
+	opts.CA, opts.CAKey = b.PKI.CA, b.PKI.CAKey
 	opts.Gates = append([]Gate{b}, gates...)
 	return New(t, opts)
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tetherd/tether/secretfile"
+	"github.com/tetherd/tether/platform/secretfile"
 )
 
 // TestCheck ensures that only a regular file its owner alone may access

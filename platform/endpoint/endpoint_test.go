@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
-	"github.com/tetherd/tether/endpoint"
+	"github.com/tetherd/tether/platform/endpoint"
 )
 
 // TestParse ensures that an endpoint is a host or host:port and nothing
