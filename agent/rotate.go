@@ -78,6 +78,8 @@ type rotator struct {
 
 	mu    sync.Mutex
 	proof *aws.Credentials // the pending identity's credentials, for the commit
+	// proofLifetime is what proof was issued with.
+	proofLifetime time.Duration
 }
 
 func newRotator(a *Agent) *rotator {
@@ -384,7 +386,7 @@ func (r *rotator) prove(ctx context.Context, rec *store.Rotation) error {
 		return fmt.Errorf("the credentials provider refuses the new certificate: %w", err)
 	}
 	r.mu.Lock()
-	r.proof = &c
+	r.proof, r.proofLifetime = &c, time.Until(c.Expires).Round(time.Second)
 	r.mu.Unlock()
 	r.log.Info("the new certificate works", "certificate_id", rec.CertificateID)
 	return nil
@@ -473,7 +475,7 @@ func (r *rotator) reseal(ctx context.Context, pend *hsm.Identity) {
 	r.mu.Unlock()
 	if proof != nil {
 		key := deviceCredentialsKey(r.a.cfg, sha256.Sum256(pend.Leaf().Raw)).storeKey(DeviceRole)
-		if err := next.PutCredentials(key, store.Cached{Credentials: *proof}); err != nil {
+		if err := next.PutCredentials(key, store.Cached{Credentials: *proof, Lifetime: r.proofLifetime}); err != nil {
 			r.log.Warn("the device role will be fetched again after the switch", "err", err)
 		}
 	}
