@@ -14,7 +14,7 @@ GOFLAGS_BUILD:= -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)'
 PKCS11_BUILD  = $(GOFLAGS_BUILD) -buildmode=pie -ldflags '$(LDFLAGS) -extldflags "-Wl,-z,relro,-z,now"'
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build static cross-pkcs11 test test-unit test-arm64 test-systemd test-packages bench demo deps lint clean packages release test-release check-layers yocto-update-modules buildroot-hash
+.PHONY: all build static cross-pkcs11 test test-unit test-arm64 test-armv7 test-tpm-static test-systemd test-packages bench demo deps lint clean packages release test-release check-layers yocto-update-modules buildroot-hash
 
 all: build
 
@@ -22,7 +22,7 @@ all: build
 build:
 	$(GO) build $(GOFLAGS_BUILD) -o bin/tether ./agent/cmd/tether
 
-## static: fully static CGO_ENABLED=0 binaries: PEM and TPM 2.0 keys (TAGS=notpm leaves TPM support out)
+## static: fully static CGO_ENABLED=0 binaries: PEM and TPM 2.0 keys (TAGS=notpm leaves TPM support out), and PKCS#11 keys through p11-kit
 static:
 	@mkdir -p dist
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build $(GOFLAGS_BUILD) -o dist/tether-linux-amd64 ./agent/cmd/tether
@@ -53,6 +53,7 @@ lint:
 	$(GO) vet ./...
 	CGO_ENABLED=0 $(GO) vet ./...
 	$(GO) vet -tags nopkcs11 ./...   # the Yocto/Buildroot build without PKCS#11 (cgo on, no crypto11)
+	$(GO) vet -tags notpm ./...      # a build without TPM 2.0 support (no go-tpm)
 
 ## test: everything, race detector on, real SoftHSM, mosquitto, aws, boto3; the static
 ## (CGO_ENABLED=0) flavour; the PKCS#11 flavour for arm64 under qemu; the packages,
@@ -60,7 +61,9 @@ lint:
 test: deps lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	CGO_ENABLED=0 $(GO) test -count=1 ./agent/ ./hsm/... ./credprovider/
+	CGO_ENABLED=0 $(GO) test -count=1 -run 'SoftHSM|P11Kit|TestHSM|TokenKey' ./mqtt/ ./agent/cmd/tether/
 	$(MAKE) test-arm64
+	$(MAKE) test-armv7
 	$(MAKE) check-layers
 	$(MAKE) test-packages
 	$(MAKE) test-systemd
@@ -72,9 +75,14 @@ test: deps lint
 test-systemd: deps
 	@./packaging/test-systemd.sh
 
-## test-arm64: the PKCS#11 flavour for arm64 against Debian's arm64 SoftHSM under qemu
+## test-arm64: the PKCS#11 flavour for arm64 against Debian's arm64 SoftHSM under qemu,
+## then the static arm64 binary through Debian's arm64 p11-kit remote
 test-arm64:
 	./softhsm-test/arm64-test.sh
+
+## test-armv7: the static armv7 (32-bit) binary through Debian's armhf p11-kit remote and SoftHSM under qemu
+test-armv7:
+	./softhsm-test/armv7-test.sh
 
 ## check-layers: the Yocto layer and the Buildroot package against ../shared/upstream
 ## (bitbake -p/-e/fetch/unpack as an unprivileged user, check-package, printvars, show-info)

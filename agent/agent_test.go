@@ -328,7 +328,9 @@ func TestAgentStartupErrors(t *testing.T) {
 	}
 }
 
-// TestAgentNotifiesSystemd: READY=1 with the credential state in STATUS=,
+// TestAgentNotifiesSystemd ensures that the agent tells systemd it is ready, what its credentials are, that it is healthy and that it stops.
+//
+// READY=1 with the credential state in STATUS=,
 // watchdog pings while healthy, STOPPING=1 on the way out — all read from a
 // real NOTIFY_SOCKET.
 func TestAgentNotifiesSystemd(t *testing.T) {
@@ -349,8 +351,7 @@ func TestAgentNotifiesSystemd(t *testing.T) {
 	require.NoError(t, <-done)
 }
 
-// TestAgentCacheFollowsConfiguration: credentials cached for one role alias
-// are never served once the configuration names another, and are deleted.
+// TestAgentCacheFollowsConfiguration ensures that credentials cached for one role alias are never served once the configuration names another.
 func TestAgentCacheFollowsConfiguration(t *testing.T) {
 	h := newHarness(t, time.Hour, "")
 	h.start()

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -99,6 +100,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"subscription qos", base + "[mqtt]\nendpoint = \"a.example.com\"\n[[mqtt.subscribe]]\ntopic = \"t\"\nqos = 2\n", []string{"mqtt.subscribe.qos: unknown key"}},
 		{"bad source", base + "[[role]]\nname = \"a\"\nsource = \"roles:b\"\nrole_arn = \"arn:aws:iam::123456789012:role/x\"\n", []string{"t.toml:13: role[0].source: \"roles:b\" is not a source"}},
 		{"bad log level", base + "[log]\nlevel = \"verbose\"\n", []string{"t.toml:12: log.level: \"verbose\" is not a level"}},
+		{"source naming no role", base + "[[role]]\nname = \"a\"\nsource = \"role:\"\nrole_arn = \"arn:aws:iam::123456789012:role/x\"\n", []string{"\"role:\" is not a source"}},
 		{"wrong type", base + "[mqtt]\nport = \"eight\"\n", []string{"t.toml:12"}},
 		{"not toml", "[identity\n", []string{"not valid TOML"}},
 	}
@@ -138,6 +140,8 @@ func TestRedacted(t *testing.T) {
 	assert.Equal(t, "s3cr3t-id", c.Roles[0].ExternalID, "the original is left alone")
 }
 
+// TestPackagedConfig ensures that the shipped /etc/tether/tether.toml uses only known keys and is wrong only in the device's paths.
+//
 // TestPackagedConfig checks that the default /etc/tether/tether.toml we ship
 // uses only keys the parser knows and is wrong only in the paths a device
 // provides.
@@ -154,4 +158,15 @@ func TestPackagedConfig(t *testing.T) {
 		assert.Contains(t, []string{"identity.certificate", "identity.private_key"}, fe.Key, fe.Error())
 		assert.Contains(t, fe.Issue, "no such file", fe.Error())
 	}
+}
+
+// TestParseConfigEmptyValuesAreDefaults ensures that source, refresh and
+// log.level written as "" mean their defaults, as when they are left out.
+func TestParseConfigEmptyValuesAreDefaults(t *testing.T) {
+	dir := writeIdentityFiles(t)
+	c, err := ParseConfig("t.toml", []byte(minimalConfig(dir)+"refresh = \"\"\n[log]\nlevel = \"\"\n[[role]]\nname = \"a\"\nsource = \"\"\nrole_arn = \"arn:aws:iam::123456789012:role/x\"\n"))
+	require.NoError(t, err)
+	assert.Equal(t, credprovider.Eager, c.AWS.Refresh)
+	assert.Equal(t, slog.LevelInfo, c.Log.Level.Level)
+	assert.Equal(t, Source{Kind: SourceDevice}, c.Roles[0].Source)
 }

@@ -56,10 +56,11 @@ type Source struct {
 	Name string
 }
 
-// UnmarshalText parses "device", "role:NAME" or "profile:NAME".
+// UnmarshalText parses "device", "role:NAME" or "profile:NAME"; an empty
+// value is the default, "device".
 func (s *Source) UnmarshalText(b []byte) error {
 	text := string(b)
-	if text == DeviceRole {
+	if text == DeviceRole || text == "" {
 		*s = Source{Kind: SourceDevice}
 		return nil
 	}
@@ -97,12 +98,13 @@ type LogLevel struct {
 	slog.Level
 }
 
-// UnmarshalText accepts the four level names, in lower case.
+// UnmarshalText accepts the four level names, in lower case; an empty value
+// is the default, info.
 func (l *LogLevel) UnmarshalText(b []byte) error {
 	switch string(b) {
 	case "debug":
 		l.Level = slog.LevelDebug
-	case "info":
+	case "info", "":
 		l.Level = slog.LevelInfo
 	case "warn":
 		l.Level = slog.LevelWarn

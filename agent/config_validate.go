@@ -38,6 +38,13 @@ var iotKeys = map[string]string{
 	"IoTOptions.CAFile":    "aws.ca_file",
 }
 
+// mqttKeys names the [mqtt] keys of the session's settings.
+var mqttKeys = map[string]string{
+	"Config.Endpoint": "mqtt.endpoint",
+	"Config.Port":     "mqtt.port",
+	"Config.ClientID": "mqtt.client_id",
+}
+
 // refreshKeys names the [aws] keys of the refresh engine's options.
 var refreshKeys = map[string]string{
 	"RefreshOptions.Mode":            "aws.refresh",
@@ -128,22 +135,19 @@ func (c *Config) validate(v *validator) {
 	}
 
 	m := &c.MQTT
-	if m.Endpoint != "" {
-		if _, err := addr.Parse(m.Endpoint); err != nil {
-			v.fail("mqtt.endpoint", "%v", err)
+	// Without an endpoint there is no session, but the other settings are
+	// still held to the session's rules.
+	for _, err := range flatten(sessionOptions(c).Validate()) {
+		if field, _, _ := optionField(err); field == "Config.Endpoint" && m.Endpoint == "" {
+			continue
 		}
-	}
-	if m.Port < 1 || m.Port > 65535 {
-		v.fail("mqtt.port", "%d is not a TCP port; use 8883, or 443 (ALPN x-amzn-mqtt-ca)", m.Port)
+		v.options("", mqttKeys, err)
 	}
 	if m.CAFile != "" {
 		// Loaded as startMQTT loads it.
 		if _, err := credprovider.LoadCAFile(m.CAFile); err != nil {
 			v.fail("mqtt.ca_file", "%s", issue(err))
 		}
-	}
-	if len(m.ClientID) > 128 {
-		v.fail("mqtt.client_id", "is %d bytes; AWS IoT allows at most 128", len(m.ClientID))
 	}
 	v.duration("mqtt.keep_alive", m.KeepAlive.Duration, 5*time.Second, 20*time.Minute)
 	v.duration("mqtt.backoff_cap", m.BackoffCap.Duration, time.Second, time.Hour)
@@ -293,16 +297,29 @@ func (v *validator) roleExtras(key string, r *RoleConfig) {
 // name, after prefix.
 func (v *validator) options(prefix string, keys map[string]string, err error) {
 	for _, e := range flatten(err) {
-		var oe *credprovider.OptionError
-		if errors.As(e, &oe) {
-			if k, ok := keys[oe.Field]; ok {
-				v.fail(prefix+k, "%s", oe.Issue)
+		if field, issue, ok := optionField(e); ok {
+			if k, ok := keys[field]; ok {
+				v.fail(prefix+k, "%s", issue)
 				continue
 			}
 		}
 		// A Go name without a TOML key: still reported, by its Go name.
 		v.fail(strings.TrimSuffix(prefix, "."), "%v", e)
 	}
+}
+
+// optionField is the Go name of the setting a library refuses and what is
+// wrong with it, for the libraries that name their settings so.
+func optionField(err error) (field, issue string, ok bool) {
+	var oe *credprovider.OptionError
+	if errors.As(err, &oe) {
+		return oe.Field, oe.Issue, true
+	}
+	var ce *mqtt.ConfigError
+	if errors.As(err, &ce) {
+		return ce.Field, ce.Issue, true
+	}
+	return "", "", false
 }
 
 // flatten lists the errors errors.Join put together (nil gives none).
@@ -378,11 +395,8 @@ func (v *validator) ids(key string, ids []int) {
 }
 
 // pkcs11URI checks a key URI as hsm.Open will read it: parsed by
-// hsm.ParseKeyURI, then the module and PIN files it names.
+// hsm.ParseKeyURI, then what reaching the module needs and the PIN file.
 func (v *validator) pkcs11URI(key, uri string) {
-	if !hsm.PKCS11Available {
-		v.fail(key, "%v", hsm.ErrPKCS11Unavailable)
-	}
 	u, err := hsm.ParseKeyURI(uri)
 	if err != nil {
 		v.fail(key, "%v", err)

@@ -220,6 +220,9 @@ func LoadProvisionConfig(path string) (*Config, error) {
 	// writes. Everything else must be right.
 	var probe struct {
 		Identity IdentityConfig `toml:"identity"`
+		MQTT     struct {
+			ClientID string `toml:"client_id"`
+		} `toml:"mqtt"`
 	}
 	if derr := toml.Unmarshal(b, &probe); derr != nil {
 		return nil, err
@@ -229,6 +232,11 @@ func LoadProvisionConfig(path string) (*Config, error) {
 		switch fe.Key {
 		case "identity.thing_name":
 			if probe.Identity.ThingName == "" {
+				continue
+			}
+		case "mqtt.client_id":
+			// It defaults to the thing name provisioning is about to write.
+			if probe.Identity.ThingName == "" && probe.MQTT.ClientID == "" {
 				continue
 			}
 		case "identity.certificate", "identity.private_key":

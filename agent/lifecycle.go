@@ -17,6 +17,7 @@ import (
 
 	"github.com/tetherd/tether/credprovider"
 	"github.com/tetherd/tether/hsm"
+	"github.com/tetherd/tether/hsm/tpm"
 	"github.com/tetherd/tether/mqtt"
 	"github.com/tetherd/tether/platform"
 	"github.com/tetherd/tether/store"
@@ -318,8 +319,19 @@ func identityDigest(cfg *Config) (sum [32]byte, ok bool) {
 	h.Write([]byte{0})
 	h.Write([]byte(cfg.Identity.PrivateKey))
 	h.Write([]byte{0})
-	if !hsm.IsURI(cfg.Identity.PrivateKey) {
-		key, err := os.ReadFile(cfg.Identity.PrivateKey)
+	keyFile := cfg.Identity.PrivateKey // a PEM key, or a TPM key file
+	switch {
+	case tpm.IsURI(keyFile):
+		u, err := tpm.ParseURI(keyFile)
+		if err != nil {
+			return sum, false
+		}
+		keyFile = u.File // "" for a persistent handle
+	case hsm.IsURI(keyFile):
+		keyFile = ""
+	}
+	if keyFile != "" {
+		key, err := os.ReadFile(keyFile)
 		if err != nil {
 			return sum, false
 		}

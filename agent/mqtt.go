@@ -24,6 +24,22 @@ func brokerRoots(cfg *Config) (*x509.CertPool, error) {
 	return credprovider.AmazonRootCAs(), nil
 }
 
+// sessionOptions are the [mqtt] settings of the session but what needs the
+// identity, the store or a logger: what validation checks and startSession
+// uses.
+func sessionOptions(cfg *Config) mqtt.Config {
+	m := cfg.MQTT
+	return mqtt.Config{
+		Endpoint:      m.Endpoint,
+		Port:          m.Port,
+		ThingName:     cfg.Identity.ThingName,
+		ClientID:      m.ClientID,
+		KeepAlive:     m.KeepAlive.Duration,
+		SessionExpiry: m.SessionExpiry.Duration,
+		MaxBackoff:    m.BackoffCap.Duration,
+	}
+}
+
 // startSession starts the device's one MQTT session on the outbox, when
 // [mqtt] names an endpoint and the session is not the previous generation's.
 func (a *Agent) startSession(ctx context.Context) error {
@@ -35,23 +51,12 @@ func (a *Agent) startSession(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ob := a.outbox
 	cert := a.id.Certificate()
-	s, err := mqtt.New(ctx, mqtt.Config{
-		Endpoint:      m.Endpoint,
-		Port:          m.Port,
-		ThingName:     a.cfg.Identity.ThingName,
-		ClientID:      m.ClientID,
-		Certificate:   &cert,
-		RootCAs:       roots,
-		KeepAlive:     m.KeepAlive.Duration,
-		SessionExpiry: m.SessionExpiry.Duration,
-		MaxBackoff:    m.BackoffCap.Duration,
-		Outbox:        ob,
-		Logger:        a.log,
-	})
+	o := sessionOptions(a.cfg)
+	o.Certificate, o.RootCAs, o.Outbox, o.Logger = &cert, roots, a.outbox, a.log
+	s, err := mqtt.New(ctx, o)
 	if err != nil {
-		return configFailure("mqtt: %w", err)
+		return configFailure("%w", optionsError("", mqttKeys, err))
 	}
 	a.mqttMu.Lock()
 	a.mqtt = s

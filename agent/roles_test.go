@@ -159,7 +159,9 @@ func TestRoleConfigErrors(t *testing.T) {
 	require.NoError(t, err)
 }
 
-// TestAgentRoleFromProfile: a profile: source is resolved by the SDK's
+// TestAgentRoleFromProfile ensures that a profile: source is resolved by the SDK's shared-config providers.
+//
+// A profile: source is resolved by the SDK's
 // shared-config providers, here static keys of an IAM user in AWS_CONFIG_FILE.
 func TestAgentRoleFromProfile(t *testing.T) {
 	var socket string

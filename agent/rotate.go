@@ -588,7 +588,11 @@ func (r *rotator) removePrevious(ctx context.Context, rec *store.Rotation) error
 	if loc, err := hsm.ParseURI(r.a.id.KeyLocation()); err == nil && len(loc.ID) > 0 && !bytes.Equal(loc.ID, u.ID) {
 		return fmt.Errorf("the running key %s is not the rotated one", loc)
 	}
-	return hsm.DeleteKeys(ctx, id.PrivateKey, u.ID)
+	if err := hsm.DeleteKeys(ctx, id.PrivateKey, u.ID); err != nil {
+		// Cleanup only: the certificate already picks the new key.
+		r.log.Warn("the previous key stays in the token", "err", err)
+	}
+	return nil
 }
 
 // pendingKeyRef is where a rotation generates the new key: beside the PEM

@@ -51,6 +51,16 @@ func decoded(t *testing.T, text string) *Config {
 	return c
 }
 
+// keysVerdict is configVerdict for each TOML key of keys.
+func keysVerdict(t *testing.T, text string, keys map[string]string) []string {
+	t.Helper()
+	var out []string
+	for _, key := range keys {
+		out = append(out, configVerdict(t, text, key)...)
+	}
+	return out
+}
+
 func sameVerdict(t *testing.T, input string, libErr error, cfgErrs []string) {
 	t.Helper()
 	if libErr == nil {
@@ -152,11 +162,7 @@ func TestVerdictDeviceOptions(t *testing.T) {
 	} {
 		text := strings.Replace(base, edit.from, edit.to, 1)
 		o := deviceOptions(decoded(t, text))
-		var cfgErrs []string
-		for _, key := range iotKeys {
-			cfgErrs = append(cfgErrs, configVerdict(t, text, key)...)
-		}
-		sameVerdict(t, edit.to, o.Validate(), cfgErrs)
+		sameVerdict(t, edit.to, o.Validate(), keysVerdict(t, text, iotKeys))
 	}
 }
 
@@ -215,10 +221,25 @@ func TestVerdictRefreshOptions(t *testing.T) {
 	} {
 		text := minimalConfig(dir) + windows
 		libErr := refreshOptions(decoded(t, text)).Validate()
-		var cfgErrs []string
-		for _, key := range refreshKeys {
-			cfgErrs = append(cfgErrs, configVerdict(t, text, key)...)
-		}
-		sameVerdict(t, windows, libErr, cfgErrs)
+		sameVerdict(t, windows, libErr, keysVerdict(t, text, refreshKeys))
+	}
+}
+
+// TestVerdictMQTTSettings ensures that config check accepts the [mqtt]
+// endpoint, port and client id exactly when mqtt.New does.
+func TestVerdictMQTTSettings(t *testing.T) {
+	dir := writeIdentityFiles(t)
+	for _, mqttSection := range []string{
+		"endpoint = \"a1-ats.iot.eu-west-1.amazonaws.com\"\n",
+		"endpoint = \"a1-ats.iot.eu-west-1.amazonaws.com:443\"\n",
+		"endpoint = \"mqtts://a1-ats.iot.eu-west-1.amazonaws.com\"\n",
+		"endpoint = \"a1-ats.iot.eu-west-1.amazonaws.com:70000\"\n",
+		"endpoint = \"a1.example.com\"\nport = 99999\n",
+		"endpoint = \"a1.example.com\"\nclient_id = \"" + strings.Repeat("c", 129) + "\"\n",
+		"endpoint = \"a1.example.com\"\nclient_id = \"" + strings.Repeat("c", 128) + "\"\n",
+	} {
+		text := minimalConfig(dir) + "[mqtt]\n" + mqttSection
+		libErr := sessionOptions(decoded(t, text)).Validate()
+		sameVerdict(t, mqttSection, libErr, keysVerdict(t, text, mqttKeys))
 	}
 }

@@ -104,7 +104,9 @@ func TestAssumeRoleSendsEveryParameter(t *testing.T) {
 	assert.Equal(t, 2, mfaCalls)
 }
 
-// TestChainDeviceRoleARoleB: the device role from the IoT simulator signs
+// TestChainDeviceRoleARoleB ensures that a role chain device -> A -> B assumes B with A's session and reports B's identity.
+//
+// The device role from the IoT simulator signs
 // AssumeRole A, A's session signs AssumeRole B, and the identity reported for
 // B is B's, not its source's.
 func TestChainDeviceRoleARoleB(t *testing.T) {
@@ -142,7 +144,9 @@ func TestChainDeviceRoleARoleB(t *testing.T) {
 	assert.False(t, credprovider.IsRetryable(err))
 }
 
-// TestWrongCredentialsFailAsAtAWS: the server recomputes every signature, so
+// TestWrongCredentialsFailAsAtAWS ensures that wrong or stale source credentials fail with AWS's own error codes.
+//
+// The server recomputes every signature, so
 // wrong or stale source credentials fail with AWS's own error codes.
 func TestWrongCredentialsFailAsAtAWS(t *testing.T) {
 	clk := clocktest.New(time.Now())
@@ -282,7 +286,9 @@ func TestWebIdentityRereadsTokenFile(t *testing.T) {
 	assert.ErrorContains(t, err, "web_identity_token_file "+file+": no such file or directory")
 }
 
-// TestRefreshWindowsHonouredInEveryMode: the advisory and mandatory windows
+// TestRefreshWindowsHonouredInEveryMode ensures that the advisory and mandatory windows govern an STS role in eager and deferred mode alike.
+//
+// The advisory and mandatory windows
 // govern an STS role whether refresh is eager or deferred (boto3-refresh-
 // session ignores them when deferred).
 func TestRefreshWindowsHonouredInEveryMode(t *testing.T) {
@@ -352,8 +358,7 @@ func TestRefreshWindowsHonouredInEveryMode(t *testing.T) {
 	}
 }
 
-// TestOneFetchPerRoleAtExpiry: 100 goroutines asking for role B when device,
-// A and B have all expired cause one fetch of each.
+// TestOneFetchPerRoleAtExpiry ensures that 100 callers of a chained role at expiry cause one fetch of each role in the chain.
 func TestOneFetchPerRoleAtExpiry(t *testing.T) {
 	for _, mode := range []credprovider.Mode{credprovider.Eager, credprovider.Deferred} {
 		t.Run(mode.String(), func(t *testing.T) {

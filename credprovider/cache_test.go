@@ -86,7 +86,9 @@ func TestConfigCacheLRU(t *testing.T) {
 	assert.EqualValues(t, 6, c.Builds())
 }
 
-// TestCachesBuildOncePerKey: 100 goroutines asking for the same client
+// TestCachesBuildOncePerKey ensures that concurrent callers of one cached client build it, its configuration and its provider once.
+//
+// 100 goroutines asking for the same client
 // build one client, one configuration and one provider, and the client works
 // as the assumed role.
 func TestCachesBuildOncePerKey(t *testing.T) {

@@ -212,7 +212,9 @@ func TestIoTPermanentErrors(t *testing.T) {
 	}
 }
 
-// TestIoTTrustIgnoresEnvironment: the provider's trust is its own pool,
+// TestIoTTrustIgnoresEnvironment ensures that the IoT provider trusts only its own roots, whatever SSL_CERT_FILE, SSL_CERT_DIR and AWS_CA_BUNDLE say.
+//
+// The provider's trust is its own pool,
 // whatever SSL_CERT_FILE, SSL_CERT_DIR and AWS_CA_BUNDLE say; even pointing
 // them at the simulator's CA must not make the embedded roots trust it.
 func TestIoTTrustIgnoresEnvironment(t *testing.T) {
@@ -313,6 +315,8 @@ func TestNewIoTRejectsBadOptions(t *testing.T) {
 	}
 }
 
+// TestLoadDefaultConfig ensures that the providers plug into config.LoadDefaultConfig unchanged.
+//
 // TestLoadDefaultConfig plugs the providers into the SDK unchanged and
 // retrieves through cfg.Credentials.
 func TestLoadDefaultConfig(t *testing.T) {
@@ -338,6 +342,8 @@ func TestLoadDefaultConfig(t *testing.T) {
 	}
 }
 
+// TestRefresherOverIoT ensures that the refresh engine over the simulator retries a 5xx after its backoff and gets the credentials.
+//
 // TestRefresherOverIoT runs the engine against the simulator over real TLS:
 // a 5xx is retried after the backoff, and the credentials come through.
 func TestRefresherOverIoT(t *testing.T) {

@@ -110,7 +110,9 @@ func TestTOTPFile(t *testing.T) {
 	}
 }
 
-// TestAssumeRoleWithTOTP: an unattended gateway assumes an MFA-protected role
+// TestAssumeRoleWithTOTP ensures that an unattended gateway assumes an MFA-protected role with a fresh TOTP code at every refresh.
+//
+// An unattended gateway assumes an MFA-protected role
 // at every refresh with a fresh RFC 6238 code, checked by the server.
 func TestAssumeRoleWithTOTP(t *testing.T) {
 	clk := clocktest.New(time.Now())
@@ -143,8 +145,7 @@ func TestAssumeRoleWithTOTP(t *testing.T) {
 	assert.Equal(t, "AccessDenied", apiCode(err))
 }
 
-// TestAssumeRoleMFACommandFailure: a failing MFA command stops the refresh
-// before STS is asked, and its stderr reaches the error.
+// TestAssumeRoleMFACommandFailure ensures that a failing MFA command stops the refresh before STS is asked, with its stderr in the error.
 func TestAssumeRoleMFACommandFailure(t *testing.T) {
 	srv := stsServer(t)
 	tp, err := credprovider.MFACommand([]string{script(t, `echo "yubikey not inserted" >&2; exit 1`)}, 0)

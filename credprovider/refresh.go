@@ -63,8 +63,13 @@ func errMode(s string) error {
 }
 
 // UnmarshalText parses the refresh setting with ParseMode, so a
-// configuration file can hold a Mode.
+// configuration file can hold a Mode; an empty value is the zero Mode,
+// Eager.
 func (m *Mode) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*m = Eager
+		return nil
+	}
 	v, err := ParseMode(string(b))
 	if err != nil {
 		// The caller (a configuration decoder) names the setting.

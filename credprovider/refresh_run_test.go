@@ -202,7 +202,9 @@ func TestProviderHandingOutStaleCredentials(t *testing.T) {
 	assert.Equal(t, 1, r.Status().Failures)
 }
 
-// TestSecondsLongCredentials: a test issuer or custom source handing out
+// TestSecondsLongCredentials ensures that credentials that live for seconds are served until their last quarter and refreshed at half-life.
+//
+// A test issuer or custom source handing out
 // credentials that live for seconds gets a mandatory window of a quarter of
 // their lifetime, so they are served, refreshed at half-life, and never
 // served in their last quarter.
@@ -220,7 +222,9 @@ func TestSecondsLongCredentials(t *testing.T) {
 	assert.NotEqual(t, c.AccessKeyID, c2.AccessKeyID)
 }
 
-// TestUnsynchronisedClock: before the release date the wall clock is not
+// TestUnsynchronisedClock ensures that before the release date the clock is not trusted, and credentials are judged by the monotonic clock only.
+//
+// Before the release date the wall clock is not
 // trusted: the error is reported, fresh credentials are served for the
 // shortest lifetime AWS issues measured from the fetch, stored ones are
 // refused, and trust returns with a synchronised clock.
@@ -280,12 +284,12 @@ func TestOnRefreshGetsIssuedCredentials(t *testing.T) {
 	assert.Equal(t, t0.Add(time.Hour-30*time.Second), c.Expires)
 }
 
-// TestSeedWithLifetimeKeepsTheWindows ensures that credentials restored
-// with the lifetime OnRefresh reported are served, and refreshed, exactly
-// as by the process that fetched them: a 60-second credential keeps its
-// quarter-lifetime window after a restart (kill -9) instead of being
-// refused for the full 30-second one, and one of unknown lifetime is judged
-// by the full window as before.
+// TestSeedWithLifetimeKeepsTheWindows ensures that credentials restored with
+// the lifetime OnRefresh reported (or handed over with Current's) are
+// served, and refreshed, exactly as by the process that fetched them: a
+// 60-second credential keeps its quarter-lifetime window after a restart
+// (kill -9) instead of being refused for the full 30-second one, and one of
+// unknown lifetime is judged by the full window as before.
 func TestSeedWithLifetimeKeepsTheWindows(t *testing.T) {
 	clk := clocktest.New(t0)
 	p := &scripted{clk: clk, lifetime: time.Minute}
@@ -297,6 +301,10 @@ func TestSeedWithLifetimeKeepsTheWindows(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, time.Minute, lifetime)
 	want := first.Status()
+	held, heldLifetime, ok := first.Current()
+	require.True(t, ok)
+	assert.Equal(t, stored, held, "Current hands over what OnRefresh persisted (a reload)")
+	assert.Equal(t, lifetime, heldLifetime)
 
 	// The process dies 35 s later: 25 s are left, inside the full window
 	// but outside the 15 s quarter-lifetime one.

@@ -119,6 +119,8 @@ func TestParseMode(t *testing.T) {
 	}
 }
 
+// TestSchedule ensures that the advisory rule, the half-life rule and the mandatory deadline schedule each refresh.
+//
 // TestSchedule checks the advisory rule, the half-life rule for short-lived
 // credentials and the mandatory deadline, in deferred mode where Retrieve
 // fetches exactly when the schedule says.
@@ -200,6 +202,8 @@ func TestJitterBounds(t *testing.T) {
 	}
 }
 
+// TestBackoff ensures that the delay after each failure is full-jitter exponential, growing and capped.
+//
 // TestBackoff drives consecutive failures and checks the delay window after
 // each: uniform in [1s, min(5m, 1s·2^n)] (full jitter), growing and capped.
 func TestBackoff(t *testing.T) {
@@ -297,8 +301,7 @@ func TestCancelledCallerDoesNotCancelSharedFetch(t *testing.T) {
 	p.mu.Unlock()
 }
 
-// TestServeStaleWhileValid: a failed advisory refresh keeps the current
-// credentials in service until the mandatory deadline, never past it.
+// TestServeStaleWhileValid ensures that a failed advisory refresh keeps the current credentials in service until the mandatory deadline, never past it.
 func TestServeStaleWhileValid(t *testing.T) {
 	for _, mode := range []credprovider.Mode{credprovider.Eager, credprovider.Deferred} {
 		t.Run(mode.String(), func(t *testing.T) {

@@ -4,17 +4,13 @@ package hsm_test
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -74,57 +70,6 @@ func BenchmarkTLSHandshake(b *testing.B) {
 	b.ReportMetric(float64(tTok)/float64(tPEM), "token/pem")
 }
 
-// handshakeServer starts a loopback TLS server that requires and verifies
-// the client certificates of ids, and returns a function that times one
-// TLS 1.3 handshake with one of them as the client.
-func handshakeServer(b *testing.B, ids ...*hsm.Identity) func(*hsm.Identity) time.Duration {
-	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	now := time.Now()
-	_, srvCert := hsmtest.Certificate(b, "localhost", srvKey.Public(), nil, srvKey, now.Add(-time.Hour), now.Add(time.Hour))
-	roots := x509.NewCertPool()
-	roots.AddCert(srvCert)
-	clientCAs := x509.NewCertPool()
-	for _, id := range ids {
-		clientCAs.AddCert(id.Leaf())
-	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{srvCert.Raw}, PrivateKey: srvKey, Leaf: srvCert}},
-		ClientAuth:   tls.RequireAndVerifyClientCert, ClientCAs: clientCAs,
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				c.(*tls.Conn).Handshake()
-				c.Close()
-			}()
-		}
-	}()
-	return func(id *hsm.Identity) time.Duration {
-		start := time.Now()
-		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{
-			RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS13,
-			Certificates: []tls.Certificate{id.Certificate()},
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		// The client's CertificateVerify is checked once the server reads it.
-		if _, err := c.Read(make([]byte, 1)); err != nil && err.Error() != "EOF" {
-			b.Fatal(err)
-		}
-		c.Close()
-		return time.Since(start)
-	}
-}
-
 // BenchmarkSign measures ECDSA P-256 signatures per second in SoftHSM with
 // 1 and 4 concurrent signers, against the PEM key in the same run.
 func BenchmarkSign(b *testing.B) {
@@ -142,28 +87,4 @@ func BenchmarkSign(b *testing.B) {
 	b.ReportMetric(pem1/n, "pem-sig/s-1")
 	b.ReportMetric(tok4/tok1, "token-4/1")
 	b.ReportMetric(pem1/tok1, "pem/token")
-}
-
-// signRate is the number of ECDSA-SHA256 signatures per second s makes
-// with workers concurrent signers sharing total signatures.
-func signRate(b *testing.B, s crypto.Signer, workers, total int) float64 {
-	digest := sha256.Sum256([]byte("tether"))
-	var wg sync.WaitGroup
-	start := time.Now()
-	for w := range workers {
-		n := total / workers
-		if w < total%workers {
-			n++
-		}
-		wg.Go(func() {
-			for range n {
-				if _, err := s.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return float64(total) / time.Since(start).Seconds()
 }

@@ -5,9 +5,11 @@
 // pure Go). It also derives or holds the AES-256-GCM key that seals the
 // agent's persisted state.
 //
-// In-process PKCS#11 support needs cgo (the module is a shared library
-// loaded with dlopen); binaries built with CGO_ENABLED=0 return
-// ErrPKCS11Unavailable for "pkcs11:" keys and keep full PEM and TPM support.
+// A PKCS#11 module is loaded into the process in cgo builds; static
+// (CGO_ENABLED=0) builds, builds with -tags nopkcs11 (no crypto11), and URIs
+// with x-p11-kit= reach it through p11-kit's RPC instead (`p11-kit remote
+// MODULE` or a `p11-kit server` socket, see hsm/p11rpc), with the same keys,
+// errors and recovery. TPM 2.0 keys are pure Go in every build.
 package hsm
 
 import (
@@ -32,8 +34,6 @@ import (
 // transient one (exit status 1, retry later); every other error from Open is
 // a configuration error (exit status 2).
 var (
-	// ErrPKCS11Unavailable is returned by CGO_ENABLED=0 builds for pkcs11: keys.
-	ErrPKCS11Unavailable = errors.New("pkcs11: keys need the PKCS#11 build (tether-pkcs11-linux-*, built with cgo); this binary is static (CGO_ENABLED=0)")
 	// ErrTokenUnavailable means the token is absent, was removed, or its
 	// sessions were lost; the next use of the key tries to reopen it.
 	ErrTokenUnavailable = errors.New("pkcs11 token unavailable")

@@ -25,6 +25,9 @@ func List(ctx context.Context, module string, login *URI, opts ...Option) ([]Slo
 		return nil, err
 	}
 	o := buildOptions(opts)
+	if login != nil && login.viaP11Kit() {
+		return rpcList(ctx, login, true, o)
+	}
 	pin := ""
 	if login != nil {
 		var err error
@@ -116,21 +119,13 @@ func listToken(p *pkcs11.Ctx, t tokenRef, chosen *tokenRef, loginAs *URI, pin st
 // so that `tether hsm list` shows it without a PIN. It refuses to create a
 // second key with the same label or id.
 func GenerateKey(ctx context.Context, uri string, kt KeyType, opts ...Option) (crypto.PublicKey, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	o := buildOptions(opts)
-	u, err := ParseURI(uri)
+	u, err := keygenArgs(ctx, uri, kt)
 	if err != nil {
 		return nil, err
 	}
-	if u.Object == "" {
-		return nil, fmt.Errorf("keygen %s: name the key with object=LABEL", u)
-	}
-	switch kt {
-	case KeyECP256, KeyECP384, KeyRSA2048:
-	default:
-		return nil, fmt.Errorf("keygen: key type %q: want ec-p256, ec-p384 or rsa-2048", kt)
+	o := buildOptions(opts)
+	if u.viaP11Kit() {
+		return rpcGenerateKey(ctx, u, kt, o)
 	}
 	pin, err := u.readPIN(o.getenv)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -191,6 +192,15 @@ func TestParseURI(t *testing.T) {
 			want: hsm.URI{SlotID: 7, HasSlotID: true, Object: "my key", ModulePath: hsm.DefaultModule, PINSource: "credential:tether-pin"}},
 		{in: "pkcs11:model=SoftHSM%20v2;manufacturer=SoftHSM%20project;token=t;object=o",
 			want: hsm.URI{Token: "t", Object: "o", ModulePath: hsm.DefaultModule}},
+		{in: "pkcs11:token=t;object=o?module-path=/usr/lib/x.so&x-p11-kit=remote",
+			want: hsm.URI{Token: "t", Object: "o", ModulePath: "/usr/lib/x.so", P11KitRemote: true}},
+		{in: "pkcs11:token=t;object=o?x-p11-kit=unix:path=/run/p11-kit/pkcs11",
+			want: hsm.URI{Token: "t", Object: "o", P11KitServer: "/run/p11-kit/pkcs11"}},
+		{in: "pkcs11:token=t;object=o?x-p11-kit=/run/p11-kit//pkcs11",
+			want: hsm.URI{Token: "t", Object: "o", P11KitServer: "/run/p11-kit/pkcs11"}},
+		{in: "pkcs11:token=t?x-p11-kit=server", wantErr: `x-p11-kit="server": want remote`},
+		{in: "pkcs11:token=t?x-p11-kit=run/p11", wantErr: "absolute path"},
+		{in: "pkcs11:token=t?module-path=/m.so&x-p11-kit=/run/s", wantErr: "drop module-path"},
 		{in: "/etc/tether/device.key", wantErr: `must start with "pkcs11:"`},
 		{in: "pkcs11:lable=x", wantErr: `unknown path attribute "lable"`},
 		{in: "pkcs11:token=x?pin-file=/p", wantErr: `unknown query attribute "pin-file"`},
@@ -220,6 +230,34 @@ func TestParseURI(t *testing.T) {
 	u, err := hsm.ParseURI("pkcs11:token=t;object=o?pin-value=hunter22")
 	require.NoError(t, err)
 	assert.NotContains(t, u.String(), "hunter22")
+}
+
+// TestServerSocketOwner ensures that a p11-kit server socket in a directory
+// others can write to is refused unless it belongs to root or to us: the
+// PIN goes to whoever listens there.
+func TestServerSocketOwner(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to give the socket to another user")
+	}
+	dir := t.TempDir()
+	require.NoError(t, os.Chmod(dir, 0o1777))
+	sock := filepath.Join(dir, "pkcs11")
+	ln, err := net.Listen("unix", sock)
+	require.NoError(t, err)
+	defer ln.Close()
+	u, err := hsm.ParseURI("pkcs11:token=t;object=o?x-p11-kit=" + sock)
+	require.NoError(t, err)
+	require.NoError(t, u.CheckFiles(os.Getenv), "our own socket")
+
+	require.NoError(t, os.Lchown(sock, 65534, 65534))
+	err = u.CheckFiles(os.Getenv)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "belongs to uid 65534")
+	_, err = hsm.OpenKey(context.Background(), "pkcs11:token=t;object=o?x-p11-kit="+sock)
+	assert.ErrorContains(t, err, "the PIN could go to another user's process")
+
+	require.NoError(t, os.Chmod(dir, 0o755))
+	assert.NoError(t, u.CheckFiles(os.Getenv), "a directory only its owner writes")
 }
 
 // TestKeyTypePolicy ensures that a PEM key is refused unless it is of a

@@ -12,9 +12,13 @@ import (
 	"github.com/miekg/pkcs11"
 )
 
-// PKCS11Available reports whether this build can load PKCS#11 modules: this
-// cgo build can.
+// PKCS11Available reports whether this build can use pkcs11: keys: in
+// process, and through p11-kit when the URI says x-p11-kit=.
 const PKCS11Available = true
+
+// PKCS11InProcess reports whether this build can load a PKCS#11 module into
+// the process: this cgo build can.
+const PKCS11InProcess = true
 
 // moduleMu serialises every C_Initialize and C_Finalize this package causes,
 // directly or through crypto11.Configure and Context.Close. A module's
@@ -28,31 +32,18 @@ var moduleMu sync.Mutex
 // gateway are rare.
 const maxSessions = 16
 
-// lostCodes are the PKCS#11 return values after which the sessions (or the
-// whole module state) are gone and the context must be reopened.
-var lostCodes = []pkcs11.Error{
-	pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_DEVICE_ERROR, pkcs11.CKR_SESSION_HANDLE_INVALID,
-	pkcs11.CKR_SESSION_CLOSED, pkcs11.CKR_TOKEN_NOT_PRESENT, pkcs11.CKR_TOKEN_NOT_RECOGNIZED,
-	pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED, pkcs11.CKR_USER_NOT_LOGGED_IN,
-	pkcs11.CKR_KEY_HANDLE_INVALID, pkcs11.CKR_OBJECT_HANDLE_INVALID, pkcs11.CKR_SLOT_ID_INVALID,
-}
-
 // isLost reports whether err means the token or its sessions went away.
 // crypto11 formats some errors with %v (its AEAD does), so the name of the
 // return value is matched as well as its type.
 func isLost(err error) bool {
 	var pe pkcs11.Error
 	if errors.As(err, &pe) || errors.As(cause(err), &pe) {
-		for _, c := range lostCodes {
-			if pe == c {
-				return true
-			}
-		}
-		return false
+		return lostRV(uint64(pe))
 	}
 	msg := err.Error()
 	for _, c := range lostCodes {
-		if strings.Contains(msg, c.Error()[strings.LastIndex(c.Error(), " ")+1:]) {
+		name := pkcs11.Error(c).Error()
+		if strings.Contains(msg, name[strings.LastIndex(name, " ")+1:]) {
 			return true
 		}
 	}

@@ -16,7 +16,7 @@ type tokenRef struct {
 }
 
 func (t tokenRef) String() string {
-	return fmt.Sprintf("%q (serial %s, slot-id %d)", t.info.Label, strings.TrimSpace(t.info.SerialNumber), t.slot)
+	return tokenName(t.info.Label, strings.TrimSpace(t.info.SerialNumber), t.slot)
 }
 
 func listTokens(p *pkcs11.Ctx) ([]tokenRef, error) {
@@ -37,79 +37,36 @@ func listTokens(p *pkcs11.Ctx) ([]tokenRef, error) {
 
 // pickToken finds the token the URI selects.
 func pickToken(u *URI, toks []tokenRef) (tokenRef, error) {
-	var found []tokenRef
-	for _, t := range toks {
-		if t.info.Flags&pkcs11.CKF_TOKEN_INITIALIZED == 0 {
-			continue
-		}
-		switch {
-		case u.Token != "":
-			if t.info.Label == u.Token {
-				found = append(found, t)
-			}
-		case u.Serial != "":
-			if strings.TrimSpace(t.info.SerialNumber) == u.Serial {
-				found = append(found, t)
-			}
-		case u.HasSlotID:
-			if t.slot == u.SlotID {
-				found = append(found, t)
-			}
-		default:
-			found = append(found, t)
-		}
+	cands := make([]tokenCandidate, len(toks))
+	for i, t := range toks {
+		cands[i] = tokenCandidate{slot: t.slot, label: t.info.Label, serial: strings.TrimSpace(t.info.SerialNumber),
+			initialized: t.info.Flags&pkcs11.CKF_TOKEN_INITIALIZED != 0, name: t.String()}
 	}
-	if len(found) == 1 {
-		return found[0], nil
+	i, err := chooseToken(u, "module "+u.ModulePath, cands)
+	if err != nil {
+		return tokenRef{}, err
 	}
-	var names []string
-	for _, t := range toks {
-		if t.info.Flags&pkcs11.CKF_TOKEN_INITIALIZED != 0 {
-			names = append(names, t.String())
-		}
-	}
-	present := "no initialised token is present"
-	if len(names) > 0 {
-		present = "tokens present: " + strings.Join(names, ", ")
-	}
-	if len(found) == 0 {
-		return tokenRef{}, fmt.Errorf("%w: no token with %s in module %s; %s", ErrTokenUnavailable, u.selector(), u.ModulePath, present)
-	}
-	return tokenRef{}, fmt.Errorf("%d tokens match %s in module %s; add token=, serial= or slot-id= to the URI; %s", len(found), u.selector(), u.ModulePath, present)
+	return toks[i], nil
 }
 
 // login logs the session's application in. A wrong PIN is reported at once
 // and never tried again by this package: tokens lock after a few failures.
 func login(p *pkcs11.Ctx, sh pkcs11.SessionHandle, t tokenRef, u *URI, pin string) error {
-	if t.info.Flags&pkcs11.CKF_USER_PIN_LOCKED != 0 {
-		return fmt.Errorf("%w: token %s: the user PIN is locked after too many wrong PINs; unlock it with the SO PIN (pkcs11-tool --init-pin --login --login-type so)", ErrPINIncorrect, t)
-	}
-	if t.info.Flags&pkcs11.CKF_LOGIN_REQUIRED == 0 {
-		return nil
-	}
-	if pin == "" {
-		return fmt.Errorf("%w: token %s needs a PIN; add pin-source=file:PATH (mode 0600) or pin-source=credential:NAME to %s", ErrPINSource, t, u)
-	}
-	err := p.Login(sh, pkcs11.CKU_USER, pin)
-	switch {
-	case err == nil, ckr(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN):
-		return nil
-	case ckr(err, pkcs11.CKR_PIN_INCORRECT):
-		return fmt.Errorf("%w: token %s refused the PIN from %s; fix the PIN source (not retried: the token locks after repeated failures)", ErrPINIncorrect, t, pinOrigin(u))
-	case ckr(err, pkcs11.CKR_PIN_LOCKED):
-		return fmt.Errorf("%w: token %s: the user PIN is locked; unlock it with the SO PIN", ErrPINIncorrect, t)
-	case isLost(err):
-		return fmt.Errorf("%w: token %s: C_Login: %w", ErrTokenUnavailable, t, err)
-	default:
-		return fmt.Errorf("token %s: C_Login: %w", t, err)
-	}
-}
-
-func pinOrigin(u *URI) string {
-	if u.PINSource != "" {
-		return "pin-source=" + u.PINSource
-	}
-	return "pin-value"
+	return doLogin(t, u, pin, t.info.Flags&pkcs11.CKF_USER_PIN_LOCKED != 0, t.info.Flags&pkcs11.CKF_LOGIN_REQUIRED != 0,
+		func() (loginResult, error) {
+			err := p.Login(sh, pkcs11.CKU_USER, pin)
+			switch {
+			case err == nil, ckr(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN):
+				return loginOK, nil
+			case ckr(err, pkcs11.CKR_PIN_INCORRECT):
+				return loginPINIncorrect, err
+			case ckr(err, pkcs11.CKR_PIN_LOCKED):
+				return loginPINLocked, err
+			case isLost(err):
+				return loginLost, err
+			}
+			return loginFailed, err
+		})
 }
 
 // keyRef is a private key found by the preflight.
@@ -183,9 +140,9 @@ func keyTypeName(p *pkcs11.Ctx, sh pkcs11.SessionHandle, h pkcs11.ObjectHandle, 
 		a, err := p.GetAttributeValue(sh, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, nil)})
 		if err == nil {
 			switch string(a[0].Value) {
-			case string(oidP256):
+			case string(ecParamsP256):
 				return "EC P-256"
-			case string(oidP384):
+			case string(ecParamsP384):
 				return "EC P-384"
 			}
 		}
@@ -206,12 +163,6 @@ func keyTypeName(p *pkcs11.Ctx, sh pkcs11.SessionHandle, h pkcs11.ObjectHandle, 
 		return fmt.Sprintf("key-type-%#x", kt)
 	}
 }
-
-// DER-encoded named-curve OIDs as CKA_EC_PARAMS holds them.
-var (
-	oidP256 = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
-	oidP384 = []byte{0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22}
-)
 
 // bytesToUint decodes a CK_ULONG attribute (host byte order, host size).
 func bytesToUint(b []byte) uint {
@@ -242,12 +193,8 @@ func findKey(p *pkcs11.Ctx, sh pkcs11.SessionHandle, t tokenRef, u *URI) (keyRef
 		}
 		return keyRef{}, fmt.Errorf("token %s: C_FindObjects: %w", t, err)
 	}
-	switch len(hs) {
-	case 0:
-		return keyRef{}, fmt.Errorf("%w: no private key matches %s in token %s; keys there: %s", ErrKeyNotFound, u, t, keyList(p, sh))
-	case 1:
-	default:
-		return keyRef{}, fmt.Errorf("%w: %d private keys match %s in token %s; add id= to pick one: %s", errAmbiguous, len(hs), u, t, keyList(p, sh))
+	if err := keyCountErr(u, t, len(hs), func() string { return keyList(p, sh) }); err != nil {
+		return keyRef{}, err
 	}
 	o := describe(p, sh, hs[0])
 	if len(o.ID) == 0 {
@@ -266,17 +213,11 @@ func keyList(p *pkcs11.Ctx, sh pkcs11.SessionHandle) string {
 	if err != nil {
 		return "(cannot list: " + err.Error() + ")"
 	}
-	var s []string
-	for _, h := range hs {
-		o := describe(p, sh, h)
-		if o.Class == "private" || o.Class == "public" || o.Class == "secret-key" {
-			s = append(s, o.String())
-		}
+	objs := make([]Object, len(hs))
+	for i, h := range hs {
+		objs[i] = describe(p, sh, h)
 	}
-	if len(s) == 0 {
-		return "none (private keys are visible only after a successful login)"
-	}
-	return strings.Join(s, "; ")
+	return keyNames(objs)
 }
 
 // preflight checks module, token, PIN and (when wantKey) the key with the

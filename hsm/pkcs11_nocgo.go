@@ -4,26 +4,28 @@ package hsm
 
 import (
 	"context"
-	"crypto"
 	"errors"
 )
 
-// PKCS11Available reports whether this build can load PKCS#11 modules: a
-// CGO_ENABLED=0 binary cannot dlopen them, and -tags nopkcs11 leaves
-// crypto11 out of a cgo build (Yocto and Buildroot without their pkcs11 option).
-const PKCS11Available = false
+// PKCS11Available reports whether this build can use pkcs11: keys. A
+// CGO_ENABLED=0 binary cannot dlopen a module, and -tags nopkcs11 leaves
+// crypto11 out of a cgo build (Yocto and Buildroot without their pkcs11
+// option); both reach modules through p11-kit (see p11kit.go).
+const PKCS11Available = true
 
-// openPKCS11 refuses: a static binary cannot dlopen a PKCS#11 module.
-func openPKCS11(_ context.Context, u *URI, _ options) (keyBackend, error) {
-	return nil, ErrPKCS11Unavailable
+// PKCS11InProcess reports whether this build can load a PKCS#11 module into the
+// process: a CGO_ENABLED=0 binary cannot dlopen it, so every module is
+// reached through p11-kit.
+const PKCS11InProcess = false
+
+// openPKCS11 opens the key through p11-kit: `p11-kit remote MODULE` or the
+// URI's p11-kit server socket.
+func openPKCS11(ctx context.Context, u *URI, o options) (keyBackend, error) {
+	return openP11Kit(ctx, u, o)
 }
 
-// errAmbiguous: the URI matches several private keys.
-var errAmbiguous = errors.New("ambiguous key")
-
-func openMatching(context.Context, *URI, crypto.PublicKey, options) (keyBackend, error) {
-	return nil, ErrPKCS11Unavailable
+// DeleteKeys needs the cgo PKCS#11 build (crypto11); through p11-kit the
+// previous key of a rotation stays in the token, unused.
+func DeleteKeys(context.Context, string, []byte, ...Option) error {
+	return errors.New("deleting token keys needs the cgo PKCS#11 build (tether-pkcs11-linux-*); the previous key stays in the token, unused")
 }
-
-// DeleteKeys needs the PKCS#11 build.
-func DeleteKeys(context.Context, string, []byte, ...Option) error { return ErrPKCS11Unavailable }

@@ -2,19 +2,11 @@
 
 package hsm_test
 
-import (
-	"context"
-	"testing"
+import "github.com/tetherd/tether/hsm/hsmtest"
 
-	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
+// backends of the static build: p11-kit only.
+func backends() []backend { return rpcBackends }
 
-	"github.com/tetherd/tether/hsm"
-)
-
-// TestStaticBuildRefusesPKCS11 ensures that a CGO_ENABLED=0 build refuses pkcs11: keys with ErrPKCS11Unavailable and still opens PEM keys.
-func TestStaticBuildRefusesPKCS11(t *testing.T) {
-	_, err := hsm.OpenKey(context.Background(), "pkcs11:token=t;object=o")
-	require.ErrorIs(t, err, hsm.ErrPKCS11Unavailable)
-	assert.Equal(t, "pkcs11: keys need the PKCS#11 build (tether-pkcs11-linux-*, built with cgo); this binary is static (CGO_ENABLED=0)", err.Error())
-}
+// remoteURI is the plain URI: the static build hosts module-path with
+// `p11-kit remote` by default, which is what these tests check.
+func remoteURI(tk *hsmtest.Token, object string) string { return tk.URI(object) }

@@ -22,17 +22,7 @@ func (k *p11Key) sealer(ctx context.Context, label string) (Sealer, error) {
 		return nil, errors.New("sealer: empty label")
 	}
 	a := &p11AEAD{k: k, label: label}
-	// A round trip now turns a token without CKM_AES_GCM into an error at
-	// start-up rather than at the first Seal.
-	nonce := make([]byte, a.NonceSize())
-	if _, err := rand.Read(nonce); err != nil {
-		return nil, err
-	}
-	ct, err := a.Seal(nil, nonce, []byte("tether sealer self-test"), nil)
-	if err == nil {
-		_, err = a.Open(nil, nonce, ct, nil)
-	}
-	if err != nil {
+	if err := sealerRoundTrip(a.NonceSize(), a.Seal, a.Open); err != nil {
 		return nil, fmt.Errorf("sealer %q in token %s: AES-GCM round trip failed (does the token support CKM_AES_GCM?): %w", label, k.uri, err)
 	}
 	return a, nil

@@ -35,13 +35,13 @@ type p11Key struct {
 }
 
 func openPKCS11(ctx context.Context, u *URI, o options) (keyBackend, error) {
+	if u.viaP11Kit() {
+		return openP11Kit(ctx, u, o)
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if u.PINValue != "" {
-		o.logger.Warn("pkcs11 URI carries pin-value; the PIN is then readable wherever the configuration is; use pin-source=file:PATH or credential:NAME", "key", u.String())
-	}
-	pin, err := u.readPIN(o.getenv)
+	pin, err := keyPIN(u, o)
 	if err != nil {
 		return nil, err
 	}

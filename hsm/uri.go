@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -37,6 +38,16 @@ type URI struct {
 
 	// ModulePath is the PKCS#11 shared library (query attribute module-path).
 	ModulePath string
+
+	// P11KitRemote and P11KitServer say how the module is reached (query
+	// attribute x-p11-kit): P11KitRemote hosts ModulePath in a child
+	// `p11-kit remote` process ("x-p11-kit=remote"); P11KitServer is the
+	// socket of a running `p11-kit server` ("x-p11-kit=unix:path=PATH" or
+	// an absolute PATH), which has loaded the module itself. With neither,
+	// cgo builds load the module in-process and static builds use
+	// `p11-kit remote`.
+	P11KitRemote bool
+	P11KitServer string
 
 	// PINSource is where the user PIN comes from: "file:PATH" or
 	// "credential:NAME" (systemd LoadCredential).
@@ -119,11 +130,23 @@ func ParseURI(s string) (*URI, error) {
 			u.PINSource = val
 		case "pin-value":
 			u.PINValue = val
+		case "x-p11-kit":
+			switch sock := strings.TrimPrefix(val, "unix:path="); {
+			case val == "remote":
+				u.P11KitRemote = true
+			case strings.HasPrefix(sock, "/") && !strings.ContainsAny(sock, ",;"):
+				u.P11KitServer = filepath.Clean(sock)
+			default:
+				return nil, fmt.Errorf("pkcs11 URI %s: x-p11-kit=%q: want remote (host module-path with `p11-kit remote`), or the absolute path of a `p11-kit server` socket (unix:path=PATH as P11_KIT_SERVER_ADDRESS prints it, or PATH)", redact(s), val)
+			}
 		default:
-			return nil, fmt.Errorf("pkcs11 URI %s: unknown query attribute %q (known: module-path, pin-source, pin-value)", redact(s), name)
+			return nil, fmt.Errorf("pkcs11 URI %s: unknown query attribute %q (known: module-path, pin-source, pin-value, x-p11-kit)", redact(s), name)
 		}
 	}
-	if u.ModulePath == "" {
+	if u.P11KitServer != "" && u.ModulePath != "" {
+		return nil, fmt.Errorf("pkcs11 URI %s: module-path and x-p11-kit=%s both say where the module is; a p11-kit server has loaded its own module: drop module-path", redact(s), u.P11KitServer)
+	}
+	if u.ModulePath == "" && u.P11KitServer == "" {
 		u.ModulePath = DefaultModule
 	}
 	return u, nil
@@ -148,13 +171,14 @@ func ParseKeyURI(s string) (*URI, error) {
 }
 
 // CheckFiles checks the files u names without loading the module or reading
-// the PIN, as far as they can be checked before the token is opened: the
-// module must exist, and a PIN file must be a file only its owner may
-// access. A systemd credential is looked at only where
+// the PIN, as far as they can be checked before the token is opened: what
+// reaching the module needs (the module file, `p11-kit` in $PATH for
+// `p11-kit remote`, or the p11-kit server's socket), and a PIN file must be
+// a file only its owner may access. A systemd credential is looked at only where
 // $CREDENTIALS_DIRECTORY is set (inside the service); getenv is the
 // environment lookup (os.Getenv).
 func (u *URI) CheckFiles(getenv func(string) string) error {
-	if err := checkModule(u.ModulePath); err != nil {
+	if err := u.checkHost(); err != nil {
 		return err
 	}
 	return u.checkPINFile(getenv)
@@ -211,6 +235,12 @@ func (u *URI) String() string {
 	if u.ModulePath != "" {
 		q = append(q, "module-path="+escape(u.ModulePath))
 	}
+	if u.P11KitRemote {
+		q = append(q, "x-p11-kit=remote")
+	}
+	if u.P11KitServer != "" {
+		q = append(q, "x-p11-kit="+escape(u.P11KitServer))
+	}
 	if u.PINSource != "" {
 		q = append(q, "pin-source="+escape(u.PINSource))
 	}
@@ -222,6 +252,68 @@ func (u *URI) String() string {
 		s += "?" + strings.Join(q, "&")
 	}
 	return s
+}
+
+// viaP11Kit reports whether the module is reached through p11-kit's RPC
+// in a build that can also load it in-process.
+func (u *URI) viaP11Kit() bool { return u.P11KitRemote || u.P11KitServer != "" }
+
+// moduleHost names where the module runs, for errors.
+func (u *URI) moduleHost() string {
+	if u.P11KitServer != "" {
+		return "p11-kit server " + u.P11KitServer
+	}
+	if u.P11KitRemote || !PKCS11InProcess {
+		return "module " + u.ModulePath + " (p11-kit remote)"
+	}
+	return "module " + u.ModulePath
+}
+
+// checkHost checks, without contacting the module, what reaching it
+// needs: the module file, the p11-kit program for `p11-kit remote`, or the
+// p11-kit server's socket.
+func (u *URI) checkHost() error {
+	if u.P11KitServer != "" {
+		if _, err := os.Stat(u.P11KitServer); err != nil {
+			return fmt.Errorf("x-p11-kit=%s: %w; start `p11-kit server` with that socket name (-n) first", u.P11KitServer, err)
+		}
+		return checkServerSocket(u.P11KitServer)
+	}
+	if err := checkModule(u.ModulePath); err != nil {
+		return err
+	}
+	if u.P11KitRemote || !PKCS11InProcess {
+		if _, err := exec.LookPath("p11-kit"); err != nil {
+			return fmt.Errorf("p11-kit is needed to host %s (`p11-kit remote`) and is not in $PATH: install p11-kit (Debian: apt-get install p11-kit)", u.ModulePath)
+		}
+	}
+	return nil
+}
+
+// checkServerSocket refuses a p11-kit server socket that someone else
+// could have put there: the PIN goes to whoever listens. In a directory
+// that others may write to (such as /tmp), the socket must belong to root
+// or to this process's user.
+func checkServerSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return fmt.Errorf("x-p11-kit=%s: %w", path, err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("x-p11-kit=%s is not a socket; name the socket `p11-kit server -n` created", path)
+	}
+	dir, err := os.Stat(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("x-p11-kit=%s: %w", path, err)
+	}
+	if dir.Mode().Perm()&0o022 == 0 {
+		return nil
+	}
+	owner, ok := fileOwner(fi)
+	if ok && (owner == 0 || owner == os.Getuid()) {
+		return nil
+	}
+	return fmt.Errorf("x-p11-kit=%s: the socket belongs to uid %d in %s, which others can write to, so the PIN could go to another user's process; give p11-kit server a socket in a directory only its owner writes (e.g. -n /run/p11-kit/pkcs11)", path, owner, filepath.Dir(path))
 }
 
 // selector describes how u picks its token, for errors.
@@ -357,3 +449,11 @@ func checkCredentialName(src, name string) error {
 }
 
 func trimPIN(b []byte) string { return strings.TrimRight(string(b), "\r\n") }
+
+// pinOrigin names where the PIN came from, for errors.
+func pinOrigin(u *URI) string {
+	if u.PINSource != "" {
+		return "pin-source=" + u.PINSource
+	}
+	return "pin-value"
+}

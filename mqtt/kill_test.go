@@ -23,6 +23,8 @@ import (
 
 const childEnv = "TETHER_MQTT_KILL_CHILD"
 
+// TestKill9Child ensures that nothing in a normal run: it is the agent stand-in TestKill9 runs and kills.
+//
 // TestKill9Child is the agent stand-in that TestKill9 runs as a separate
 // process and kills with SIGKILL. It does nothing in a normal run.
 func TestKill9Child(t *testing.T) {
@@ -61,7 +63,9 @@ func childSession(t *testing.T) (*Session, *store.Outbox) {
 	return s, ob
 }
 
-// TestKill9: the agent is killed with SIGKILL while publishing, with the
+// TestKill9 ensures that every message acknowledged by an agent killed with SIGKILL is delivered after a restart.
+//
+// The agent is killed with SIGKILL while publishing, with the
 // broker down so messages pile up in the outbox. After a restart on the same
 // state file the outbox drains and every message the dead agent had
 // acknowledged to its caller reaches the subscriber.

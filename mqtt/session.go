@@ -161,20 +161,11 @@ func New(ctx context.Context, cfg Config) (*Session, error) {
 	if cfg.Certificate == nil && cfg.GetClientCertificate == nil {
 		return nil, errors.New("mqtt: no device certificate: set Config.Certificate or GetClientCertificate ([identity] certificate and private_key)")
 	}
-	host, port, err := splitEndpoint(cfg.Endpoint, cfg.Port)
-	if err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	clientID := cfg.ClientID
-	if clientID == "" {
-		clientID = cfg.ThingName
-	}
-	if clientID == "" {
-		return nil, errors.New("mqtt: no client id: set [mqtt] client_id or [identity] thing_name")
-	}
-	if len(clientID) > 128 {
-		return nil, fmt.Errorf("mqtt: client id %q is %d bytes; AWS IoT Core allows at most 128", clientID, len(clientID))
-	}
+	host, port := splitEndpoint(cfg.Endpoint, cfg.Port)
+	clientID := cmpOr(cfg.ClientID, cfg.ThingName)
 	setDefault(&cfg.KeepAlive, DefaultKeepAlive)
 	setDefault(&cfg.SessionExpiry, DefaultSessionExpiry)
 	setDefault(&cfg.MinBackoff, DefaultMinBackoff)
@@ -267,27 +258,17 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-// splitEndpoint parses Config.Endpoint with the one endpoint grammar; a
-// port in it wins over Config.Port.
-func splitEndpoint(ep string, port int) (string, int, error) {
-	if ep == "" {
-		return "", 0, errors.New("mqtt: no endpoint: set [mqtt] endpoint (e.g. a1abc-ats.iot.eu-west-1.amazonaws.com)")
-	}
-	e, err := endpoint.Parse(ep)
-	if err != nil {
-		return "", 0, fmt.Errorf("mqtt: endpoint: %w", err)
-	}
-	host := e.Host
+// splitEndpoint returns the host and port of a validated Config.Endpoint; a
+// port in it wins over Config.Port, and DefaultPort stands in for none.
+func splitEndpoint(ep string, port int) (string, int) {
+	e, _ := endpoint.Parse(ep)
 	if e.Port != 0 {
 		port = e.Port
 	}
 	if port == 0 {
 		port = DefaultPort
 	}
-	if port < 0 || port > 65535 {
-		return "", 0, fmt.Errorf("mqtt: port %d is out of range: use 8883 or 443", port)
-	}
-	return host, port, nil
+	return e.Host, port
 }
 
 func reasonString(p *paho.DisconnectProperties) string {

@@ -75,6 +75,21 @@ func TestLiveMaintainerScripts(t *testing.T) {
 		})
 	}
 
+	t.Run("without systemd's tools: Debian's adduser makes the account and the directories", func(t *testing.T) {
+		// A PATH with the shell tools the script uses and adduser, but no
+		// systemd-sysusers, systemd-tmpfiles or systemctl.
+		r.Run(t, "mkdir", "-p", "/root/nosd")
+		for _, tool := range []string{"sh", "getent", "adduser", "mkdir", "chown", "chmod", "grep", "cat", "ls", "tr", "rmdir"} {
+			r.Run(t, "sh", "-c", "ln -sf \"$(command -v "+tool+")\" /root/nosd/"+tool)
+		}
+		r.Run(t, "sh", "-c", "getent passwd tether && userdel tether; getent group tether && groupdel tether; rm -rf /etc/tether /var/lib/tether; true")
+		out, err := r.Exec(context.Background(), "env", "PATH=/root/nosd", "sh", "/root/scripts/postinstall.sh", "configure", "")
+		assert.NoError(t, err, "%s", out)
+		assert.Contains(t, r.Run(t, "getent", "passwd", "tether"), ":/var/lib/tether:/usr/sbin/nologin")
+		assert.Equal(t, "750 root:tether", strings.TrimSpace(r.Run(t, "stat", "-c", "%a %U:%G", "/etc/tether")))
+		assert.Equal(t, "700 tether:tether", strings.TrimSpace(r.Run(t, "stat", "-c", "%a %U:%G", "/var/lib/tether")))
+	})
+
 	t.Run("deb purge removes state and keeps the operator's identity", func(t *testing.T) {
 		r.Run(t, "mkdir", "-p", "/var/lib/tether", "/etc/tether")
 		r.WriteFile(t, "/var/lib/tether/state.db", []byte("state"), 0o600)

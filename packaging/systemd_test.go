@@ -101,6 +101,8 @@ func TestUnitsVerifyClean(t *testing.T) {
 	}
 }
 
+// TestVerifyDetectsMistakes ensures that systemd-analyze verify finds a broken unit, so its clean result above means something.
+//
 // TestVerifyDetectsMistakes shows the clean result above is meaningful.
 func TestVerifyDetectsMistakes(t *testing.T) {
 	out := verify(t, stageUnits(t, nil, "ProtectSystm=strict\n"))
@@ -215,6 +217,8 @@ func unitValue(t *testing.T, file, key string) string {
 	return v
 }
 
+// TestUnitsAgreeWithDefaultConfig ensures that the units and the shipped configuration name the same socket, state directory and configuration path.
+//
 // TestUnitsAgreeWithDefaultConfig catches the units and the shipped
 // configuration drifting apart: the socket, the state directory and the
 // configuration path are named in both.

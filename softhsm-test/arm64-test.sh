@@ -14,6 +14,9 @@
 #     by the arm64 test binary itself (C_InitToken), so no host tool touches
 #     them.
 #
+# Then softhsm-test/static-p11kit.sh runs the static flavour against the same
+# arm64 SoftHSM through Debian's arm64 `p11-kit remote`.
+#
 # Needs (Debian): golang, gcc-aarch64-linux-gnu, qemu-user-static. Root for
 # the dpkg/apt steps when arm64 is not yet a foreign architecture.
 set -eu
@@ -40,8 +43,10 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
 	dpkg --add-architecture arm64
 	apt-get update -qq
 fi
-(cd "$work/debs" && apt-get download -qq libsofthsm2:arm64 libssl3:arm64 2>/dev/null) ||
-	{ apt-get update -qq && (cd "$work/debs" && apt-get download -qq libsofthsm2:arm64 libssl3:arm64); }
+debs="libsofthsm2:arm64 libssl3:arm64 p11-kit:arm64 libp11-kit0:arm64 libffi8:arm64"
+# shellcheck disable=SC2086 # a word list on purpose
+(cd "$work/debs" && apt-get download -qq $debs 2>/dev/null) ||
+	{ apt-get update -qq && (cd "$work/debs" && apt-get download -qq $debs); }
 for deb in "$work"/debs/*.deb; do dpkg-deb -x "$deb" "$work/root"; done
 module=$(find "$work/root" -name libsofthsm2.so -path '*aarch64*' | head -n1)
 [ -n "$module" ] || module=$(find "$work/root" -name libsofthsm2.so | head -n1)
@@ -50,11 +55,15 @@ file -L "$module" 2>/dev/null | grep -q aarch64 || echo "warning: $module is not
 echo "== running under qemu-aarch64-static with $module"
 cd "$work"
 # TestTokenKeyAttributes runs the host's pkcs11-tool, which cannot load an
-# arm64 module, so it stays on the native run.
+# arm64 module, so it stays on the native run; so do the p11-kit backends
+# here (they would start the host's p11-kit): static-p11kit.sh runs them.
 LD_LIBRARY_PATH="/usr/aarch64-linux-gnu/lib:$work/root/usr/lib/aarch64-linux-gnu:$(dirname "$module")" \
 HSMTEST_SOFTHSM2_MODULE=$module \
-	qemu-aarch64-static /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ./hsm.test -test.v -test.skip 'TestTokenKeyAttributes' "$@" 2>&1 | tee "$work/test.log" |
+	qemu-aarch64-static /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ./hsm.test -test.v -test.skip 'TestTokenKeyAttributes|TestSealerSameInProcessAndThroughP11Kit|/p11-kit_' "$@" 2>&1 | tee "$work/test.log" |
 	grep -E '^(=== RUN|--- |PASS|FAIL|ok)' || true
 grep -q '^PASS$' "$work/test.log" || { echo "$0: arm64 tests failed; log: $work/test.log" >&2; exit 1; }
+echo "arm64 (cgo): PASS"
+cd "$OLDPWD"
+./softhsm-test/static-p11kit.sh arm64 "$work" "$module"
 echo "arm64: PASS"
 touch "$work/passed"

@@ -46,7 +46,7 @@ func TestDamagedWhileOpen(t *testing.T) {
 	}{
 		{"read credentials", func(db *DB, _ *Outbox) error { _, _, err := db.Credentials("device#1"); return err }},
 		{"write credentials", func(db *DB, _ *Outbox) error {
-			return db.PutCredentials("device#1", Cached{Credentials: aws.Credentials{AccessKeyID: "AKIA2", SecretAccessKey: "s", CanExpire: true, Expires: time.Now().Add(time.Hour)}})
+			return db.PutCredentials("device#1", Cached{Credentials: aws.Credentials{AccessKeyID: "AKIA2", SecretAccessKey: "s", CanExpire: true, Expires: time.Now().Add(time.Hour)}, Lifetime: time.Hour})
 		}},
 		{"enqueue", func(_ *DB, ob *Outbox) error {
 			_, err := ob.Enqueue(context.Background(), "t/after", []byte("x"), 1)
@@ -65,7 +65,7 @@ func TestDamagedWhileOpen(t *testing.T) {
 				ob, err := db.Outbox(OutboxOptions{})
 				require.NoError(t, err)
 				defer ob.Close()
-				require.NoError(t, db.PutCredentials("device#1", Cached{Credentials: aws.Credentials{AccessKeyID: "AKIA1", SecretAccessKey: "s", CanExpire: true, Expires: time.Now().Add(time.Hour)}}))
+				require.NoError(t, db.PutCredentials("device#1", Cached{Credentials: aws.Credentials{AccessKeyID: "AKIA1", SecretAccessKey: "s", CanExpire: true, Expires: time.Now().Add(time.Hour)}, Lifetime: time.Hour}))
 				var last uint64
 				for range 20 {
 					last, err = ob.Enqueue(context.Background(), "t/before", make([]byte, 1000), 1)
@@ -82,7 +82,7 @@ func TestDamagedWhileOpen(t *testing.T) {
 				for range 3 {
 					_ = o.op(db, ob)
 				}
-				require.NoError(t, db.PutCredentials("device#1", Cached{Credentials: aws.Credentials{AccessKeyID: "AKIA3", SecretAccessKey: "s", CanExpire: true, Expires: time.Now().Add(time.Hour)}}))
+				require.NoError(t, db.PutCredentials("device#1", Cached{Credentials: aws.Credentials{AccessKeyID: "AKIA3", SecretAccessKey: "s", CanExpire: true, Expires: time.Now().Add(time.Hour)}, Lifetime: time.Hour}))
 				c, ok, err := db.Credentials("device#1")
 				require.NoError(t, err)
 				require.True(t, ok)

@@ -558,6 +558,8 @@ func BenchmarkCredentials(b *testing.B) {
 	b.ReportMetric(float64(per)/float64(perBaseline), "x-raw-bbolt-get")
 }
 
+// TestClassifyOpenErrors ensures that permission, read-only and disk-full errors at open are the operator's to fix, never taken for corruption.
+//
 // TestClassifyOpenErrors covers the failures this machine cannot produce for
 // real in a test running as root (permission denied, read-only file system,
 // disk full): they are the operator's to fix and must not be mistaken for a

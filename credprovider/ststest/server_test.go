@@ -17,6 +17,8 @@ import (
 	"github.com/tetherd/tether/credprovider/ststest"
 )
 
+// TestSignatureChecks ensures that the STS server refuses requests whose SigV4 signature does not hold.
+//
 // TestSignatureChecks signs raw requests with the SDK's signer and alters
 // them, as a broken proxy or a forger would.
 func TestSignatureChecks(t *testing.T) {

@@ -8,5 +8,8 @@
 // call t.Parallel, and must close every hsm.Key and hsm.Identity they open
 // (t.Cleanup) so the module is finalised before the next test's token.
 //
-// It needs cgo (the PKCS#11 build); with CGO_ENABLED=0 the package is empty.
+// Tokens are made in-process in cgo builds and through `p11-kit remote`
+// (hsm/p11rpc) in static ones; Token.RemoteURI and Token.ServerURI address
+// the same token through p11-kit's RPC, hosted by `p11-kit remote` or by a
+// `p11-kit server` that ServerURI starts for the test.
 package hsmtest

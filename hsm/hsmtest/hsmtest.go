@@ -1,5 +1,3 @@
-//go:build cgo && !nopkcs11
-
 package hsmtest
 
 import (
@@ -10,7 +8,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"net/url"
@@ -20,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/pkcs11"
 	"github.com/tetherd/tether/hsm"
 )
 
@@ -32,6 +28,8 @@ type Token struct {
 	Conf, TokenDir string
 	// Label is the token label; PINFile holds the user PIN (mode 0600).
 	Label, PINFile string
+
+	server string // the p11-kit server's socket, once ServerURI started it
 }
 
 // ModuleEnv names the environment variable that points NewToken at another
@@ -69,7 +67,7 @@ func NewToken(t testing.TB, label string) *Token {
 	if err := os.WriteFile(tk.PINFile, []byte(pin+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := initToken(module, label, soPIN, pin); err != nil {
+	if err := initToken(tk, soPIN, pin); err != nil {
 		t.Fatalf("hsmtest: init token %q: %v", label, err)
 	}
 	return tk
@@ -83,63 +81,22 @@ func randomPIN(t testing.TB) string {
 	return hex.EncodeToString(b)
 }
 
-// initToken uses C_InitToken and C_InitPIN rather than softhsm2-util, which
-// would need the PINs on its command line.
-func initToken(module, label, soPIN, pin string) error {
-	p := pkcs11.New(module)
-	if p == nil {
-		return fmt.Errorf("cannot load %s", module)
-	}
-	defer p.Destroy()
-	if err := p.Initialize(); err != nil {
-		if errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
-			return errors.New("the PKCS#11 module is still initialised by an earlier test: close every hsm.Key/hsm.Identity (t.Cleanup) before creating the next token")
-		}
-		return err
-	}
-	defer p.Finalize()
-	slots, err := p.GetSlotList(true)
+// ChangePIN sets a new random user PIN on the token (C_SetPIN) while keys
+// are open, as an operator rotating the PIN would, and writes it to
+// PINFile. Keys opened before keep the old PIN in memory.
+func (tk *Token) ChangePIN(t testing.TB) {
+	t.Helper()
+	old, err := os.ReadFile(tk.PINFile)
 	if err != nil {
-		return err
+		t.Fatal(err)
 	}
-	free := -1
-	for _, s := range slots {
-		ti, err := p.GetTokenInfo(s)
-		if err == nil && ti.Flags&pkcs11.CKF_TOKEN_INITIALIZED == 0 {
-			free = int(s)
-			break
-		}
+	pin := randomPIN(t)
+	if err := tk.setPIN(strings.TrimSpace(string(old)), pin); err != nil {
+		t.Fatalf("hsmtest: C_SetPIN: %v", err)
 	}
-	if free < 0 {
-		return errors.New("no free SoftHSM slot")
+	if err := os.WriteFile(tk.PINFile, []byte(pin+"\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	if err := p.InitToken(uint(free), soPIN, label); err != nil {
-		return fmt.Errorf("C_InitToken: %w", err)
-	}
-	// SoftHSM moves the new token to a slot of its own.
-	slots, err = p.GetSlotList(true)
-	if err != nil {
-		return err
-	}
-	for _, s := range slots {
-		ti, err := p.GetTokenInfo(s)
-		if err != nil || ti.Label != label {
-			continue
-		}
-		sh, err := p.OpenSession(s, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
-		if err != nil {
-			return err
-		}
-		defer p.CloseSession(sh)
-		if err := p.Login(sh, pkcs11.CKU_SO, soPIN); err != nil {
-			return fmt.Errorf("SO login: %w", err)
-		}
-		if err := p.InitPIN(sh, pin); err != nil {
-			return fmt.Errorf("C_InitPIN: %w", err)
-		}
-		return p.Logout(sh)
-	}
-	return errors.New("initialised token not found")
 }
 
 // URI returns the RFC 7512 URI of object in the token, with module-path and
@@ -182,85 +139,6 @@ func (tk *Token) Restore(t testing.TB) {
 	if err := os.Rename(tk.TokenDir+".removed", tk.TokenDir); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// CloseAllSessions closes every session this process has on the token
-// (C_CloseAllSessions), which also logs it out: what a token reset or a
-// daemon sharing the module does to a running agent.
-func (tk *Token) CloseAllSessions(t testing.TB) {
-	t.Helper()
-	p := pkcs11.New(tk.Module)
-	if p == nil {
-		t.Fatalf("hsmtest: cannot load %s", tk.Module)
-	}
-	defer p.Destroy()
-	if err := p.Initialize(); err == nil {
-		// Nobody had the module open, so nobody has sessions to lose.
-		p.Finalize()
-		t.Fatal("hsmtest: CloseAllSessions: the module is not in use by this process")
-	}
-	slots, err := p.GetSlotList(true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range slots {
-		if ti, err := p.GetTokenInfo(s); err == nil && ti.Label == tk.Label {
-			if err := p.CloseAllSessions(s); err != nil {
-				t.Fatalf("hsmtest: C_CloseAllSessions: %v", err)
-			}
-			return
-		}
-	}
-	t.Fatalf("hsmtest: token %q not found", tk.Label)
-}
-
-// ChangePIN sets a new random user PIN on the token (C_SetPIN) while the
-// module is in use, as an operator rotating the PIN would, and writes it to
-// PINFile. Keys opened before keep the old PIN in memory.
-func (tk *Token) ChangePIN(t testing.TB) {
-	t.Helper()
-	old, err := os.ReadFile(tk.PINFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pin := randomPIN(t)
-	err = tk.withSession(func(p *pkcs11.Ctx, sh pkcs11.SessionHandle) error {
-		return p.SetPIN(sh, strings.TrimSpace(string(old)), pin)
-	})
-	if err != nil {
-		t.Fatalf("hsmtest: C_SetPIN: %v", err)
-	}
-	if err := os.WriteFile(tk.PINFile, []byte(pin+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// withSession runs f with a R/W session on the token, initialising the
-// module only if nobody in the process has.
-func (tk *Token) withSession(f func(*pkcs11.Ctx, pkcs11.SessionHandle) error) error {
-	p := pkcs11.New(tk.Module)
-	if p == nil {
-		return fmt.Errorf("cannot load %s", tk.Module)
-	}
-	defer p.Destroy()
-	if err := p.Initialize(); err == nil {
-		defer p.Finalize()
-	}
-	slots, err := p.GetSlotList(true)
-	if err != nil {
-		return err
-	}
-	for _, s := range slots {
-		if ti, err := p.GetTokenInfo(s); err == nil && ti.Label == tk.Label {
-			sh, err := p.OpenSession(s, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
-			if err != nil {
-				return err
-			}
-			defer p.CloseSession(sh)
-			return f(p, sh)
-		}
-	}
-	return fmt.Errorf("token %q not found", tk.Label)
 }
 
 // Certificate issues a certificate for pub signed by issuer (a CA

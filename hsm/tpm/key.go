@@ -32,6 +32,9 @@ type Key struct {
 	name   tpm2.TPM2BName
 	public tpm2.TPMTPublic
 	pub    crypto.PublicKey
+	// session authorises signatures (HMAC, salted); endSession flushes it.
+	session    tpm2.Session
+	endSession func() error
 	// refused is set once the TPM refused auth; no later call sends it again.
 	refused error
 }
@@ -89,12 +92,12 @@ func (k *Key) loadFile(t transport.TPM, kf *KeyFile) error {
 	if err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrKeyFile, k.uri.File, err)
 	}
-	parent, flush, err := loadParent(t, kf.Parent, pub.Type)
+	parent, err := loadParent(t, kf.Parent)
 	if err != nil {
 		return fmt.Errorf("key file %s: %w", k.uri.File, err)
 	}
-	defer flush()
-	rsp, err := tpm2.Load{ParentHandle: parent, InPrivate: kf.Private, InPublic: kf.Public}.Execute(t)
+	defer parent.flush()
+	rsp, err := tpm2.Load{ParentHandle: parent.AuthHandle, InPrivate: kf.Private, InPublic: kf.Public}.Execute(t)
 	if err != nil {
 		if isRC(err, tpm2.TPMRCIntegrity) || isRC(err, tpm2.TPMRCSize) || isRC(err, tpm2.TPMRCValue) {
 			return fmt.Errorf("%w: this TPM cannot load key file %s (TPM2_Load: %v): it was made by another TPM, under another parent, or before the TPM was cleared; make a new key here (tether hsm keygen) and have its certificate issued", ErrWrongTPM, k.uri.File, err)
@@ -102,7 +105,28 @@ func (k *Key) loadFile(t transport.TPM, kf *KeyFile) error {
 		return classify(err, fmt.Sprintf("key file %s: TPM2_Load", k.uri.File))
 	}
 	k.handle, k.name = rsp.ObjectHandle, rsp.Name
-	return k.setPublic(pub)
+	if err := k.setPublic(pub); err != nil {
+		return err
+	}
+	return k.startSession(t, parent)
+}
+
+// startSession starts the HMAC session that authorises the key's
+// signatures: the authorisation value never crosses the bus, only HMACs
+// keyed with it, and with a salt (encrypted to the storage key) that a
+// listener on the bus cannot get, those cannot be tested offline against
+// guesses either. salt nil: an unsalted session, still no plain value.
+func (k *Key) startSession(t transport.TPM, salt *parentKey) error {
+	opts := []tpm2.AuthOption{tpm2.Auth(k.auth)}
+	if salt != nil {
+		opts = append(opts, tpm2.Salted(salt.Handle, salt.public))
+	}
+	s, end, err := tpm2.HMACSession(t, tpm2.TPMAlgSHA256, 16, opts...)
+	if err != nil {
+		return classify(err, fmt.Sprintf("%s: TPM2_StartAuthSession", k.uri))
+	}
+	k.session, k.endSession = s, end
+	return nil
 }
 
 func (k *Key) readPersistent(t transport.TPM) error {
@@ -119,7 +143,17 @@ func (k *Key) readPersistent(t transport.TPM) error {
 		return fmt.Errorf("handle %#x: public area: %w", k.uri.Handle, err)
 	}
 	k.handle, k.name = h, rsp.Name
-	return k.setPublic(pub)
+	if err := k.setPublic(pub); err != nil {
+		return err
+	}
+	// The SRK salts the session; where the owner hierarchy has an
+	// authorisation value and it cannot be made, the session goes unsalted.
+	srk, err := loadParent(t, tpm2.TPMRHOwner)
+	if err != nil {
+		return k.startSession(t, nil)
+	}
+	defer srk.flush()
+	return k.startSession(t, srk)
 }
 
 // setPublic checks that pub is a signing key tether can use.
@@ -180,6 +214,7 @@ func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, 
 	}
 	sig, err := k.sign(digest, opts)
 	if err != nil && isConnLost(err) {
+		k.drop()
 		k.tpm.Close()
 		k.tpm = nil
 		if rerr := k.load(context.Background()); rerr != nil {
@@ -213,7 +248,7 @@ func (k *Key) sign(digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 		return nil, err
 	}
 	rsp, err := tpm2.Sign{
-		KeyHandle:  tpm2.AuthHandle{Handle: k.handle, Name: k.name, Auth: tpm2.PasswordAuth(k.auth)},
+		KeyHandle:  tpm2.AuthHandle{Handle: k.handle, Name: k.name, Auth: k.session},
 		Digest:     tpm2.TPM2BDigest{Buffer: digest},
 		InScheme:   in,
 		Validation: tpm2.TPMTTKHashCheck{Tag: tpm2.TPMSTHashCheck, Hierarchy: tpm2.TPMRHNull},
@@ -332,9 +367,7 @@ func (k *Key) Close() error {
 	if k.tpm == nil {
 		return nil
 	}
-	if k.uri.File != "" {
-		_, _ = tpm2.FlushContext{FlushHandle: k.handle}.Execute(k.tpm)
-	}
+	k.drop()
 	err := k.tpm.Close()
 	k.tpm = nil
 	return err
@@ -342,3 +375,14 @@ func (k *Key) Close() error {
 
 // Type names the key's type: "EC P-256", "RSA 2048".
 func (k *Key) Type() string { return keyDesc(k.pub) }
+
+// drop flushes the session and a key loaded from a file; k.mu is held.
+func (k *Key) drop() {
+	if k.endSession != nil {
+		_ = k.endSession()
+		k.session, k.endSession = nil, nil
+	}
+	if k.uri.File != "" {
+		_, _ = tpm2.FlushContext{FlushHandle: k.handle}.Execute(k.tpm)
+	}
+}

@@ -82,13 +82,14 @@ func Generate(ctx context.Context, u *URI, keyType string, auth []byte) (crypto.
 			return nil, fmt.Errorf("handle %#x already holds an object; pick a free one (tpm2_getcap handles-persistent) or free it (tpm2_evictcontrol -C o -c %#x)", u.Handle, u.Handle)
 		}
 	}
-	srk, flush, err := loadParent(t, tpm2.TPMRHOwner, tmpl.Type)
+	srk, err := loadParent(t, tpm2.TPMRHOwner)
 	if err != nil {
 		return nil, err
 	}
-	defer flush()
+	defer srk.flush()
 	rsp, err := tpm2.Create{
-		ParentHandle: srk,
+		// The new key's authorisation value travels encrypted.
+		ParentHandle: tpm2.AuthHandle{Handle: srk.Handle, Name: srk.Name, Auth: srk.salted()},
 		InSensitive:  tpm2.TPM2BSensitiveCreate{Sensitive: &tpm2.TPMSSensitiveCreate{UserAuth: tpm2.TPM2BAuth{Buffer: auth}}},
 		InPublic:     tpm2.New2B(tmpl),
 	}.Execute(t)
@@ -120,7 +121,7 @@ func Generate(ctx context.Context, u *URI, keyType string, auth []byte) (crypto.
 		}
 		return pub, f.Close()
 	}
-	return pub, persist(t, srk, rsp, u.Handle)
+	return pub, persist(t, srk.AuthHandle, rsp, u.Handle)
 }
 
 func persist(t transport.TPM, srk tpm2.AuthHandle, c *tpm2.CreateResponse, h uint32) error {

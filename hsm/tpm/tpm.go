@@ -25,19 +25,31 @@ func srkTemplate() tpm2.TPMTPublic {
 	return t
 }
 
+// parentKey is a loaded storage key: the parent of a key file, which also
+// salts the sessions that carry a key's authorisation value.
+type parentKey struct {
+	tpm2.AuthHandle
+	public tpm2.TPMTPublic
+	flush  func()
+}
+
 // loadParent makes the parent of a key file usable: the SRK is created from
-// its template in the owner hierarchy (and flushed by the returned func), a
-// persistent parent is used where it is.
-func loadParent(t transport.TPM, parent tpm2.TPMHandle, _ tpm2.TPMAlgID) (tpm2.AuthHandle, func(), error) {
+// its template in the owner hierarchy (and flushed by flush), a persistent
+// parent is used where it is.
+func loadParent(t transport.TPM, parent tpm2.TPMHandle) (*parentKey, error) {
 	if parent != tpm2.TPMRHOwner {
 		rsp, err := tpm2.ReadPublic{ObjectHandle: parent}.Execute(t)
 		if err != nil {
 			if isRC(err, tpm2.TPMRCHandle) {
-				return tpm2.AuthHandle{}, nil, fmt.Errorf("%w: its parent, persistent handle %#x, is not in this TPM", ErrWrongTPM, uint32(parent))
+				return nil, fmt.Errorf("%w: its parent, persistent handle %#x, is not in this TPM", ErrWrongTPM, uint32(parent))
 			}
-			return tpm2.AuthHandle{}, nil, classify(err, fmt.Sprintf("parent %#x: TPM2_ReadPublic", uint32(parent)))
+			return nil, classify(err, fmt.Sprintf("parent %#x: TPM2_ReadPublic", uint32(parent)))
 		}
-		return tpm2.AuthHandle{Handle: parent, Name: rsp.Name, Auth: tpm2.PasswordAuth(nil)}, func() {}, nil
+		pub, err := rsp.OutPublic.Contents()
+		if err != nil {
+			return nil, fmt.Errorf("parent %#x: %w", uint32(parent), err)
+		}
+		return &parentKey{tpm2.AuthHandle{Handle: parent, Name: rsp.Name, Auth: tpm2.PasswordAuth(nil)}, *pub, func() {}}, nil
 	}
 	rsp, err := tpm2.CreatePrimary{
 		PrimaryHandle: tpm2.TPMRHOwner,
@@ -45,12 +57,26 @@ func loadParent(t transport.TPM, parent tpm2.TPMHandle, _ tpm2.TPMAlgID) (tpm2.A
 	}.Execute(t)
 	if err != nil {
 		if isRC(err, tpm2.TPMRCAuthFail) || isRC(err, tpm2.TPMRCBadAuth) {
-			return tpm2.AuthHandle{}, nil, fmt.Errorf("%w: creating the storage root key: the owner hierarchy has an authorisation value set; persist the SRK (tpm2_createprimary -C o -P OWNERAUTH -c srk.ctx && tpm2_evictcontrol -c srk.ctx 0x81000001) and make keys under it", ErrAuth)
+			return nil, fmt.Errorf("%w: creating the storage root key: the owner hierarchy has an authorisation value set; persist the SRK (tpm2_createprimary -C o -P OWNERAUTH -c srk.ctx && tpm2_evictcontrol -c srk.ctx 0x81000001) and make keys under it", ErrAuth)
 		}
-		return tpm2.AuthHandle{}, nil, classify(err, "creating the storage root key: TPM2_CreatePrimary")
+		return nil, classify(err, "creating the storage root key: TPM2_CreatePrimary")
+	}
+	pub, err := rsp.OutPublic.Contents()
+	if err != nil {
+		tpm2.FlushContext{FlushHandle: rsp.ObjectHandle}.Execute(t)
+		return nil, fmt.Errorf("storage root key: %w", err)
 	}
 	flush := func() { _, _ = tpm2.FlushContext{FlushHandle: rsp.ObjectHandle}.Execute(t) }
-	return tpm2.AuthHandle{Handle: rsp.ObjectHandle, Name: rsp.Name, Auth: tpm2.PasswordAuth(nil)}, flush, nil
+	return &parentKey{tpm2.AuthHandle{Handle: rsp.ObjectHandle, Name: rsp.Name, Auth: tpm2.PasswordAuth(nil)}, *pub, flush}, nil
+}
+
+// salted is a one-use HMAC session for a command on p's child with an
+// empty authorisation whose first parameter is encrypted (AES-128-CFB)
+// under a key only the TPM can derive: it carries a new key's
+// authorisation value to TPM2_Create without showing it on the bus.
+func (p *parentKey) salted() tpm2.Session {
+	return tpm2.HMAC(tpm2.TPMAlgSHA256, 16, tpm2.Auth(nil),
+		tpm2.Salted(p.Handle, p.public), tpm2.AESEncryption(128, tpm2.EncryptIn))
 }
 
 // isRC reports whether err is the TPM response code rc (any handle,

@@ -61,26 +61,29 @@ func openTransport(path string) (transport.TPMCloser, error) {
 	return t, nil
 }
 
-// flushTransient flushes the transient objects a TPM without a resource
-// manager still holds: a raw device (/dev/tpm0) or a simulator serves one
+// flushTransient flushes the transient objects and sessions a TPM without
+// a resource manager still holds: a raw device (/dev/tpm0) or a simulator serves one
 // client at a time, so what is loaded was left by a client that died (a
 // killed agent, tpm2-tools without tpm2-abrmd) and would otherwise fill the
 // TPM's few object slots. The kernel's /dev/tpmrm0 flushes a client's
 // objects itself and shows no one else's.
 func flushTransient(t transport.TPM) {
-	rsp, err := tpm2.GetCapability{Capability: tpm2.TPMCapHandles, Property: uint32(tpm2.TPMHTTransient) << 24, PropertyCount: 32}.Execute(t)
-	if err != nil {
-		return
-	}
-	hs, err := rsp.CapabilityData.Data.Handles()
-	if err != nil {
-		return
-	}
-	for _, h := range hs.Handle {
-		if uint32(h)>>24 != uint32(tpm2.TPMHTTransient) {
-			break
+	// Loaded objects, then loaded sessions (HMAC and policy).
+	for _, ht := range []tpm2.TPMHT{tpm2.TPMHTTransient, tpm2.TPMHTHMACSession} {
+		rsp, err := tpm2.GetCapability{Capability: tpm2.TPMCapHandles, Property: uint32(ht) << 24, PropertyCount: 32}.Execute(t)
+		if err != nil {
+			continue
 		}
-		_, _ = tpm2.FlushContext{FlushHandle: h}.Execute(t)
+		hs, err := rsp.CapabilityData.Data.Handles()
+		if err != nil {
+			continue
+		}
+		for _, h := range hs.Handle {
+			if uint32(h)>>24 != uint32(ht) {
+				break
+			}
+			_, _ = tpm2.FlushContext{FlushHandle: h}.Execute(t)
+		}
 	}
 }
 

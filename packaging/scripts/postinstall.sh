@@ -28,10 +28,13 @@ elif ! getent passwd tether >/dev/null 2>&1; then
 		# shadow-utils (RPM distributions without systemd-sysusers)
 		useradd --system --user-group --home-dir /var/lib/tether --no-create-home \
 			--shell /sbin/nologin --comment "tether agent" tether
-	else
-		# BusyBox adduser/addgroup (Alpine, OpenWrt)
+	elif command -v adduser >/dev/null 2>&1 && command -v addgroup >/dev/null 2>&1; then
+		# BusyBox adduser/addgroup (Alpine, OpenWrt builds that have them)
 		getent group tether >/dev/null 2>&1 || addgroup -S tether
 		adduser -S -D -H -h /var/lib/tether -s /sbin/nologin -G tether -g "tether agent" tether
+	else
+		echo "tether: no systemd-sysusers, adduser or useradd here: create the system group and user" \
+			"tether (home /var/lib/tether, no login shell), then chown tether:tether /var/lib/tether" >&2
 	fi
 fi
 
@@ -43,8 +46,10 @@ if command -v systemd-tmpfiles >/dev/null 2>&1; then
 	systemd-tmpfiles --create /usr/lib/tmpfiles.d/tether.conf || true
 else
 	mkdir -p /etc/tether /var/lib/tether
-	chown root:tether /etc/tether && chmod 0750 /etc/tether
-	chown tether:tether /var/lib/tether && chmod 0700 /var/lib/tether
+	if getent passwd tether >/dev/null 2>&1; then
+		chown root:tether /etc/tether && chmod 0750 /etc/tether
+		chown tether:tether /var/lib/tether && chmod 0700 /var/lib/tether
+	fi
 fi
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload || true

@@ -42,6 +42,8 @@ func TestPKIScript(t *testing.T) {
 	}
 }
 
+// TestSimulatorProcess ensures that the runnable simulator serves credentials to the EC and RSA device identities pki.sh makes.
+//
 // TestSimulatorProcess runs the simulator's main over files made by pki.sh
 // and fetches credentials with the EC and the RSA device identities.
 func TestSimulatorProcess(t *testing.T) {

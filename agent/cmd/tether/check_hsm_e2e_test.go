@@ -1,5 +1,3 @@
-//go:build cgo && !nopkcs11
-
 package main
 
 import (

@@ -189,6 +189,8 @@ func TestCredentialProcessDirect(t *testing.T) {
 	})
 }
 
+// TestRealClients ensures that the AWS CLI, boto3 and aws-sdk-go-v2 receive exactly what the agent serves.
+//
 // TestRealClients checks that Debian's AWS CLI, Debian's boto3 and
 // aws-sdk-go-v2 each receive exactly what the agent serves, through
 // credential_process and through the container endpoint.
@@ -282,6 +284,8 @@ func assertSameTime(t *testing.T, want, got string) {
 	assert.True(t, w.Equal(g), "expiration: want %s, got %s", want, got)
 }
 
+// TestKill9WarmRestart ensures that an agent restarted after SIGKILL serves its cached credentials at once, with the endpoint down.
+//
 // TestKill9WarmRestart kills the agent with SIGKILL, stops the simulator and
 // starts the agent again: the cached credentials are served at once, and the
 // state file never held the secret in plaintext.
@@ -321,8 +325,7 @@ func kill9Sealed(t *testing.T, p *agentProcess, e *agenttest.Env, served *agent.
 	assert.False(t, bytes.Contains(raw, []byte(served.Token)), "session token in plaintext in the state file")
 }
 
-// TestAgentStartFailures: a bad start is one line and the right
-// status, before READY.
+// TestAgentStartFailures ensures that a bad start is one line and the right exit status, before READY.
 func TestAgentStartFailures(t *testing.T) {
 	e := agenttest.New(t, time.Hour, "")
 	e.WriteConfig("", e.Socket, filepath.Join(e.Dir, "missing", "tether.sock"))
@@ -345,7 +348,9 @@ func TestAgentStartFailures(t *testing.T) {
 	assert.Contains(t, stderr, "state")
 }
 
-// TestRefreshShortLived: with 30-second credentials from the simulator, for
+// TestRefreshShortLived ensures that with 30-second credentials every credential served is unexpired and fresh ones keep coming.
+//
+// With 30-second credentials from the simulator, for
 // two minutes every credential served is unexpired and at least three
 // distinct ones were served. The poll interval paces the clients; nothing
 // waits on a sleep to happen.
@@ -378,7 +383,9 @@ func TestRefreshShortLived(t *testing.T) {
 	t.Logf("%d distinct credentials served, %d issued", len(seen), len(e.Sim.Grants()))
 }
 
-// TestSocketActivation: systemd's own systemd-socket-activate holds the
+// TestSocketActivation ensures that the agent serves on the socket systemd-socket-activate passes it.
+//
+// Systemd's own systemd-socket-activate holds the
 // socket (as tether.socket would) and starts the agent on the first
 // connection, passing the listener as LISTEN_FDS with the name "api".
 func TestSocketActivation(t *testing.T) {

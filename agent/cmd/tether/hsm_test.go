@@ -1,5 +1,3 @@
-//go:build cgo && !nopkcs11
-
 package main
 
 import (
@@ -24,16 +22,30 @@ func hsmRun(args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
-// TestHSMCommands ensures that tether hsm keygen, list, csr and selftest work against a SoftHSM token and never print the PIN.
+// TestHSMCommands ensures that keygen, list, csr and selftest work on a
+// SoftHSM token with the URI as written (in-process in cgo builds, `p11-kit
+// remote` in static ones) and through p11-kit explicitly.
 func TestHSMCommands(t *testing.T) {
 	if testing.Short() {
 		t.Skip("SoftHSM integration test")
 	}
+	for _, via := range []string{"default", "p11-kit remote", "p11-kit server"} {
+		t.Run(via, func(t *testing.T) { testHSMCommands(t, via) })
+	}
+}
+
+func testHSMCommands(t *testing.T, via string) {
 	tk := hsmtest.NewToken(t, "cli")
 	pinBytes, err := os.ReadFile(tk.PINFile)
 	require.NoError(t, err)
 	pin := strings.TrimSpace(string(pinBytes))
 	uri := tk.URI("device")
+	switch via {
+	case "p11-kit remote":
+		uri = tk.RemoteURI("device")
+	case "p11-kit server":
+		uri = tk.ServerURI(t, "device")
+	}
 
 	code, out, errs := hsmRun("keygen", "--key", uri, "--type", "ec-p384")
 	require.Equal(t, 0, code, errs)
@@ -81,7 +93,6 @@ func TestHSMCommands(t *testing.T) {
 	assert.Contains(t, errs, `tokens present: "cli"`)
 }
 
-// TestHSMUsage ensures that tether hsm refuses wrong arguments and bad key URIs with a line that says what to fix.
 func TestHSMUsage(t *testing.T) {
 	tests := []struct {
 		args []string

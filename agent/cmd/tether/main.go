@@ -84,9 +84,9 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case "identity":
 		return runIdentity(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":
-		pkcs11 := "yes"
-		if !hsm.PKCS11Available {
-			pkcs11 = "no (static build: PEM and TPM keys; use tether-pkcs11-linux-* for pkcs11: keys)"
+		pkcs11 := "in-process and through p11-kit"
+		if !hsm.PKCS11InProcess {
+			pkcs11 = "through p11-kit (static build)"
 		}
 		tpmKeys := "yes"
 		if !hsm.TPMAvailable {

@@ -20,7 +20,9 @@ import (
 	"github.com/tetherd/tether/mqtt/mqtttest"
 )
 
-// TestMQTTThroughTheAgent: mosquitto with mTLS and MQTT v5; the agent's one
+// TestMQTTThroughTheAgent ensures that the agent's one MQTT session carries a publish from tether mqtt publish to tether mqtt subscribe.
+//
+// Mosquitto with mTLS and MQTT v5; the agent's one
 // session carries a publish from `tether mqtt publish` back to
 // `tether mqtt subscribe`, with the same device identity that fetches the
 // credentials.

@@ -20,7 +20,9 @@ import (
 	"github.com/tetherd/tether/credprovider/ststest"
 )
 
-// TestRoleThroughCredentialProcess: Debian's AWS CLI gets an assumed
+// TestRoleThroughCredentialProcess ensures that the AWS CLI gets an assumed role's credentials through tether credential-process --role.
+//
+// Debian's AWS CLI gets an assumed
 // [[role]]'s credentials from `tether credential-process --role NAME`, the
 // agent having assumed it at a local STS endpoint that checks every
 // signature against the device role's credentials.

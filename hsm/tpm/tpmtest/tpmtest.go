@@ -39,10 +39,17 @@ type Simulator struct {
 // package, when swtpm is not installed.
 func Start(t testing.TB) *Simulator {
 	t.Helper()
+	return StartIn(t, t.TempDir())
+}
+
+// StartIn is Start with the socket (dir/tpm.sock) and state in dir, e.g.
+// inside a container's root so that its programs reach the simulator;
+// dir must exist. The socket may be used by anyone (mode 0666).
+func StartIn(t testing.TB, dir string) *Simulator {
+	t.Helper()
 	if _, err := exec.LookPath("swtpm"); err != nil {
 		t.Fatal("tpmtest: swtpm missing: install the Debian package swtpm (apt-get install swtpm; softhsm-test/deps.sh does)")
 	}
-	dir := t.TempDir()
 	s := &Simulator{t: t, dir: dir, Socket: filepath.Join(dir, "tpm.sock"), StateDir: filepath.Join(dir, "state")}
 	if err := os.Mkdir(s.StateDir, 0o700); err != nil {
 		t.Fatal(err)
@@ -77,7 +84,7 @@ func (s *Simulator) startUnix() {
 	os.Remove(s.Socket)
 	ctrl := filepath.Join(s.dir, "ctrl.sock")
 	os.Remove(ctrl)
-	s.run("type=unixio,path="+s.Socket, "type=unixio,path="+ctrl, func() bool {
+	s.run("type=unixio,path="+s.Socket+",mode=0666", "type=unixio,path="+ctrl, func() bool {
 		c, err := net.Dial("unix", s.Socket)
 		if err != nil {
 			return false
