@@ -70,14 +70,20 @@ func (a *Agent) buildRoles() error {
 	}
 	a.roles = roleSet{}
 	leaf := sha256.Sum256(a.id.Leaf().Raw)
-	dev, err := a.addRole(DeviceRole, credentialsKey{
-		Endpoint: cfg.AWS.CredentialEndpoint, RoleAlias: cfg.AWS.RoleAlias, ThingName: cfg.Identity.ThingName,
-		Certificate: hex.EncodeToString(leaf[:]), Duration: cfg.AWS.Duration.Duration,
-	}, iot, Source{}, AllowList{})
+	dev, err := a.addRole(DeviceRole, deviceCredentialsKey(cfg, leaf), iot, Source{}, AllowList{})
 	if err != nil {
 		return err
 	}
 	return a.buildExtraRoles(dev.ref)
+}
+
+// deviceCredentialsKey is what decides the device role's credentials; leaf
+// is the SHA-256 of the device certificate.
+func deviceCredentialsKey(cfg *Config, leaf [32]byte) credentialsKey {
+	return credentialsKey{
+		Endpoint: cfg.AWS.CredentialEndpoint, RoleAlias: cfg.AWS.RoleAlias, ThingName: cfg.Identity.ThingName,
+		Certificate: hex.EncodeToString(leaf[:]), Duration: cfg.AWS.Duration.Duration,
+	}
 }
 
 // credentialsKey lists exactly what decides the credentials a role gets, and
@@ -221,7 +227,12 @@ func (a *Agent) addRole(name string, ck credentialsKey, p aws.CredentialsProvide
 			_ = r.Seed(c, lifetime)
 		}
 	}
-	if c, ok, err := a.db.Credentials(key); err != nil {
+	cache := a.db
+	if a.setSealer && a.sealer != nil {
+		// A new identity reads what a rotation sealed for it.
+		cache = a.db.WithSealer(a.sealer)
+	}
+	if c, ok, err := cache.Credentials(key); err != nil {
 		a.log.Warn("could not read cached credentials", "role", name, "err", err)
 	} else if ok {
 		if err := r.Seed(c.Credentials, c.Lifetime); err != nil {

@@ -62,7 +62,11 @@ func FetchStatus(ctx context.Context, socket string) (*Status, error) {
 }
 
 func getJSON(ctx context.Context, socket, path string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://tether"+path, nil)
+	return callJSON(ctx, socket, http.MethodGet, path, v)
+}
+
+func callJSON(ctx context.Context, socket, method, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://tether"+path, nil)
 	if err != nil {
 		return err
 	}
@@ -81,7 +85,7 @@ func getJSON(ctx context.Context, socket, path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("reading the agent's answer: %w", err)
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode/100 != 2 {
 		var ae apiError
 		if json.Unmarshal(body, &ae) != nil || ae.Message == "" {
 			ae.Message = fmt.Sprintf("the agent answered %s", resp.Status)
@@ -100,4 +104,11 @@ func unwrapOp(err error) error {
 		return oe.Err
 	}
 	return err
+}
+
+// RequestRotation asks the agent at socket to rotate the device
+// certificate now; it returns once the agent accepted the request.
+func RequestRotation(ctx context.Context, socket string) error {
+	var out map[string]string
+	return callJSON(ctx, socket, http.MethodPost, "/v1/identity/rotate", &out)
 }

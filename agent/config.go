@@ -30,6 +30,8 @@ type Config struct {
 	Log      LogConfig      `toml:"log"`
 	// Greengrass is set when the device runs AWS IoT Greengrass too.
 	Greengrass GreengrassConfig `toml:"greengrass"`
+	// Provision is what `tether provision` needs (identity.go).
+	Provision ProvisionConfig `toml:"provision"`
 
 	// File is the path the configuration was read from.
 	File string `toml:"-"`
@@ -42,6 +44,12 @@ type IdentityConfig struct {
 	// PrivateKey is a PEM file, an RFC 7512 "pkcs11:" URI or a "tpm:"
 	// reference (see hsm/tpm).
 	PrivateKey string `toml:"private_key"`
+	// Rotation of the certificate (identity.go).
+	RotateBefore     Duration `toml:"rotate_before"`
+	RotateAt         float64  `toml:"rotate_at"`
+	RotationTemplate string   `toml:"rotation_template"`
+	RetiredTopic     string   `toml:"retired_topic"`
+	Fallback         Duration `toml:"fallback"`
 }
 
 // AWSConfig is the AWS IoT Core credentials provider the device role comes from.

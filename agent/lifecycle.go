@@ -93,6 +93,8 @@ type Agent struct {
 
 	started time.Time
 	ready   atomic.Bool
+	// rot rotates the certificate (rotate.go).
+	rot *rotator
 }
 
 type borrowed struct{ id, db, outbox, mqtt, container bool }
@@ -156,6 +158,18 @@ loop:
 		case err := <-d.errc:
 			runErr = runtimeFailure("serving: %w", err)
 			break loop
+		case <-a.rot.switched:
+			// A rotation committed or rolled back: the next generation
+			// opens the identity the certificate file now names.
+			next, err := a.reload(ctx)
+			if err != nil {
+				log.Error("the identity the rotation left cannot start; the running one is kept", "err", err)
+				a.rot.rollback(err)
+				continue
+			}
+			a = next
+			log.Info("switched to the rotated identity", "certificate", a.cfg.Identity.Certificate)
+			platform.Ready(a.statusLine())
 		case <-opts.Reload:
 			platform.Reloading()
 			next, err := a.reload(ctx)
@@ -291,6 +305,7 @@ func start(ctx context.Context, d *daemon, cfg *Config, prev *Agent) (_ *Agent, 
 			return nil, err
 		}
 	}
+	a.rot = newRotator(a)
 	return a, nil
 }
 
@@ -476,6 +491,9 @@ func (a *Agent) launch(ctx context.Context) {
 	if a.outbox != nil {
 		api.mqtt, api.streams = a.session, a.streams
 	}
+	api.identity = a.rot.handler()
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.rot.run(runCtx) }()
 	a.api = api.routes()
 	if a.container != nil {
 		c := &containerAPI{roles: roles, allow: api.allow, token: a.token, log: a.d.refusals}

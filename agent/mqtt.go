@@ -9,8 +9,12 @@ import (
 )
 
 // mqttRoots returns the CAs that verify the broker.
-func (a *Agent) mqttRoots() (*x509.CertPool, error) {
-	if f := a.cfg.MQTT.CAFile; f != "" {
+func (a *Agent) mqttRoots() (*x509.CertPool, error) { return brokerRoots(a.cfg) }
+
+// brokerRoots returns the CAs that verify cfg's broker: mqtt.ca_file, or
+// Amazon's roots.
+func brokerRoots(cfg *Config) (*x509.CertPool, error) {
+	if f := cfg.MQTT.CAFile; f != "" {
 		p, err := credprovider.LoadCAFile(f)
 		if err != nil {
 			return nil, configFailure("mqtt.ca_file: %w", err)

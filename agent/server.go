@@ -116,7 +116,9 @@ type api struct {
 	// streams ends when the generation retires, and subscription streams
 	// with it.
 	streams context.Context
-	log     *slog.Logger
+	// identity serves /v1/identity/ (rotate.go).
+	identity http.Handler
+	log      *slog.Logger
 }
 
 func (a *api) routes() http.Handler {
@@ -157,6 +159,9 @@ func (a *api) routes() http.Handler {
 			}
 			h(s, w, r.WithContext(ctx))
 		}
+	}
+	if a.identity != nil {
+		mux.Handle("/v1/identity/", a.identity)
 	}
 	// Methods are checked by the handlers, so a wrong one gets the API's
 	// error shape rather than the mux's plain text.

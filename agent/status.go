@@ -20,6 +20,8 @@ type Status struct {
 	MQTT *mqtt.Status `json:"mqtt,omitempty"`
 	// Memory is what the Go runtime holds.
 	Memory MemoryStatus `json:"memory"`
+	// Rotation is the certificate rotation's state (rotate.go).
+	Rotation *RotationStatus `json:"rotation,omitempty"`
 }
 
 // IdentityStatus describes the device identity.
@@ -29,6 +31,8 @@ type IdentityStatus struct {
 	Issuer    string    `json:"issuer"`
 	Key       string    `json:"key"`
 	NotAfter  time.Time `json:"not_after"`
+	// CertificateID is AWS IoT's id of the certificate (its SHA-256).
+	CertificateID string `json:"certificate_id"`
 }
 
 // RoleStatus is one role's credential state.
@@ -50,11 +54,12 @@ func (a *Agent) Status() Status {
 	st := Status{Version: a.opts.Version, Started: a.started.UTC()}
 	if leaf := a.id.Leaf(); leaf != nil {
 		st.Identity = IdentityStatus{
-			ThingName: a.cfg.Identity.ThingName,
-			Subject:   leaf.Subject.String(),
-			Issuer:    leaf.Issuer.String(),
-			Key:       a.id.KeyLocation(),
-			NotAfter:  leaf.NotAfter.UTC(),
+			ThingName:     a.cfg.Identity.ThingName,
+			Subject:       leaf.Subject.String(),
+			Issuer:        leaf.Issuer.String(),
+			Key:           a.id.KeyLocation(),
+			NotAfter:      leaf.NotAfter.UTC(),
+			CertificateID: certificateID(leaf),
 		}
 	}
 	names := make([]string, 0, len(a.roles))
@@ -81,6 +86,7 @@ func (a *Agent) Status() Status {
 		st.Roles = append(st.Roles, r)
 	}
 	st.Store = a.db.Health()
+	st.Rotation = a.rot.status()
 	if s := a.session(); s != nil {
 		ms := s.Status()
 		st.MQTT = &ms

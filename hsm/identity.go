@@ -92,7 +92,12 @@ type keyBackend interface {
 // OpenKey opens a private key without a certificate: key is a PEM file path,
 // a "pkcs11:" URI or a "tpm:" reference (package hsm/tpm). Close it when done.
 func OpenKey(ctx context.Context, key string, opts ...Option) (*Key, error) {
-	o := buildOptions(opts)
+	return openKey(ctx, key, nil, buildOptions(opts))
+}
+
+// openKey opens key; a PEM file holding several keys, or a token holding
+// several keys with the URI's label, yields the one whose public key is want.
+func openKey(ctx context.Context, key string, want crypto.PublicKey, o options) (*Key, error) {
 	if tpm.IsURI(key) {
 		b, err := openTPM(ctx, key, o)
 		if err != nil {
@@ -106,12 +111,17 @@ func OpenKey(ctx context.Context, key string, opts ...Option) (*Key, error) {
 			return nil, err
 		}
 		b, err := openPKCS11(ctx, u, o)
+		if errors.Is(err, errAmbiguous) && want != nil {
+			// Several keys share the label (for a while during a
+			// certificate rotation): the certificate picks one.
+			b, err = openMatching(ctx, u, want, o)
+		}
 		if err != nil {
 			return nil, err
 		}
 		return &Key{backend: b}, nil
 	}
-	b, err := openPEMKey(key)
+	b, err := openPEMKey(key, want)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +181,7 @@ func Open(ctx context.Context, certFile, key string, opts ...Option) (*Identity,
 	if err := checkValidity(certFile, chain[0], o.now()); err != nil {
 		return nil, err
 	}
-	k, err := OpenKey(ctx, key, opts...)
+	k, err := openKey(ctx, key, chain[0].PublicKey, o)
 	if err != nil {
 		return nil, err
 	}

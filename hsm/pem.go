@@ -90,8 +90,10 @@ type pemKey struct {
 }
 
 // openPEMKey reads a PKCS#1, PKCS#8 or SEC1 private key. The file must not
-// be readable by group or others, since it is the device's identity.
-func openPEMKey(file string) (*pemKey, error) {
+// be readable by group or others, since it is the device's identity. A file
+// may hold several keys (for a while during a certificate rotation): the one
+// whose public key is want is chosen, else the first.
+func openPEMKey(file string, want crypto.PublicKey) (*pemKey, error) {
 	if err := secretfile.Check(file); err != nil {
 		return nil, fmt.Errorf("%w: private key: %w", ErrBadKey, err)
 	}
@@ -100,6 +102,7 @@ func openPEMKey(file string) (*pemKey, error) {
 		return nil, fmt.Errorf("%w: private key %s: %w", ErrBadKey, file, err)
 	}
 	rest := data
+	var first *pemKey
 	for {
 		var b *pem.Block
 		b, rest = pem.Decode(rest)
@@ -136,7 +139,16 @@ func openPEMKey(file string) (*pemKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: private key %s: %w", ErrBadKey, file, err)
 		}
-		return &pemKey{file: file, signer: signer, pkcs8: der}, nil
+		k := &pemKey{file: file, signer: signer, pkcs8: der}
+		if eq, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool }); want == nil || (ok && eq.Equal(want)) {
+			return k, nil
+		}
+		if first == nil {
+			first = k
+		}
+	}
+	if first != nil {
+		return first, nil
 	}
 	if bytes.Contains(data, []byte("-----BEGIN")) {
 		return nil, fmt.Errorf("%w: private key %s: no PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block; is it the certificate file?", ErrBadKey, file)

@@ -2,7 +2,10 @@
 
 package hsm
 
-import "context"
+import (
+	"context"
+	"errors"
+)
 
 // PKCS11Available reports whether this build can use pkcs11: keys. A
 // CGO_ENABLED=0 binary cannot dlopen a module, and -tags nopkcs11 leaves
@@ -19,4 +22,10 @@ const PKCS11InProcess = false
 // URI's p11-kit server socket.
 func openPKCS11(ctx context.Context, u *URI, o options) (keyBackend, error) {
 	return openP11Kit(ctx, u, o)
+}
+
+// DeleteKeys needs the cgo PKCS#11 build (crypto11); through p11-kit the
+// previous key of a rotation stays in the token, unused.
+func DeleteKeys(context.Context, string, []byte, ...Option) error {
+	return errors.New("deleting token keys needs the cgo PKCS#11 build (tether-pkcs11-linux-*); the previous key stays in the token, unused")
 }

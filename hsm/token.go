@@ -111,7 +111,7 @@ func keyCountErr(u *URI, t fmt.Stringer, n int, list func() string) error {
 	case 0:
 		return fmt.Errorf("%w: no private key matches %s in token %s; keys there: %s", ErrKeyNotFound, u, t, list())
 	}
-	return fmt.Errorf("%d private keys match %s in token %s; add id= to pick one: %s", n, u, t, list())
+	return fmt.Errorf("%w: %d private keys match %s in token %s; add id= to pick one: %s", errAmbiguous, n, u, t, list())
 }
 
 // keyNames lists the key objects among objs (labels, ids, types; never

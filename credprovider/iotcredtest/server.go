@@ -23,6 +23,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"regexp"
@@ -143,6 +144,7 @@ type Server struct {
 	connections int
 	things      []string
 	grants      []Grant
+	refused     map[string]bool // serial numbers (decimal) answered 403
 }
 
 // NewUnstartedServer configures a server; call Start.
@@ -250,6 +252,19 @@ func (s *Server) TrustCA(ca *x509.Certificate) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.trusted = append(s.trusted, ca)
+}
+
+// RefuseCertificates answers 403 Access Denied, from the next request on,
+// to device certificates with these serial numbers, as the service does for
+// a certificate that is not ACTIVE; it replaces the previous list.
+func (s *Server) RefuseCertificates(serials []*big.Int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refused = map[string]bool{}
+	for _, n := range serials {
+		s.refused[n.String()] = true
+	}
+	return nil
 }
 
 // Fail makes the next n requests fail with f, replacing any faults still
@@ -411,6 +426,14 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}); err != nil {
 		s.log.Info("client certificate rejected", "cn", leaf.Subject.CommonName, "error", err)
+		writeJSON(w, http.StatusForbidden, "Access Denied")
+		return
+	}
+	s.mu.Lock()
+	refused := s.refused[leaf.SerialNumber.String()]
+	s.mu.Unlock()
+	if refused {
+		s.log.Info("client certificate not active", "cn", leaf.Subject.CommonName, "serial", leaf.SerialNumber)
 		writeJSON(w, http.StatusForbidden, "Access Denied")
 		return
 	}

@@ -36,6 +36,8 @@ Usage:
   tether config import greengrass FILE       print the configuration for Greengrass's identity
   tether hsm list|keygen|csr|selftest ...    manage keys in a PKCS#11 token
   tether mqtt publish|subscribe ...          use the agent's MQTT session
+  tether provision [-c FILE]                 get the device identity by claim (fleet provisioning)
+  tether identity rotate [--socket PATH]     have the running agent rotate its certificate now
   tether version                             print the version
 
 The configuration defaults to /etc/tether/tether.toml.
@@ -77,6 +79,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return runHSM(ctx, rest, stdout, stderr)
 	case "mqtt":
 		return runMQTT(ctx, rest, stdout, stderr)
+	case "provision":
+		return runProvision(ctx, rest, stdout, stderr)
+	case "identity":
+		return runIdentity(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":
 		pkcs11 := "in-process and through p11-kit"
 		if !hsm.PKCS11InProcess {

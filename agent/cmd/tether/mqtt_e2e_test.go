@@ -96,9 +96,15 @@ func TestMQTTThroughTheAgent(t *testing.T) {
 // waitStatus polls the agent's status until ok holds, for at most 30 s.
 func waitStatus(t testing.TB, socket string, ok func(*agent.Status) bool) {
 	t.Helper()
+	waitStatusFor(t, socket, 30*time.Second, ok)
+}
+
+// waitStatusFor is waitStatus for at most d.
+func waitStatusFor(t testing.TB, socket string, d time.Duration, ok func(*agent.Status) bool) {
+	t.Helper()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	deadline := time.After(30 * time.Second)
+	deadline := time.After(d)
 	for {
 		st, err := agent.FetchStatus(context.Background(), socket)
 		require.NoError(t, err)

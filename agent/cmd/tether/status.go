@@ -42,6 +42,7 @@ func printStatus(w io.Writer, st *agent.Status, now time.Time) {
 	fmt.Fprintf(tw, "  subject\t%s\n", id.Subject)
 	fmt.Fprintf(tw, "  key\t%s\n", id.Key)
 	fmt.Fprintf(tw, "  certificate expires\t%s (%s)\n", id.NotAfter.Format(time.RFC3339), in(now, id.NotAfter))
+	printRotation(tw, st.Rotation, now)
 	for _, r := range st.Roles {
 		state := "no credentials"
 		if r.Valid && r.Expires != nil {
