@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/tetherd/tether/mqtt"
 	"github.com/tetherd/tether/platform"
 )
 
@@ -26,7 +27,7 @@ func (c *Config) applyDefaults(dirs platform.Dirs) {
 	if m.ClientID == "" {
 		m.ClientID = c.defaultClientID()
 	}
-	m.KeepAlive.orDefault(30 * time.Second)
+	m.KeepAlive.orDefault(mqtt.DefaultKeepAlive)
 	m.SessionExpiry.orDefault(24 * time.Hour)
 	m.BackoffCap.orDefault(2 * time.Minute)
 	if m.OutboxMaxMessages == 0 {

@@ -145,6 +145,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	a.serveContainer()
 	platform.Ready(a.statusLine())
 	log.Info("tether is ready", "socket", ln.Addr().String(), "container_endpoint", cfg.Serve.ContainerEndpoint, "thing", cfg.Identity.ThingName)
+	go trimResident(ctx, log)
 
 	var runErr error
 loop:

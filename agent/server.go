@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -49,6 +50,47 @@ type role struct {
 	source Source
 	// allow narrows the socket's allow list for this role.
 	allow AllowList
+	// answer is the last credentials encoded, reused while they are the
+	// ones the provider returns: a local program may ask for them
+	// thousands of times between two refreshes.
+	answer atomic.Pointer[answer]
+}
+
+// answer is one set of credentials as the endpoints send it.
+type answer struct {
+	creds  aws.Credentials
+	body   []byte
+	length []string // Content-Length, when net/http would not set it itself
+}
+
+// Header values the endpoints send, shared so that no request allocates them.
+var (
+	headerJSON    = []string{"application/json"}
+	headerNoStore = []string{"no-store"}
+)
+
+// encoded returns c as JSON, from the role's last answer when c is the
+// same credentials.
+func (rl *role) encoded(c aws.Credentials) *answer {
+	if a := rl.answer.Load(); a != nil && a.creds == c {
+		return a
+	}
+	b, err := json.Marshal(toJSON(c))
+	if err != nil {
+		b = []byte(`{"code":"internal","message":"cannot encode the answer"}`)
+	}
+	b = append(b, '\n')
+	a := &answer{creds: c, body: b}
+	if len(b) > 2048 {
+		// net/http sets Content-Length itself for a body that fits its
+		// 2 KiB buffer, and chunks a longer one.
+		a.length = []string{strconv.Itoa(len(b))}
+	}
+	if c.CanExpire {
+		// Credentials without an expiry get a new Expiration each time.
+		rl.answer.Store(a)
+	}
+	return a
 }
 
 // retryAfter says when a failed role may have credentials again: at its
@@ -182,8 +224,14 @@ func serveCredentials(w http.ResponseWriter, r *http.Request, rl *role) {
 			"no valid credentials for role "+strconv.Quote(rl.name)+" yet: "+err.Error())
 		return
 	}
-	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, toJSON(c))
+	a := rl.encoded(c)
+	h := w.Header()
+	h["Cache-Control"] = headerNoStore
+	h["Content-Type"] = headerJSON
+	if a.length != nil {
+		h["Content-Length"] = a.length
+	}
+	w.Write(a.body)
 }
 
 func toJSON(c aws.Credentials) Credentials {

@@ -18,6 +18,8 @@ type Status struct {
 	Store    store.Health   `json:"store"`
 	// MQTT is the MQTT session's status, when [mqtt] is configured.
 	MQTT *mqtt.Status `json:"mqtt,omitempty"`
+	// Memory is what the Go runtime holds.
+	Memory MemoryStatus `json:"memory"`
 }
 
 // IdentityStatus describes the device identity.
@@ -83,6 +85,7 @@ func (a *Agent) Status() Status {
 		ms := s.Status()
 		st.MQTT = &ms
 	}
+	st.Memory = memoryStatus()
 	return st
 }
 

@@ -79,6 +79,7 @@ type IoT struct {
 	transport                      *http.Transport
 	client                         *http.Client
 	getCert                        atomic.Pointer[func(*tls.CertificateRequestInfo) (*tls.Certificate, error)]
+	sessions                       *SessionCache
 }
 
 var _ aws.CredentialsProvider = (*IoT)(nil)
@@ -96,6 +97,7 @@ func NewIoT(opts IoTOptions) (*IoT, error) {
 		thingName: opts.ThingName,
 		url:       "https://" + opts.Endpoint + "/role-aliases/" + url.PathEscape(opts.RoleAlias) + "/credentials",
 		timeout:   opts.Timeout,
+		sessions:  NewSessionCache(),
 	}
 	if p.timeout == 0 {
 		p.timeout = DefaultIoTTimeout
@@ -107,6 +109,9 @@ func NewIoT(opts IoTOptions) (*IoT, error) {
 	switch {
 	case opts.GetClientCertificate != nil:
 		p.getCert.Store(&opts.GetClientCertificate)
+		// The function may change identities between handshakes, which
+		// a resumed session would not notice: full handshakes only.
+		p.sessions = nil
 	case len(opts.Certificate.Certificate) > 0 && opts.Certificate.PrivateKey != nil:
 		p.SetCertificate(opts.Certificate)
 	default:
@@ -131,8 +136,10 @@ func NewIoT(opts IoTOptions) (*IoT, error) {
 	}
 
 	p.transport = &http.Transport{
-		Proxy:       http.ProxyFromEnvironment,
-		DialContext: (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
+		Proxy: http.ProxyFromEnvironment,
+		// No TCP keepalive probes: a refresh is one request every 40
+		// minutes, and its connection is closed soon after.
+		DialContext: (&net.Dialer{KeepAlive: -1}).DialContext,
 		TLSClientConfig: &tls.Config{
 			MinVersion: tls.VersionTLS12,
 			ServerName: host, // SNI and the name verified
@@ -144,7 +151,13 @@ func NewIoT(opts IoTOptions) (*IoT, error) {
 		TLSHandshakeTimeout: p.timeout,
 		MaxIdleConns:        2,
 		MaxIdleConnsPerHost: 2,
-		IdleConnTimeout:     90 * time.Second,
+		// Long enough for the retries and roles of one refresh burst, short
+		// enough that an idle gateway holds no connection (and its probes
+		// and FIN exchange happen while the radio is still up).
+		IdleConnTimeout: 10 * time.Second,
+	}
+	if p.sessions != nil {
+		p.transport.TLSClientConfig.ClientSessionCache = p.sessions
 	}
 	p.client = &http.Client{
 		Transport: p.transport,
@@ -160,6 +173,9 @@ func NewIoT(opts IoTOptions) (*IoT, error) {
 func (p *IoT) SetCertificate(cert tls.Certificate) {
 	f := func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }
 	p.getCert.Store(&f)
+	if p.sessions != nil {
+		p.sessions.Reset() // a resumed session would present the old identity
+	}
 	if p.transport != nil {
 		p.transport.CloseIdleConnections()
 	}

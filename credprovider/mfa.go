@@ -7,10 +7,6 @@ import (
 	"os"
 	"strings"
 	"time"
-	"unicode"
-
-	"github.com/pquerna/otp"
-	"github.com/pquerna/otp/totp"
 
 	"github.com/tetherd/tether/platform/secretfile"
 )
@@ -69,51 +65,34 @@ func TOTPFile(path string, now func() time.Time) (TokenProvider, error) {
 	if now == nil {
 		now = time.Now
 	}
-	if _, _, err := readTOTP(path); err != nil {
+	if _, err := readTOTP(path); err != nil {
 		return nil, err
 	}
 	return func(context.Context) (string, error) {
-		secret, opts, err := readTOTP(path)
+		k, err := readTOTP(path)
 		if err != nil {
 			return "", err
 		}
-		code, err := totp.GenerateCodeCustom(secret, now(), opts)
-		if err != nil {
-			// The library's errors never quote the secret.
-			return "", &OptionError{Field: "TOTPFile.path", Issue: fmt.Sprintf("%s: %v", path, err)}
-		}
-		return code, nil
+		return k.code(now()), nil
 	}, nil
 }
 
-func readTOTP(path string) (string, totp.ValidateOpts, error) {
-	opts := totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
+func readTOTP(path string) (totpKey, error) {
 	if err := secretfile.Check(path); err != nil {
-		return "", opts, &OptionError{Field: "TOTPFile.path", Issue: err.Error()}
+		return totpKey{}, &OptionError{Field: "TOTPFile.path", Issue: err.Error()}
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", opts, &OptionError{Field: "TOTPFile.path", Issue: fmt.Sprintf("%s: %v", path, unwrapPath(err))}
+		return totpKey{}, &OptionError{Field: "TOTPFile.path", Issue: fmt.Sprintf("%s: %v", path, unwrapPath(err))}
 	}
-	s := strings.TrimSpace(string(b))
-	if strings.HasPrefix(s, "otpauth://") {
-		k, err := otp.NewKeyFromURL(s)
-		if err != nil || k.Type() != "totp" || k.Secret() == "" {
-			return "", opts, &OptionError{Field: "TOTPFile.path", Issue: path + ": not a valid otpauth://totp/ URI"}
-		}
-		opts.Period, opts.Digits, opts.Algorithm = uint(k.Period()), k.Digits(), k.Algorithm()
-		s = k.Secret()
+	k, err := parseTOTPKey(strings.TrimSpace(string(b)))
+	switch {
+	case errors.Is(err, errEmptySecret):
+		return k, &OptionError{Field: "TOTPFile.path", Issue: path + " " + err.Error()}
+	case err != nil:
+		return k, &OptionError{Field: "TOTPFile.path", Issue: path + ": " + err.Error()}
 	}
-	s = strings.ToUpper(strings.Map(func(r rune) rune {
-		if unicode.IsSpace(r) || r == '-' {
-			return -1 // secrets are often shown in groups
-		}
-		return r
-	}, s))
-	if s == "" {
-		return "", opts, &OptionError{Field: "TOTPFile.path", Issue: path + " is empty: write the virtual MFA device's base32 secret into it"}
-	}
-	return s, opts, nil
+	return k, nil
 }
 
 func unwrapPath(err error) error {

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -383,9 +384,16 @@ func (r *Refresher) fetch(ctx context.Context, f *flight) {
 		r.failures++
 		r.total++
 		r.lastErr = err
-		delay := r.backoff(r.failures)
+		n := r.failures
 		var se *ServiceError
-		if errors.As(err, &se) && se.RetryAfter > delay {
+		if errors.As(err, &se) && se.StatusCode == http.StatusTooManyRequests {
+			// The account's rate limit, not this device, refused: the whole
+			// fleet is asking at once, so start from a backoff that spreads
+			// it instead of climbing from a second (docs/refresh.md).
+			n = max(n, throttledFailures)
+		}
+		delay := r.backoff(n)
+		if se != nil && se.RetryAfter > delay {
 			delay = min(se.RetryAfter, r.o.MaxBackoff)
 		}
 		r.nextAttempt = now.Add(delay)
@@ -468,7 +476,16 @@ func (r *Refresher) newEntry(creds aws.Credentials, now time.Time, seeded bool, 
 		e.refreshAt = expires.Add(-r.o.AdvisoryWindow)
 	}
 	if lead := e.refreshAt.Sub(now); lead > 0 && r.o.Jitter > 0 {
-		e.refreshAt = e.refreshAt.Add(-time.Duration(r.o.Rand() * r.o.Jitter * float64(lead)))
+		j := r.o.Jitter
+		if !seeded && (r.refreshes == 0 || r.failures > 0) {
+			// The first credentials after start or after failures: the
+			// whole fleet may have fetched them in the same minutes (a
+			// boot, the end of an outage), and a jitter of a tenth would
+			// keep it refreshing in step for days. One earlier refresh
+			// spreads it over the lifetime (docs/refresh.md).
+			j = resyncJitter
+		}
+		e.refreshAt = e.refreshAt.Add(-time.Duration(r.o.Rand() * j * float64(lead)))
 	}
 	if e.refreshAt.After(e.serveUntil) {
 		e.refreshAt = e.serveUntil
@@ -478,6 +495,16 @@ func (r *Refresher) newEntry(creds aws.Credentials, now time.Time, seeded bool, 
 	}
 	return e, nil
 }
+
+// resyncJitter is the Jitter of the first credentials after start or after
+// failures.
+const resyncJitter = 0.8
+
+// throttledFailures is the backoff step a throttled (429) attempt is treated
+// as at least: with the default MinBackoff, a draw from up to about four
+// minutes. softhsm-test/fleetsim chose it: it halves the requests of a fleet
+// booting at once and does not delay its recovery.
+const throttledFailures = 8
 
 // backoff returns the delay after the n-th consecutive failure: uniform in
 // [MinBackoff, min(MaxBackoff, MinBackoff·2^n)].

@@ -80,8 +80,9 @@ func TestRunRetriesWithBackoffWhileServing(t *testing.T) {
 	require.NoError(t, clk.BlockUntil(t.Context(), 1))
 	p.set(time.Hour, errTransient)
 	next, _ := clk.Next()
-	// The jitter draw moved the refresh 10% of 45 min earlier.
-	assert.Equal(t, t0.Add(45*time.Minute-time.Duration(0.999999999*0.1*float64(45*time.Minute))), next)
+	// The first credentials after start: the resync jitter draw moved the
+	// refresh 80% of 45 min earlier.
+	assert.Equal(t, t0.Add(45*time.Minute-time.Duration(0.999999999*0.8*float64(45*time.Minute))), next)
 
 	for i := 1; i <= 5; i++ {
 		clk.Set(next)

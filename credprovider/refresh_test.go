@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -163,7 +164,9 @@ func TestSchedule(t *testing.T) {
 	}
 }
 
-// TestJitterBounds ensures that jitter only ever moves a refresh earlier, by at most the configured fraction.
+// TestJitterBounds ensures that jitter only moves a refresh earlier, by at
+// most its fraction of the time until it, and that the first credentials
+// after start are spread by the wider resync jitter.
 func TestJitterBounds(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -185,6 +188,19 @@ func TestJitterBounds(t *testing.T) {
 			})
 			_, err := r.Retrieve(t.Context())
 			require.NoError(t, err)
+			// The first credentials after start are drawn from the wide
+			// resync jitter, unless jitter is disabled.
+			first := r.Status().NextRefresh
+			resync := 0.8
+			if tc.jitter < 0 {
+				resync = 0
+			}
+			assert.Equal(t, t0.Add(45*time.Minute-time.Duration(tc.rand*resync*float64(45*time.Minute))), first)
+			// The next ones by the configured jitter.
+			clk.Set(first)
+			_, err = r.Retrieve(t.Context())
+			require.NoError(t, err)
+			t0 := first
 			next := r.Status().NextRefresh
 			assert.Equal(t, t0.Add(tc.want), next)
 			frac := tc.jitter
@@ -377,4 +393,33 @@ func retrieveTogether(t *testing.T, r *credprovider.Refresher, n int, release fu
 		require.NoError(t, errs[i])
 	}
 	return keys
+}
+
+// TestThrottledBackoff ensures that an attempt the account's rate limit
+// refused (429) backs off as if it were the eighth failure, so a fleet asking
+// at once spreads over minutes, while other failures start from a second.
+func TestThrottledBackoff(t *testing.T) {
+	throttled := &credprovider.ServiceError{Endpoint: "x", RoleAlias: "r", StatusCode: http.StatusTooManyRequests}
+	unavailable := &credprovider.ServiceError{Endpoint: "x", RoleAlias: "r", StatusCode: http.StatusServiceUnavailable}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want time.Duration // after the first failure, with the ceiling drawn
+	}{
+		{"throttled", throttled, 256 * time.Second},
+		{"unavailable", unavailable, 2 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := clocktest.New(t0)
+			p := &scripted{clk: clk, err: tc.err}
+			r := newRefresher(t, p, clk, credprovider.RefreshOptions{
+				Mode: credprovider.Deferred, Rand: func() float64 { return 0.999999999 },
+			})
+			_, err := r.Retrieve(t.Context())
+			require.Error(t, err)
+			st := r.Status()
+			assert.Equal(t, 1, st.Failures, "a throttled attempt counts as one failure")
+			assert.InDelta(t, float64(tc.want), float64(st.NextRefresh.Sub(clk.Now())), float64(time.Millisecond))
+		})
+	}
 }

@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/url"
 	"strconv"
@@ -35,8 +34,8 @@ import (
 // Defaults for Config.
 const (
 	DefaultPort             = 8883
-	DefaultKeepAlive        = 30 * time.Second // AWS IoT Core allows 30 s to 1200 s
-	DefaultSessionExpiry    = time.Hour        // AWS IoT Core's default persistent session expiry
+	DefaultKeepAlive        = 4 * time.Minute // AWS IoT Core allows 30 s to 1200 s; below common 5-minute NAT timeouts (docs/mqtt.md)
+	DefaultSessionExpiry    = time.Hour       // AWS IoT Core's default persistent session expiry
 	DefaultMinBackoff       = time.Second
 	DefaultMaxBackoff       = 2 * time.Minute
 	DefaultConnectTimeout   = 10 * time.Second
@@ -191,6 +190,11 @@ func New(ctx context.Context, cfg Config) (*Session, error) {
 	if tlsCfg.GetClientCertificate == nil {
 		cert := cfg.Certificate
 		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+		// A fixed identity: a reconnect may resume the TLS session (no
+		// certificate chain, no signature by the device key) where the
+		// broker allows it. A GetClientCertificate may change identities
+		// unseen by a resumed session, so it gets full handshakes.
+		tlsCfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
 	}
 	if port == 443 {
 		tlsCfg.NextProtos = []string{ALPNProtocol}
@@ -226,6 +230,8 @@ func New(ctx context.Context, cfg Config) (*Session, error) {
 		OnConnectionUp:                s.onUp,
 		OnConnectionDown:              s.onDown,
 		OnConnectError:                s.onConnectError,
+		ConnectPacketBuilder:          withReceiveMaximum,
+		AttemptConnection:             dialer(tlsCfg, cfg.ConnectTimeout),
 		ClientConfig: paho.ClientConfig{
 			ClientID:          clientID,
 			Session:           sess,
@@ -292,11 +298,7 @@ func (s *Session) backoff(attempt int) time.Duration {
 	if hook != nil {
 		hook()
 	}
-	ceiling := s.cfg.MaxBackoff
-	if n < 30 {
-		ceiling = min(s.cfg.MaxBackoff, s.cfg.MinBackoff<<n)
-	}
-	return rand.N(ceiling)
+	return ReconnectDelay(s.cfg.MinBackoff, s.cfg.MaxBackoff, n, nil)
 }
 
 func (s *Session) onConnectError(err error) {

@@ -10,6 +10,12 @@ run() {
 	echo "== $*" | tee -a "$out"
 	go test -run '^$' -count=1 "$@" 2>&1 | grep -E '^(Benchmark|ok|FAIL|---|panic)' | tee -a "$out"
 }
+# The agent's process benchmarks measure the release build (make build, which
+# make bench runs first) and the static binaries.
+make -s static >/dev/null
+export TETHER_BIN="$PWD/bin/tether" TETHER_DIST="$PWD/dist"
+# The fleet simulation's table and plot go beside the figures.
+export TETHER_BENCH_DIR="$(cd "$(dirname "$out")" && pwd)"
 # p11kit_share: what the PKCS#11-through-p11-kit path (hsm/p11rpc and
 # hsm's p11-kit backend) takes of the static arm64 binary, from its symbol
 # table; the arm64 binary's budget is 10 MB (sizes above).
@@ -47,5 +53,8 @@ sizes() {
 	rm -rf "$dir"
 }
 sizes
+run -bench . -timeout 30m ./softhsm-test/...
+cat "$TETHER_BENCH_DIR/fleet.md" | tee -a "$out"
+echo "fleet plot: $TETHER_BENCH_DIR/fleet.png" | tee -a "$out"
 p11kit_share
 echo "figures written to $out"

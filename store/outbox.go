@@ -363,12 +363,24 @@ func (o *Outbox) Close() error {
 func (o *Outbox) commitLoop() {
 	defer close(o.done)
 	batch := make([]*enqueueReq, 0, o.opts.MaxBatch)
+	// Acks wait for the next commit that adds messages, or ackDelay at
+	// most: an ack-only commit costs an fsync (two, in bbolt) that a busy
+	// outbox would otherwise make between every two batches of messages.
+	ackTimer := time.NewTimer(time.Hour)
+	ackTimer.Stop()
+	var ackDue <-chan time.Time
 	for {
 		batch = batch[:0]
 		select {
 		case r := <-o.reqs:
 			batch = append(batch, r)
 		case <-o.kick:
+			if ackDue == nil {
+				ackTimer.Reset(ackDelay)
+				ackDue = ackTimer.C
+			}
+			continue
+		case <-ackDue:
 		case <-o.stop:
 			// Finish what was handed over before Close, then flush acks.
 			for {
@@ -396,9 +408,17 @@ func (o *Outbox) commitLoop() {
 				break drain
 			}
 		}
+		// This commit carries every pending ack.
+		ackTimer.Stop()
+		ackDue = nil
 		o.commit(batch)
 	}
 }
+
+// ackDelay bounds how long an acknowledged message stays in the file when
+// nothing else is committed: after a crash within it, the broker may get
+// it again (at-least-once).
+const ackDelay = time.Second
 
 // commit writes batch and the pending acks in one transaction and answers
 // every request in batch.

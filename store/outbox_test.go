@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -178,4 +179,30 @@ func TestOutboxUnavailableAndClosed(t *testing.T) {
 	require.True(t, errors.Is(err, ErrOutboxClosed), "got %v", err)
 	_, _, err = ob.Next(0)
 	require.ErrorIs(t, err, ErrOutboxClosed)
+}
+
+// TestOutboxAcksRideAlong ensures that acknowledgements are committed with
+// the next commit that adds messages, without an fsync of their own, and on
+// their own within ackDelay when nothing else comes.
+func TestOutboxAcksRideAlong(t *testing.T) {
+	_, ob := openOutbox(t, filepath.Join(t.TempDir(), "s.db"), OutboxOptions{})
+	ctx := context.Background()
+	first, err := ob.Enqueue(ctx, "dt/gw/a", []byte("one"), 1)
+	require.NoError(t, err)
+	size := recordSize("dt/gw/a", []byte("one"))
+	ob.Ack(first)
+	assert.Equal(t, 0, ob.Stats().Depth, "acknowledged at once")
+	assert.Equal(t, size, ob.Stats().Bytes, "but not yet deleted from the file")
+
+	_, err = ob.Enqueue(ctx, "dt/gw/a", []byte("two"), 1)
+	require.NoError(t, err)
+	assert.Equal(t, size, ob.Stats().Bytes, "the ack rode along with the next commit")
+	assert.EqualValues(t, 2, ob.Stats().Commits)
+
+	m, ok, err := ob.Next(first)
+	require.NoError(t, err)
+	require.True(t, ok)
+	ob.Ack(m.Seq)
+	require.Eventually(t, func() bool { return ob.Stats().Bytes == 0 }, 10*ackDelay, 10*time.Millisecond,
+		"an ack alone is committed within ackDelay")
 }

@@ -1,86 +1,112 @@
 package agenttest
 
 import (
-	"context"
+	"bufio"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
 // LoadResult is what a load run measured.
 type LoadResult struct {
-	Requests int
-	RPS      float64
-	P50, P99 time.Duration
+	Requests int           `json:"requests"`
+	RPS      float64       `json:"rps"`
+	P50      time.Duration `json:"p50"`
+	P99      time.Duration `json:"p99"`
 }
 
 // Load runs clients concurrent keep-alive HTTP clients against GET path on
 // the Unix socket until d has passed or n requests were made (n ≤ 0: no
 // limit), and measures throughput and latency. Any answer but 200 fails tb.
 func Load(tb testing.TB, socket, path string, clients int, d time.Duration, n int) LoadResult {
-	limit := -1
-	if n > 0 {
-		limit = n
+	r, err := RunLoad(socket, path, clients, d, n)
+	if err != nil {
+		tb.Error(err)
 	}
-	var mu sync.Mutex
-	var lat []time.Duration
-	var wg sync.WaitGroup
+	return r
+}
+
+// RunLoad is Load for programs: the load generator that `make bench` runs
+// as a process of its own, so the agent and the baseline it is compared
+// with do not share a Go runtime with their client. Each client holds one
+// connection and sends the next request when the answer has been read, as
+// an SDK's credential provider does; the client side is kept lean (one
+// prepared request, http.ReadResponse) so that it costs the machine little.
+func RunLoad(socket, path string, clients int, d time.Duration, n int) (LoadResult, error) {
+	var left atomic.Int64
+	left.Store(int64(n))
+	if n <= 0 {
+		left.Store(1 << 62)
+	}
+	var (
+		mu   sync.Mutex
+		lat  []time.Duration
+		errs []error
+		wg   sync.WaitGroup
+	)
+	req := []byte("GET " + path + " HTTP/1.1\r\nHost: tether\r\nUser-Agent: tether-load\r\n\r\n")
 	start := time.Now()
 	deadline := start.Add(d)
 	for range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				var dl net.Dialer
-				return dl.DialContext(ctx, "unix", socket)
-			}}
-			c := &http.Client{Transport: tr}
-			defer tr.CloseIdleConnections()
-			mine := make([]time.Duration, 0, 1024)
-			for time.Now().Before(deadline) {
-				if limit >= 0 {
-					mu.Lock()
-					if limit == 0 {
-						mu.Unlock()
-						break
-					}
-					limit--
-					mu.Unlock()
-				}
-				t0 := time.Now()
-				resp, err := c.Get("http://tether" + path)
-				if err != nil {
-					tb.Error(err)
-					return
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					tb.Errorf("GET %s: status %d", path, resp.StatusCode)
-					return
-				}
-				mine = append(mine, time.Since(t0))
-			}
+		wg.Go(func() {
+			mine, err := client(socket, req, deadline, &left)
 			mu.Lock()
+			defer mu.Unlock()
 			lat = append(lat, mine...)
-			mu.Unlock()
-		}()
+			if err != nil {
+				errs = append(errs, err)
+			}
+		})
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	slices.Sort(lat)
 	if len(lat) == 0 {
-		return LoadResult{}
+		return LoadResult{}, errors.Join(append(errs, fmt.Errorf("agenttest: no request to %s succeeded", socket))...)
 	}
+	slices.Sort(lat)
 	return LoadResult{
 		Requests: len(lat),
 		RPS:      float64(len(lat)) / elapsed.Seconds(),
 		P50:      lat[len(lat)/2],
 		P99:      lat[len(lat)*99/100],
+	}, errors.Join(errs...)
+}
+
+// client sends req over one connection until deadline or until left runs
+// out, and returns each request's latency.
+func client(socket string, req []byte, deadline time.Time, left *atomic.Int64) ([]time.Duration, error) {
+	conn, err := net.Dial("unix", socket)
+	if err != nil {
+		return nil, err
 	}
+	defer conn.Close()
+	br := bufio.NewReaderSize(conn, 8<<10)
+	lat := make([]time.Duration, 0, 1<<14)
+	for time.Now().Before(deadline) && left.Add(-1) >= 0 {
+		t0 := time.Now()
+		if _, err := conn.Write(req); err != nil {
+			return lat, err
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return lat, err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return lat, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return lat, fmt.Errorf("agenttest: GET on %s: status %d", socket, resp.StatusCode)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	return lat, nil
 }

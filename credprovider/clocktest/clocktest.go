@@ -4,8 +4,8 @@
 package clocktest
 
 import (
+	"container/heap"
 	"context"
-	"sort"
 	"sync"
 	"time"
 )
@@ -14,21 +14,32 @@ import (
 // readings carry no monotonic component, so a Set backwards or forwards is seen
 // by callers exactly like a wall-clock step. The zero value is not usable; call
 // New.
+//
+// Timers are kept in a heap and waiters are woken only when what they wait
+// for holds, so one Clock can drive a simulated fleet of 100,000 Refreshers.
 type Clock struct {
 	mu      sync.Mutex
 	now     time.Time
-	timers  []*timer
-	changed chan struct{} // closed and replaced whenever timers change
+	timers  timerHeap
+	seq     uint64
+	waiters []waiter
 }
 
 type timer struct {
-	at time.Time
-	f  func()
+	at    time.Time
+	seq   uint64 // equal deadlines fire in the order they were set
+	index int    // in the heap; -1 once fired or stopped
+	f     func()
+}
+
+type waiter struct {
+	n  int
+	ch chan struct{}
 }
 
 // New returns a Clock reading now.
 func New(now time.Time) *Clock {
-	return &Clock{now: now.Round(0), changed: make(chan struct{})}
+	return &Clock{now: now.Round(0)}
 }
 
 // Now returns the fake time.
@@ -41,26 +52,24 @@ func (c *Clock) Now() time.Time {
 // AfterFunc schedules f to run in its own goroutine once the clock has been
 // advanced by d. A d <= 0 runs f at once, like time.AfterFunc.
 func (c *Clock) AfterFunc(d time.Duration, f func()) func() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &timer{at: c.now.Add(d), f: f}
 	if d <= 0 {
 		go f()
 		return func() bool { return false }
 	}
-	c.timers = append(c.timers, t)
-	c.signalLocked()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seq++
+	t := &timer{at: c.now.Add(d), seq: c.seq, f: f}
+	heap.Push(&c.timers, t)
+	c.wakeLocked()
 	return func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		for i, x := range c.timers {
-			if x == t {
-				c.timers = append(c.timers[:i], c.timers[i+1:]...)
-				c.signalLocked()
-				return true
-			}
+		if t.index < 0 {
+			return false
 		}
-		return false
+		heap.Remove(&c.timers, t.index)
+		return true
 	}
 }
 
@@ -80,14 +89,9 @@ func (c *Clock) Set(t time.Time) {
 // setLocked is called with c.mu held and releases it.
 func (c *Clock) setLocked(t time.Time) {
 	c.now = t
-	sort.SliceStable(c.timers, func(i, j int) bool { return c.timers[i].at.Before(c.timers[j].at) })
 	var due []*timer
 	for len(c.timers) > 0 && !c.timers[0].at.After(t) {
-		due = append(due, c.timers[0])
-		c.timers = c.timers[1:]
-	}
-	if len(due) > 0 {
-		c.signalLocked()
+		due = append(due, heap.Pop(&c.timers).(*timer))
 	}
 	c.mu.Unlock()
 	for _, x := range due {
@@ -109,35 +113,73 @@ func (c *Clock) Next() (time.Time, bool) {
 	if len(c.timers) == 0 {
 		return time.Time{}, false
 	}
-	next := c.timers[0].at
-	for _, x := range c.timers[1:] {
-		if x.at.Before(next) {
-			next = x.at
-		}
-	}
-	return next, true
+	return c.timers[0].at, true
 }
 
 // BlockUntil waits until at least n timers are pending, e.g. until a
 // background loop has gone to sleep, or until ctx is done.
 func (c *Clock) BlockUntil(ctx context.Context, n int) error {
-	for {
-		c.mu.Lock()
-		if len(c.timers) >= n {
-			c.mu.Unlock()
-			return nil
-		}
-		ch := c.changed
+	c.mu.Lock()
+	if len(c.timers) >= n {
 		c.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
+		return nil
+	}
+	w := waiter{n: n, ch: make(chan struct{})}
+	c.waiters = append(c.waiters, w)
+	c.mu.Unlock()
+	select {
+	case <-w.ch:
+		return nil
+	case <-ctx.Done():
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for i, x := range c.waiters {
+			if x.ch == w.ch {
+				c.waiters = append(c.waiters[:i], c.waiters[i+1:]...)
+				break
+			}
 		}
+		return ctx.Err()
 	}
 }
 
-func (c *Clock) signalLocked() {
-	close(c.changed)
-	c.changed = make(chan struct{})
+// wakeLocked releases the waiters whose count of pending timers is reached.
+func (c *Clock) wakeLocked() {
+	kept := c.waiters[:0]
+	for _, w := range c.waiters {
+		if len(c.timers) >= w.n {
+			close(w.ch)
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	c.waiters = kept
+}
+
+// timerHeap orders timers by deadline, then by the order they were set.
+type timerHeap []*timer
+
+func (h timerHeap) Len() int { return len(h) }
+func (h timerHeap) Less(i, j int) bool {
+	if !h[i].at.Equal(h[j].at) {
+		return h[i].at.Before(h[j].at)
+	}
+	return h[i].seq < h[j].seq
+}
+func (h timerHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *timerHeap) Push(x any) {
+	t := x.(*timer)
+	t.index = len(*h)
+	*h = append(*h, t)
+}
+func (h *timerHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	old[len(old)-1] = nil
+	t.index = -1
+	*h = old[:len(old)-1]
+	return t
 }

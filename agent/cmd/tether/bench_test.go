@@ -95,35 +95,6 @@ func BenchmarkStartup(b *testing.B) {
 	}
 }
 
-// BenchmarkMemory: the agent's RSS and PSS idle and after 1,000,000 requests,
-// next to a bare Go HTTP server on a Unix socket, idle, in the same run.
-// Targets: ≤ 12 MB RSS idle; growth ≤ 2 MB.
-func BenchmarkMemory(b *testing.B) {
-	e := agenttest.New(b, time.Hour, "")
-	p := startAgentB(b, e)
-	base := startBareServer(b)
-	for b.Loop() {
-		rss, pss := memory(b, p.Process.Pid)
-		brss, _ := memory(b, base.Process.Pid)
-		anon := readKB(b, p.Process.Pid, "status", "RssAnon")
-		b.ReportMetric(rss/1024, "idle-rss-MB")
-		// Most of the RSS is the binary's own pages (file-backed, shared
-		// with every other tether process); the heap is the anonymous part.
-		b.ReportMetric(anon/1024, "idle-rss-anon-MB")
-		b.ReportMetric(pss/1024, "idle-pss-MB")
-		b.ReportMetric(brss/1024, "bare-server-rss-MB")
-		b.ReportMetric(rss/brss, "rss-ratio")
-		n := 1_000_000
-		if s := os.Getenv("TETHER_BENCH_REQUESTS"); s != "" {
-			n, _ = strconv.Atoi(s)
-		}
-		r := agenttest.Load(b, e.Socket, "/v1/credentials", 8, time.Hour, n)
-		after, _ := memory(b, p.Process.Pid)
-		b.ReportMetric(float64(r.Requests), "requests")
-		b.ReportMetric((after-rss)/1024, "rss-growth-MB")
-	}
-}
-
 // memory reads VmRSS and Pss (kB) of pid.
 func memory(b *testing.B, pid int) (rss, pss float64) {
 	return readKB(b, pid, "status", "VmRSS"), readKB(b, pid, "smaps_rollup", "Pss")
@@ -147,7 +118,12 @@ func readKB(b *testing.B, pid int, file, key string) float64 {
 }
 
 func startAgentB(b *testing.B, e *agenttest.Env) *exec.Cmd {
-	cmd := exec.Command(tetherBin, "run", "-c", e.Config)
+	return startAgentBin(b, e, tetherBin)
+}
+
+// startAgentBin starts bin as the agent and waits for READY=1.
+func startAgentBin(b *testing.B, e *agenttest.Env, bin string) *exec.Cmd {
+	cmd := exec.Command(bin, "run", "-c", e.Config)
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
@@ -176,9 +152,16 @@ func main() {
 	if err != nil {
 		panic(err)
 	}
+	body := []byte("{}")
+	if len(os.Args) > 2 {
+		if body, err = os.ReadFile(os.Args[2]); err != nil {
+			panic(err)
+		}
+	}
 	os.Stdout.WriteString("ready\n")
 	http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte("{}"))
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(body)
 	}))
 }
 `
@@ -186,25 +169,45 @@ func main() {
 // buildBare builds a one-file Go program from src, with the flags tether's
 // own builds use, and returns the binary's path.
 func buildBare(b *testing.B, src string) string {
+	return buildBareEnv(b, src)
+}
+
+// buildBareFor builds src statically for GOARCH arch (arm: ARMv7) and
+// returns the binary's size.
+func buildBareFor(b *testing.B, src, arch string) int64 {
+	bin := buildBareEnv(b, src, "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch, "GOARM=7")
+	st, err := os.Stat(bin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return st.Size()
+}
+
+func buildBareEnv(b *testing.B, src string, env ...string) string {
 	dir := b.TempDir()
 	file := filepath.Join(dir, "bare.go")
 	if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	bin := filepath.Join(dir, "bare")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, file)
+	build := exec.Command("go", "build", "-trimpath", "-tags=nethttpomithttp2", "-ldflags=-s -w", "-o", bin, file)
 	build.Dir = dir
-	build.Env = append(os.Environ(), "GO111MODULE=off")
+	build.Env = append(append(os.Environ(), "GO111MODULE=off"), env...)
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("building a baseline program: %v\n%s", err, out)
 	}
 	return bin
 }
 
-// startBareServer builds and starts the minimal Go HTTP server baseline.
-func startBareServer(b *testing.B) *exec.Cmd {
+// startBareServer builds and starts the minimal Go HTTP server baseline on
+// socket, answering the contents of bodyFile ("{}" when empty).
+func startBareServer(b *testing.B, socket, bodyFile string) *exec.Cmd {
 	bin := buildBare(b, bareServer)
-	cmd := exec.Command(bin, filepath.Join(b.TempDir(), "bare.sock"))
+	args := []string{socket}
+	if bodyFile != "" {
+		args = append(args, bodyFile)
+	}
+	cmd := exec.Command(bin, args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)

@@ -94,7 +94,7 @@ func TestMQTTThroughTheAgent(t *testing.T) {
 }
 
 // waitStatus polls the agent's status until ok holds, for at most 30 s.
-func waitStatus(t *testing.T, socket string, ok func(*agent.Status) bool) {
+func waitStatus(t testing.TB, socket string, ok func(*agent.Status) bool) {
 	t.Helper()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/tetherd/tether/agent"
+	"github.com/tetherd/tether/agent/agenttest"
+	"github.com/tetherd/tether/mqtt/mqtttest"
+)
+
+// buildSockload builds the load generator that runs as a process of its own.
+func buildSockload(b *testing.B) string {
+	bin := filepath.Join(b.TempDir(), "sockload")
+	if out, err := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/tetherd/tether/softhsm-test/sockload").CombinedOutput(); err != nil {
+		b.Fatalf("building sockload: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// sockload runs the load generator against socket and returns what it measured.
+func sockload(b *testing.B, bin, socket, path string, clients int, d time.Duration, n int) agenttest.LoadResult {
+	out, err := exec.Command(bin, "-socket", socket, "-path", path, "-clients", strconv.Itoa(clients),
+		"-duration", d.String(), "-n", strconv.Itoa(n)).Output()
+	if err != nil {
+		b.Fatalf("sockload on %s: %v", socket, err)
+	}
+	var r agenttest.LoadResult
+	if err := json.Unmarshal(out, &r); err != nil {
+		b.Fatalf("sockload printed %q: %v", out, err)
+	}
+	return r
+}
+
+// BenchmarkSocket: GET /v1/credentials on the running agent's Unix socket
+// against the floor, a bare net/http server on a Unix socket answering the
+// same body, both driven by the same load generator in a process of its own,
+// in alternating 2-second rounds (the median of 5 is reported). Goals with
+// 8 clients: throughput ratio ≥ 0.9, p99 ratio ≤ 1.25.
+func BenchmarkSocket(b *testing.B) {
+	e := agenttest.New(b, time.Hour, "")
+	startAgentB(b, e)
+	c, err := agent.FetchCredentials(context.Background(), e.Socket, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	body, _ := json.Marshal(c)
+	bodyFile := filepath.Join(b.TempDir(), "body.json")
+	if err := os.WriteFile(bodyFile, append(body, '\n'), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	floorSock := filepath.Join(b.TempDir(), "floor.sock")
+	startBareServer(b, floorSock, bodyFile)
+	load := buildSockload(b)
+	for _, clients := range []int{1, 8} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			for b.Loop() {
+				var ag, fl []agenttest.LoadResult
+				for range 5 {
+					fl = append(fl, sockload(b, load, floorSock, "/", clients, 2*time.Second, 0))
+					ag = append(ag, sockload(b, load, e.Socket, "/v1/credentials", clients, 2*time.Second, 0))
+				}
+				a, f := medianLoad(ag), medianLoad(fl)
+				b.ReportMetric(a.RPS, "agent-req/s")
+				b.ReportMetric(f.RPS, "floor-req/s")
+				b.ReportMetric(a.RPS/f.RPS, "throughput-ratio")
+				b.ReportMetric(float64(a.P99.Microseconds()), "agent-p99-µs")
+				b.ReportMetric(float64(f.P99.Microseconds()), "floor-p99-µs")
+				b.ReportMetric(float64(a.P99)/float64(f.P99), "p99-ratio")
+			}
+		})
+	}
+}
+
+// medianLoad is the median round by throughput, with the median p99.
+func medianLoad(rs []agenttest.LoadResult) agenttest.LoadResult {
+	rps := make([]float64, len(rs))
+	p99 := make([]time.Duration, len(rs))
+	for i, r := range rs {
+		rps[i], p99[i] = r.RPS, r.P99
+	}
+	slices.Sort(rps)
+	slices.Sort(p99)
+	return agenttest.LoadResult{RPS: rps[len(rps)/2], P99: p99[len(p99)/2]}
+}
+
+// smaps is a process's /proc/PID/smaps_rollup, in kB.
+type smaps struct{ rss, pss, pssAnon, pssFile, anon float64 }
+
+func readSmaps(b *testing.B, pid int) smaps {
+	return smaps{
+		rss:     readKB(b, pid, "smaps_rollup", "Rss"),
+		pss:     readKB(b, pid, "smaps_rollup", "Pss"),
+		pssAnon: readKB(b, pid, "smaps_rollup", "Pss_Anon"),
+		pssFile: readKB(b, pid, "smaps_rollup", "Pss_File"),
+		anon:    readKB(b, pid, "smaps_rollup", "Anonymous"),
+	}
+}
+
+// BenchmarkMemory: the agent idle with credentials and an MQTT session
+// connected to mosquitto (mTLS, MQTT v5), from /proc/PID/smaps_rollup (RSS,
+// PSS and its anonymous and file-backed parts) and the Go runtime's own
+// figures from /v1/status; then, warmed up by 10,000 requests, its RSS growth
+// after 1,000,000 more from the load generator. The baseline is a bare net/http server on a Unix socket,
+// idle, in the same run. Goals: PSS ≤ 8 MB, anonymous ≤ 3 MB, growth ≤ 1 MB.
+func BenchmarkMemory(b *testing.B) {
+	builds := [][2]string{{"cgo", tetherBin}}
+	if dist := os.Getenv("TETHER_DIST"); dist != "" {
+		// The static build is what most gateways run: no libc, no threads
+		// of its own.
+		builds = append(builds, [2]string{"static", filepath.Join(dist, "tether-linux-"+runtime.GOARCH)})
+	}
+	base := startBareServer(b, filepath.Join(b.TempDir(), "bare.sock"), "")
+	load := buildSockload(b)
+	n := 1_000_000
+	if s := os.Getenv("TETHER_BENCH_REQUESTS"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
+	for _, build := range builds {
+		b.Run("build="+build[0], func(b *testing.B) {
+			e := agenttest.New(b, time.Hour, "")
+			// One test PKI for both: the broker trusts the simulator's device.
+			broker := mqtttest.NewBroker(b, mqtttest.Options{PKI: e.Sim.PKI})
+			e.WriteConfig(fmt.Sprintf("\n[mqtt]\nendpoint = %q\nca_file = %q\n", broker.Addr, broker.CAFile))
+			p := startAgentBin(b, e, build[1])
+			waitStatus(b, e.Socket, func(st *agent.Status) bool { return st.MQTT != nil && st.MQTT.State == "connected" })
+			for b.Loop() {
+				memoryRun(b, p.Process.Pid, base.Process.Pid, e.Socket, load, n)
+			}
+		})
+	}
+}
+
+func memoryRun(b *testing.B, pid, basePid int, socket, load string, n int) {
+	// Idle: past the agent's second trim of start-up memory (agent.trimAfter).
+	time.Sleep(20 * time.Second)
+	m, bm := readSmaps(b, pid), readSmaps(b, basePid)
+	st, err := agent.FetchStatus(context.Background(), socket)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(m.rss/1024, "idle-rss-MB")
+	b.ReportMetric(m.pss/1024, "idle-pss-MB")
+	b.ReportMetric(m.pssFile/1024, "idle-pss-file-MB")
+	b.ReportMetric(m.anon/1024, "idle-anon-MB")
+	b.ReportMetric(float64(st.Memory.HeapInUse)/(1<<20), "idle-heap-in-use-MB")
+	b.ReportMetric(float64(st.Memory.Mapped)/(1<<20), "idle-go-mapped-MB")
+	b.ReportMetric(bm.pss/1024, "bare-server-pss-MB")
+	b.ReportMetric(bm.anon/1024, "bare-server-anon-MB")
+	b.ReportMetric(m.pss/bm.pss, "pss-ratio")
+	b.ReportMetric(m.anon/bm.anon, "anon-ratio")
+	// Growth is measured from a warmed-up agent: the first requests fault
+	// back in the request path's code that the trim gave back.
+	sockload(b, load, socket, "/v1/credentials", 8, time.Hour, 10_000)
+	warm := readSmaps(b, pid)
+	r := sockload(b, load, socket, "/v1/credentials", 8, time.Hour, n)
+	after := readSmaps(b, pid)
+	b.ReportMetric(warm.rss/1024, "warm-rss-MB")
+	b.ReportMetric(warm.pss/1024, "warm-pss-MB")
+	b.ReportMetric(float64(r.Requests), "requests")
+	b.ReportMetric((after.rss-warm.rss)/1024, "rss-growth-MB")
+	b.ReportMetric((after.anon-warm.anon)/1024, "anon-growth-MB")
+}
+
+// BenchmarkBinarySize: the static release binaries that `make static` left
+// in TETHER_DIST (bench.sh sets it), against a bare net/http server built
+// for the same architecture with the same flags, in the same run. Goal:
+// arm64 ≤ 10 MB.
+func BenchmarkBinarySize(b *testing.B) {
+	dist := os.Getenv("TETHER_DIST")
+	if dist == "" {
+		b.Skip("TETHER_DIST is not set: run make bench, which runs make static first")
+	}
+	for b.Loop() {
+		for _, arch := range []string{"arm64", "amd64", "arm"} {
+			name := "tether-linux-" + arch
+			if arch == "arm" {
+				name = "tether-linux-armv7"
+			}
+			st, err := os.Stat(filepath.Join(dist, name))
+			if err != nil {
+				b.Fatalf("%v: run make static", err)
+			}
+			floor := buildBareFor(b, bareServer, arch)
+			b.ReportMetric(float64(st.Size())/1e6, arch+"-MB")
+			b.ReportMetric(float64(st.Size())/float64(floor), arch+"-ratio-to-bare-server")
+		}
+	}
+}
