@@ -74,6 +74,8 @@ func TestValidateFilterAndMatch(t *testing.T) {
 	}{
 		{"a/b", true}, {"a/+/c", true}, {"a/#", true}, {"#", true}, {"+", true},
 		{"a/#/c", false}, {"a/b#", false}, {"a+/b", false}, {"", false}, {"a/b/c/d/e/f/g/h/i", false},
+		{"$share", false}, {"$share/", false}, {"$share/g", false}, {"$share//a", false}, {"$share/+/a", false}, {"$share/g/", false},
+		{"$share/g/a/#", true}, {"$share/g/+", true}, {"$sharex/a", true}, {"$share/g/a/#/b", false},
 		{"a/\n/#", false}, {"a/\x01", false}, {"\uffff/+", false}, {"a/\u0090", false},
 	}
 	for _, tc := range filters {

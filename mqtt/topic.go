@@ -65,6 +65,15 @@ func ValidateFilter(filter string) error {
 	if err := validateName(filter, "filter"); err != nil {
 		return err
 	}
+	if filter == "$share" || strings.HasPrefix(filter, "$share/") {
+		// A shared subscription (MQTT 5 section 4.8.2, AWS IoT Core):
+		// $share/NAME/FILTER, NAME non-empty without wildcards or slashes.
+		name, rest, ok := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(filter, "$share"), "/"), "/")
+		if !ok || name == "" || rest == "" || strings.ContainsAny(name, "+#") {
+			return rule("filter_invalid", "filter %q: a shared subscription is $share/NAME/FILTER, NAME without + or #", filter)
+		}
+		filter = rest
+	}
 	levels := strings.Split(filter, "/")
 	for i, l := range levels {
 		switch {
