@@ -35,7 +35,11 @@ func FuzzParseURI(f *testing.F) {
 			return
 		}
 		out := u.String()
-		if strings.Contains(out, pin) {
+		// The planted value is a PIN only where it became the pin-value
+		// attribute and stands nowhere else in the input: inside a label
+		// ("object=pin-value=…") it is a label, which String keeps.
+		planted := u.PINValue == pin && !strings.Contains(strings.Replace(in, "pin-value="+pin, "", 1), pin)
+		if planted && strings.Contains(out, pin) {
 			t.Fatalf("String() = %q holds the PIN", out)
 		}
 		v, err := ParseURI(out)
