@@ -354,7 +354,16 @@ func RedactURI(s string) string {
 	// Wherever pin-value= appears, whatever the scheme's case or whether
 	// s parses at all: a value mistaken for a path is quoted by errors.
 	const attr = "pin-value="
-	lower := strings.ToLower(s)
+	// ASCII case folding, byte by byte: strings.ToLower and strings.Map
+	// change the length (a byte that is not UTF-8 becomes U+FFFD), and the
+	// indexes found in lower must be those of s.
+	folded := []byte(s)
+	for i, c := range folded {
+		if 'A' <= c && c <= 'Z' {
+			folded[i] = c + ('a' - 'A')
+		}
+	}
+	lower := string(folded)
 	if !strings.Contains(lower, attr) {
 		return s
 	}
