@@ -145,19 +145,12 @@ func pemKeyBlocks(file string) ([]pemKeyBlock, error) {
 		if b == nil {
 			break
 		}
-		var key any
-		switch b.Type {
-		case "PRIVATE KEY":
-			key, err = x509.ParsePKCS8PrivateKey(b.Bytes)
-		case "RSA PRIVATE KEY":
-			key, err = x509.ParsePKCS1PrivateKey(b.Bytes)
-		case "EC PRIVATE KEY":
-			key, err = x509.ParseECPrivateKey(b.Bytes)
-		default:
-			continue
-		}
+		key, ok, err := parseKeyBlock(file, b)
 		if err != nil {
-			return nil, fmt.Errorf("%w: private key %s: %s block: %w", ErrBadKey, file, b.Type, err)
+			return nil, err
+		}
+		if !ok {
+			continue
 		}
 		s, ok := key.(crypto.Signer)
 		if !ok {

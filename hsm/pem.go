@@ -115,21 +115,12 @@ func openPEMKey(file string, want crypto.PublicKey) (*pemKey, error) {
 		if b.Type == "ENCRYPTED PRIVATE KEY" || b.Headers["Proc-Type"] == "4,ENCRYPTED" {
 			return nil, fmt.Errorf("%w: private key %s is encrypted; tether needs it unencrypted with mode 0600 (openssl pkey -in %s -out NEW), or keep it in a PKCS#11 token", ErrBadKey, file, file)
 		}
-		var key any
-		switch b.Type {
-		case "PRIVATE KEY":
-			key, err = x509.ParsePKCS8PrivateKey(b.Bytes)
-		case "RSA PRIVATE KEY":
-			key, err = x509.ParsePKCS1PrivateKey(b.Bytes)
-		case "EC PRIVATE KEY":
-			key, err = x509.ParseECPrivateKey(b.Bytes)
-		default:
-			// "EC PARAMETERS" (openssl ecparam -genkey) and certificates
-			// bundled with the key are skipped.
-			continue
-		}
+		key, ok, err := parseKeyBlock(file, b)
 		if err != nil {
-			return nil, fmt.Errorf("%w: private key %s: %s block: %w", ErrBadKey, file, b.Type, err)
+			return nil, err
+		}
+		if !ok {
+			continue
 		}
 		signer, err := signerOf(file, key)
 		if err != nil {
@@ -205,4 +196,24 @@ func derivedAEAD(secret []byte, label string) (cipher.AEAD, error) {
 		return nil, fmt.Errorf("sealer %q: %w", label, err)
 	}
 	return cipher.NewGCM(block)
+}
+
+// parseKeyBlock parses one PEM block holding a private key (PKCS#8, PKCS#1 or
+// SEC1); ok is false for blocks that hold none ("EC PARAMETERS" from openssl
+// ecparam -genkey, certificates bundled with the key), which are skipped.
+func parseKeyBlock(file string, b *pem.Block) (key any, ok bool, err error) {
+	switch b.Type {
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(b.Bytes)
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(b.Bytes)
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(b.Bytes)
+	default:
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: private key %s: %s block: %w", ErrBadKey, file, b.Type, err)
+	}
+	return key, true, nil
 }
