@@ -49,9 +49,8 @@ func TestValidUnitName(t *testing.T) {
 func TestProcessCgroup(t *testing.T) {
 	g := cgrouptest.New(t, "uploader.service")
 	cmd := exec.Command("sleep", "60")
-	require.NoError(t, cmd.Start())
+	g.Start(t, cmd)
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	g.Add(t, cmd.Process.Pid)
 
 	path, err := platform.ProcessCgroup(cmd.Process.Pid)
 	require.NoError(t, err)

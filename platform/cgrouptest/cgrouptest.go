@@ -8,8 +8,9 @@ package cgrouptest
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,10 +65,21 @@ func New(t testing.TB, unit string) *Group {
 	return &Group{Dir: dir, Path: "/" + filepath.Base(slice) + "/" + unit}
 }
 
-// Add moves process pid into the group.
-func (g *Group) Add(t testing.TB, pid int) {
+// Start starts cmd inside the group (clone3 with CLONE_INTO_CGROUP), so the
+// program is in the unit from its first instruction, as systemd starts a
+// service's processes. The test must wait for it before the group is removed.
+func (g *Group) Start(t testing.TB, cmd *exec.Cmd) {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(g.Dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
-		t.Fatalf("cgrouptest: moving %d into %s: %v", pid, g.Path, err)
+	dir, err := os.Open(g.Dir)
+	if err != nil {
+		t.Fatalf("cgrouptest: %v", err)
+	}
+	defer dir.Close()
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, int(dir.Fd())
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("cgrouptest: starting %s in %s: %v", cmd.Path, g.Path, err)
 	}
 }
