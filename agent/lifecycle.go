@@ -48,6 +48,9 @@ type daemon struct {
 	// tokens, connections over the limits), rate-limited.
 	refusals *slog.Logger
 	errc     chan error
+	// statusDue carries a request for a status line to systemd (see
+	// notifyStatus).
+	statusDue chan struct{}
 }
 
 // Agent is one generation: a configuration with what it opened.
@@ -127,7 +130,10 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	reqCtx, endRequests := context.WithCancel(context.Background())
 	defer endRequests()
 	d := &daemon{opts: opts, log: log, reqCtx: reqCtx, errc: make(chan error, 4),
-		refusals: slog.New(platform.RateLimit(log.Handler(), time.Second, 10))}
+		refusals: slog.New(platform.RateLimit(log.Handler(), time.Second, 10)), statusDue: make(chan struct{}, 1)}
+	statusCtx, endStatus := context.WithCancel(ctx)
+	defer endStatus()
+	go d.sendStatus(statusCtx)
 
 	a, err := start(ctx, d, cfg, nil)
 	if err != nil {
