@@ -69,6 +69,8 @@ type Agent struct {
 	setSealer bool
 	db        *store.DB
 	roles     roleSet
+	// workloads finds the [[workload]] of a peer (workload.go).
+	workloads *workloadSet
 	// inherit holds the previous generation's refreshers by cache key, to
 	// seed this one's from memory.
 	inherit map[string]*credprovider.Refresher
@@ -494,6 +496,7 @@ func (a *Agent) launch(ctx context.Context) {
 		status: a.Status,
 		log:    a.d.refusals,
 	}
+	api.roleFor = a.roleFor
 	if a.outbox != nil {
 		api.mqtt, api.streams = a.session, a.streams
 	}
@@ -502,7 +505,7 @@ func (a *Agent) launch(ctx context.Context) {
 	go func() { defer a.wg.Done(); a.rot.run(runCtx) }()
 	a.api = api.routes()
 	if a.container != nil {
-		c := &containerAPI{roles: roles, allow: api.allow, token: a.token, log: a.d.refusals}
+		c := &containerAPI{roleFor: a.roleFor, allow: api.allow, token: a.token, log: a.d.refusals}
 		a.containerAPI = c.routes()
 	}
 	if iv, err := platform.WatchdogInterval(); err != nil {
