@@ -79,6 +79,8 @@ type Agent struct {
 	// container and token are the container endpoint's, when configured.
 	container *endpoint
 	token     []byte
+	// imds is the IMDS endpoint's, when configured (imds.go).
+	imds *imdsEndpoint
 	// borrowed marks what belongs to the previous generation until this one
 	// takes over; close leaves it alone.
 	borrowed borrowed
@@ -90,6 +92,8 @@ type Agent struct {
 	endStreams        context.CancelFunc
 	endRun            context.CancelFunc
 	wg                sync.WaitGroup
+	// imdsAPI is set by launch too.
+	imdsAPI http.Handler
 
 	started time.Time
 	ready   atomic.Bool
@@ -97,7 +101,7 @@ type Agent struct {
 	rot *rotator
 }
 
-type borrowed struct{ id, db, outbox, mqtt, container bool }
+type borrowed struct{ id, db, outbox, mqtt, container, imds bool }
 
 // endpoint is the container endpoint's socket and server; the server is
 // started by the first generation that launches with it.
@@ -105,6 +109,18 @@ type endpoint struct {
 	addr string
 	ln   net.Listener
 	srv  *http.Server
+}
+
+// close stops the endpoint's server, or closes its socket when no server
+// started.
+func (e *endpoint) close() {
+	if e.srv == nil {
+		e.ln.Close()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	shutdown(ctx, e.srv)
 }
 
 // Run runs the agent with cfg until ctx is done. SIGHUP (opts.Reload) re-reads
@@ -145,8 +161,9 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	unixSrv.ConnContext = connContext
 	go d.serve(unixSrv, newLimitListener(ln, ucredOf, d.refusals))
 	a.serveContainer()
+	a.serveIMDS()
 	platform.Ready(a.statusLine())
-	log.Info("tether is ready", "socket", ln.Addr().String(), "container_endpoint", cfg.Serve.ContainerEndpoint, "thing", cfg.Identity.ThingName)
+	log.Info("tether is ready", "socket", ln.Addr().String(), "container_endpoint", cfg.Serve.ContainerEndpoint, "imds_endpoint", cfg.Serve.IMDSEndpoint, "thing", cfg.Identity.ThingName)
 	go trimResident(ctx, log)
 
 	var runErr error
@@ -305,6 +322,9 @@ func start(ctx context.Context, d *daemon, cfg *Config, prev *Agent) (_ *Agent, 
 			return nil, err
 		}
 	}
+	if err := a.openIMDS(prev); err != nil {
+		return nil, err
+	}
 	a.rot = newRotator(a)
 	return a, nil
 }
@@ -422,6 +442,7 @@ func (a *Agent) reload(ctx context.Context) (*Agent, error) {
 	next.launch(ctx)
 	a.d.cur.Store(next)
 	next.serveContainer()
+	next.serveIMDS()
 	next.ready.Store(true)
 	a.ready.Store(false)
 	a.retire()
@@ -499,6 +520,9 @@ func (a *Agent) launch(ctx context.Context) {
 		c := &containerAPI{roles: roles, allow: api.allow, token: a.token, log: a.d.refusals}
 		a.containerAPI = c.routes()
 	}
+	if a.imds != nil {
+		a.imdsAPI = a.imdsRoutes(roles, api.allow)
+	}
 	if iv, err := platform.WatchdogInterval(); err != nil {
 		a.log.Warn("watchdog disabled", "err", err)
 	} else if iv > 0 {
@@ -545,6 +569,7 @@ func (a *Agent) handOver(next *Agent) {
 		outbox:    next.outbox == a.outbox,
 		mqtt:      next.session() == a.session(),
 		container: next.container == a.container,
+		imds:      next.imds == a.imds,
 	}
 }
 
@@ -554,14 +579,9 @@ func (a *Agent) close() {
 	a.closed = true
 	a.closing.Unlock()
 	if a.container != nil && !a.borrowed.container {
-		if a.container.srv != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			shutdown(ctx, a.container.srv)
-			cancel()
-		} else {
-			a.container.ln.Close()
-		}
+		a.container.close()
 	}
+	a.closeIMDS()
 	if !a.borrowed.mqtt {
 		a.stopSession()
 	}

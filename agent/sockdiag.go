@@ -32,7 +32,7 @@ func tcpPeer(c net.Conn) (*Peer, error) {
 	if !ok1 || !ok2 {
 		return nil, fmt.Errorf("%w: not a TCP connection", errPeerUnknown)
 	}
-	if !remote.IP.IsLoopback() {
+	if !localPeer(local, remote) {
 		return nil, fmt.Errorf("%w: %s is not on this host", errPeerUnknown, remote)
 	}
 	// The peer's socket has the tuple reversed: its source is our remote.
@@ -54,6 +54,14 @@ func tcpPeer(c net.Conn) (*Peer, error) {
 		}
 	}
 	return p, nil
+}
+
+// localPeer reports whether a TCP connection between local and remote came
+// from this host: from a loopback address, or from the very address it
+// reached, which is one of this host's (the kernel drops packets from the
+// network that claim a local source address).
+func localPeer(local, remote *net.TCPAddr) bool {
+	return remote.IP.IsLoopback() || remote.IP.Equal(local.IP)
 }
 
 // inet_diag layout.

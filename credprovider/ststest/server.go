@@ -30,6 +30,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -355,8 +356,15 @@ func (s *Server) verify(r *http.Request, body []byte, now time.Time) (*principal
 	u := *r.URL
 	u.Scheme, u.Host = "http", r.Host
 	req, _ := http.NewRequest(r.Method, u.String(), bytes.NewReader(body))
-	req.ContentLength = r.ContentLength
-	for _, h := range strings.Split(fields["SignedHeaders"], ";") {
+	signedHeaders := strings.Split(fields["SignedHeaders"], ";")
+	// The Go signer signs Content-Length when it is set; botocore does not
+	// sign it, and neither may the recomputation then.
+	if slices.Contains(signedHeaders, "content-length") {
+		req.ContentLength = r.ContentLength
+	} else {
+		req.ContentLength = 0
+	}
+	for _, h := range signedHeaders {
 		switch h {
 		case "host", "content-length", "x-amz-date", "x-amz-security-token":
 			// The signer derives these from the request, time and credentials.
