@@ -44,6 +44,9 @@ func (a *Agent) openIMDS(prev *Agent) error {
 		return runtimeFailure("serve.imds_endpoint: cannot listen on %s: %w; choose a free loopback port", ep, unwrapSyscall(err))
 	}
 	a.imds = &imdsEndpoint{endpoint: endpoint{addr: ep, ln: ln}, tokens: imds.NewTokens(imds.TokenOptions{})}
+	if err := sockDiagUsable(); err != nil && !(AllowList{UIDs: a.cfg.Serve.AllowUIDs, GIDs: a.cfg.Serve.AllowGIDs}).Empty() {
+		a.log.Warn("the owners of TCP peers cannot be found, so the allow lists refuse every IMDS and container endpoint client; under systemd install the local-endpoints.conf drop-in", "err", err)
+	}
 	return nil
 }
 

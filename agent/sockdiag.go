@@ -64,6 +64,16 @@ func localPeer(local, remote *net.TCPAddr) bool {
 	return remote.IP.IsLoopback() || remote.IP.Equal(local.IP)
 }
 
+// sockDiagUsable reports why sock_diag cannot be asked, if it cannot: a
+// service whose RestrictAddressFamilies= leaves out AF_NETLINK.
+func sockDiagUsable() error {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return fmt.Errorf("sock_diag: %w", err)
+	}
+	return unix.Close(fd)
+}
+
 // inet_diag layout.
 const (
 	sizeofNlMsghdr      = 16
