@@ -81,11 +81,7 @@ func (a *Agent) serveIMDS() {
 	if a.imds == nil || a.imds.srv != nil {
 		return
 	}
-	srv := a.d.newServer(func(a *Agent) http.Handler { return a.imdsAPI })
-	srv.ConnContext = connContext
-	a.imds.srv = srv
-	ln := newLimitListener(imds.HopLimitListener(a.imds.ln, 1), tcpPeer, a.d.refusals)
-	go a.d.serve(srv, ln)
+	a.serveTCP(&a.imds.endpoint, imds.HopLimitListener(a.imds.ln, 1), func(a *Agent) http.Handler { return a.imdsAPI })
 }
 
 // closeIMDS stops the IMDS endpoint unless the next generation took it.

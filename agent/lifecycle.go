@@ -538,10 +538,16 @@ func (a *Agent) serveContainer() {
 	if a.container == nil || a.container.srv != nil {
 		return
 	}
-	srv := a.d.newServer(func(a *Agent) http.Handler { return a.containerAPI })
+	a.serveTCP(a.container, a.container.ln, func(a *Agent) http.Handler { return a.containerAPI })
+}
+
+// serveTCP starts e's server on ln (e's socket, or a listener around it)
+// with the limits of a loopback TCP endpoint, for the handler pick chooses.
+func (a *Agent) serveTCP(e *endpoint, ln net.Listener, pick func(*Agent) http.Handler) {
+	srv := a.d.newServer(pick)
 	srv.ConnContext = connContext
-	a.container.srv = srv
-	go a.d.serve(srv, newLimitListener(a.container.ln, tcpPeer, a.d.refusals))
+	e.srv = srv
+	go a.d.serve(srv, newLimitListener(ln, tcpPeer, a.d.refusals))
 }
 
 // retire waits, at most 10 s, for the requests a is answering, after

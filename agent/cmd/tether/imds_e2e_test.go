@@ -1,16 +1,13 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -33,17 +30,7 @@ func TestIMDSRealClients(t *testing.T) {
 	var socket string
 	// us-east-1: Debian's botocore signs STS calls for the global endpoint
 	// there whatever the region, as AWS's legacy STS endpoints expect.
-	sts := ststest.NewServer(ststest.WithLookup(func(akid string) (aws.Credentials, string, bool) {
-		// The simulator keeps no secrets: the agent's device role is the
-		// one the clients must have signed with.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c, err := agent.FetchCredentials(ctx, socket, agent.DeviceRole)
-		if err != nil || c.AccessKeyID != akid {
-			return aws.Credentials{}, "", false
-		}
-		return aws.Credentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.Token}, callerARN, true
-	}))
+	sts := ststest.NewServer(ststest.WithLookup(deviceLookup(&socket, callerARN)))
 	t.Cleanup(sts.Close)
 
 	port := agenttest.FreePort(t)
@@ -122,10 +109,7 @@ print(json.dumps({"AccessKeyId": f.access_key, "SecretAccessKey": f.secret_key, 
 func TestIMDSConfigCheck(t *testing.T) {
 	e := agenttest.New(t, time.Hour, "")
 	e.WriteConfig("", "[serve]\n", "[serve]\nimds_endpoint = \"0.0.0.0:80\"\n")
-	code, _, stderr := tether(t, []string{"AWS_CONFIG_FILE=/dev/null"}, "config", "check", "-c", e.Config)
-	assert.Equal(t, 2, code)
-	lines := strings.Split(strings.TrimSpace(stderr), "\n")
-	assert.Len(t, lines, 1, stderr)
+	stderr := checkRefuses(t, e, 1)
 	assert.Contains(t, stderr, "serve.imds_endpoint")
 	assert.Contains(t, stderr, "loopback")
 }
