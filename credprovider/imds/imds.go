@@ -28,6 +28,9 @@ const (
 	TokenPath       = "/latest/api/token"
 	CredentialsPath = "/latest/meta-data/iam/security-credentials/"
 	RegionPath      = "/latest/meta-data/placement/region"
+	// IdentityDocumentPath is where aws-sdk-go-v2's GetRegion reads the
+	// region ("region" in the instance identity document).
+	IdentityDocumentPath = "/latest/dynamic/instance-identity/document"
 	// TTLHeader carries the lifetime a PUT asks for, in seconds; the answer
 	// repeats it.
 	TTLHeader = "X-Aws-Ec2-Metadata-Token-Ttl-Seconds"
@@ -86,7 +89,9 @@ type Source interface {
 type Handler struct {
 	Tokens *Tokens
 	Source Source
-	// Region is answered at RegionPath; "" leaves the path not found.
+	// Region is answered at RegionPath and, as the one member of the
+	// instance identity document, at IdentityDocumentPath; "" leaves both
+	// not found. Nothing else of the document is known off EC2.
 	Region string
 }
 
@@ -131,6 +136,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		text(w, http.StatusOK, "region")
 	case p == RegionPath && h.Region != "":
 		text(w, http.StatusOK, h.Region)
+	case p == IdentityDocumentPath && h.Region != "":
+		b, _ := json.Marshal(struct {
+			Region string `json:"region"`
+		}{h.Region})
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+		w.Write(b)
 	case p == CredentialsPath || p+"/" == CredentialsPath:
 		name, err := h.Source.Role(r)
 		if err != nil {

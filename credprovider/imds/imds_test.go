@@ -198,6 +198,7 @@ func TestCredentials(t *testing.T) {
 	assert.Equal(t, http.StatusNotFound, do(h, http.MethodGet, imds.CredentialsPath+"admin", hdr).Code)
 	assert.Equal(t, http.StatusNotFound, do(h, http.MethodGet, imds.CredentialsPath+"device/x", hdr).Code)
 	assert.Equal(t, "eu-west-1", do(h, http.MethodGet, imds.RegionPath, hdr).Body.String())
+	assert.JSONEq(t, `{"region":"eu-west-1"}`, do(h, http.MethodGet, imds.IdentityDocumentPath, hdr).Body.String())
 	assert.Equal(t, "iam/\nplacement/", do(h, http.MethodGet, "/latest/meta-data/", hdr).Body.String())
 	assert.Equal(t, http.StatusNotFound, do(h, http.MethodGet, "/latest/user-data", hdr).Code)
 

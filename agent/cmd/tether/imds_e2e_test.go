@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -96,6 +99,26 @@ print(json.dumps({"AccessKeyId": f.access_key, "SecretAccessKey": f.secret_key, 
 			})
 		})
 	}
+	t.Run("aws-sdk-go-v2", func(t *testing.T) {
+		for _, kv := range clean {
+			k, v, _ := strings.Cut(kv, "=")
+			t.Setenv(k, v)
+		}
+		for _, k := range []string{"AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_CONTAINER_CREDENTIALS_FULL_URI"} {
+			t.Setenv(k, "")
+			os.Unsetenv(k)
+		}
+		// The region too comes from the endpoint (placement/region).
+		cfg, err := config.LoadDefaultConfig(context.Background(), config.WithEC2IMDSRegion())
+		require.NoError(t, err)
+		assert.Equal(t, "eu-west-1", cfg.Region)
+		got, err := cfg.Credentials.Retrieve(context.Background())
+		require.NoError(t, err)
+		assert.Equal(t, "EC2RoleProvider", got.Source)
+		assert.Equal(t, want.AccessKeyID, got.AccessKeyID)
+		assert.Equal(t, want.SecretAccessKey, got.SecretAccessKey)
+		assert.Equal(t, want.Token, got.SessionToken)
+	})
 	// Every STS call above was signed with the device role's credentials.
 	for _, c := range sts.Calls() {
 		assert.Equal(t, "GetCallerIdentity", c.Action)
