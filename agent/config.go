@@ -106,6 +106,8 @@ type ServeConfig struct {
 	AllowGIDs         []int  `toml:"allow_gids"`
 	ContainerEndpoint string `toml:"container_endpoint"`
 	TokenFile         string `toml:"token_file"`
+	// IMDSEndpoint is the optional IMDSv2-compatible endpoint's address.
+	IMDSEndpoint string `toml:"imds_endpoint"`
 }
 
 // MQTTConfig is the device's one MQTT v5 session to AWS IoT Core.

@@ -129,6 +129,11 @@ func (c *Config) validate(v *validator) {
 			v.fail("serve.container_endpoint", "%v", err)
 		}
 	}
+	if s.IMDSEndpoint != "" {
+		if _, err := addr.ParseLocal(s.IMDSEndpoint); err != nil {
+			v.fail("serve.imds_endpoint", "%v", err)
+		}
+	}
 	if !filepath.IsAbs(s.TokenFile) {
 		v.fail("serve.token_file", "%q must be an absolute path", s.TokenFile)
 	}

@@ -348,16 +348,7 @@ func (c *containerAPI) routes() http.Handler {
 // missing or wrong token.
 func (c *containerAPI) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if len(r.Header.Values("X-Forwarded-For")) > 0 || len(r.Header.Values("Forwarded")) > 0 {
-			c.log.Warn("container endpoint refused a forwarded request", "remote", r.RemoteAddr)
-			w.Header().Set("Connection", "close")
-			writeError(w, http.StatusForbidden, "forwarded", "forwarded requests are refused; call the endpoint directly from this device")
-			return
-		}
-		if !loopbackHost(r.Host) {
-			c.log.Warn("container endpoint refused a non-loopback Host", "remote", r.RemoteAddr)
-			w.Header().Set("Connection", "close")
-			writeError(w, http.StatusForbidden, "bad_host", "the Host header must be a loopback address (127.0.0.1, ::1 or localhost)")
+		if refuseIndirect(w, r, c.log, "container endpoint") {
 			return
 		}
 		got := r.Header.Get("Authorization")
@@ -392,14 +383,44 @@ func (c *containerAPI) serve(w http.ResponseWriter, r *http.Request, name string
 // refusePeer answers 403 to a TCP peer whose owner is outside an allow list,
 // or unknown while one applies.
 func (c *containerAPI) refusePeer(w http.ResponseWriter, r *http.Request, p *Peer) {
-	uid := "unknown"
-	if p != nil {
-		uid = strconv.FormatUint(uint64(p.UID), 10)
-	}
-	c.log.Warn("container endpoint refused a local peer", "uid", uid, "remote", r.RemoteAddr, "path", r.URL.Path)
+	c.log.Warn("container endpoint refused a local peer", "uid", peerUID(p), "remote", r.RemoteAddr, "path", r.URL.Path)
 	w.Header().Set("Connection", "close")
-	writeError(w, http.StatusForbidden, "peer_not_allowed",
-		"the program calling (uid "+uid+") is not in the allow list; add its uid or group to serve.allow_uids or allow_gids (or the role's own lists)")
+	writeError(w, http.StatusForbidden, "peer_not_allowed", refusedMessage(p))
+}
+
+// refuseIndirect answers 403, and returns true, to a request that did not
+// come straight from a local program: a forwarded one, or one whose Host is
+// neither loopback nor the address the endpoint listens on (DNS
+// rebinding). what names the endpoint in the log.
+func refuseIndirect(w http.ResponseWriter, r *http.Request, log *slog.Logger, what string) bool {
+	if len(r.Header.Values("X-Forwarded-For")) > 0 || len(r.Header.Values("Forwarded")) > 0 {
+		log.Warn(what+" refused a forwarded request", "remote", r.RemoteAddr)
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusForbidden, "forwarded", "forwarded requests are refused; call the endpoint directly from this device")
+		return true
+	}
+	if !loopbackHost(r.Host) && !listenHost(r) {
+		log.Warn(what+" refused a non-loopback Host", "remote", r.RemoteAddr)
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusForbidden, "bad_host", "the Host header must be a loopback address (127.0.0.1, ::1 or localhost)")
+		return true
+	}
+	return false
+}
+
+// listenHost reports whether r's Host is the address r reached the
+// endpoint at (an address on the loopback interface, like 169.254.169.254).
+func listenHost(r *http.Request) bool {
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.Equal(local.IP)
 }
 
 func loopbackHost(hostport string) bool {

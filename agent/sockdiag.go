@@ -32,7 +32,7 @@ func tcpPeer(c net.Conn) (*Peer, error) {
 	if !ok1 || !ok2 {
 		return nil, fmt.Errorf("%w: not a TCP connection", errPeerUnknown)
 	}
-	if !remote.IP.IsLoopback() {
+	if !localPeer(local, remote) {
 		return nil, fmt.Errorf("%w: %s is not on this host", errPeerUnknown, remote)
 	}
 	// The peer's socket has the tuple reversed: its source is our remote.
@@ -54,6 +54,24 @@ func tcpPeer(c net.Conn) (*Peer, error) {
 		}
 	}
 	return p, nil
+}
+
+// localPeer reports whether a TCP connection between local and remote came
+// from this host: from a loopback address, or from the very address it
+// reached, which is one of this host's (the kernel drops packets from the
+// network that claim a local source address).
+func localPeer(local, remote *net.TCPAddr) bool {
+	return remote.IP.IsLoopback() || remote.IP.Equal(local.IP)
+}
+
+// sockDiagUsable reports why sock_diag cannot be asked, if it cannot: a
+// service whose RestrictAddressFamilies= leaves out AF_NETLINK.
+func sockDiagUsable() error {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return fmt.Errorf("sock_diag: %w", err)
+	}
+	return unix.Close(fd)
 }
 
 // inet_diag layout.
