@@ -277,6 +277,18 @@ func (v *validator) policyFile(key, path string) string {
 	return string(b[:n])
 }
 
+// warnHiddenPeers says, when [[workload]]s are configured, what keeps the
+// agent from telling local programs apart (the hardened unit without the
+// workloads.conf drop-in): those programs would get what unmapped ones get.
+func (a *Agent) warnHiddenPeers() {
+	if len(a.cfg.Workloads) == 0 {
+		return
+	}
+	if err := platform.PeersHidden(); err != nil {
+		a.log.Warn("[[workload]]s cannot tell local programs apart; under systemd install the workloads.conf drop-in (docs/workloads.md)", "err", err)
+	}
+}
+
 // workload is a [[workload]] as a generation holds it.
 type workload struct {
 	name, role, selector string
@@ -412,4 +424,10 @@ func (a *Agent) roleFor(p *Peer, name string) (*role, error) {
 		return nil, &refusal{Status: http.StatusForbidden, Code: "peer_not_allowed", Message: "the role's own allow lists leave this peer out"}
 	}
 	return rl, nil
+}
+
+// servedAs is the role name rl answers to: for a workload's session, its
+// [[role]]'s name (the name an IMDS listing shows), else its own.
+func (rl *role) servedAs() string {
+	return strings.TrimSuffix(rl.name, "/"+rl.workload)
 }

@@ -86,12 +86,21 @@ role = "telemetry"
 `, roleARN, sts.URL, batchUID)), keyURI, "/etc/tether/device.key", 1)
 	r.WriteFile(t, "/etc/tether/tether.toml", []byte(config), 0o640)
 	r.Run(t, "chgrp", "tether", "/etc/tether/tether.toml")
+	// The hardened unit alone hides other programs from the agent: it says so.
+	r.Systemctl(t, "enable", "--now", "tether.socket", "tether.service")
+	r.WaitFor(t, 30*time.Second, "the agent to warn that it cannot tell programs apart", func() bool {
+		return strings.Contains(r.Journal(t, "tether.service"), "cannot tell local programs apart; under systemd install the workloads.conf drop-in")
+	})
+	r.WaitFor(t, 60*time.Second, "every session to be assumed", func() bool { return len(sts.CallsFor(roleARN)) >= 3 })
+	r.Systemctl(t, "stop", "tether.service")
 	r.Run(t, "mkdir", "-p", "/etc/systemd/system/tether.service.d")
 	r.Run(t, "cp", "/usr/share/doc/tether/examples/workloads.conf", "/etc/systemd/system/tether.service.d/")
 	r.Systemctl(t, "daemon-reload")
-	r.Systemctl(t, "enable", "--now", "tether.socket", "tether.service")
-	r.WaitFor(t, 60*time.Second, "every session to be assumed", func() bool { return len(sts.CallsFor(roleARN)) == 3 })
-
+	r.Systemctl(t, "start", "tether.service")
+	r.WaitFor(t, 30*time.Second, "the agent to run", func() bool { return r.Show(t, "tether.service", "ActiveState") == "active" })
+	assert.Equal(t, 1, strings.Count(r.Journal(t, "tether.service"), "cannot tell local programs apart"), "with the drop-in it sees them")
+	// The restart serves the sessions it cached, or assumes them again:
+	// the last of each is served.
 	issued := map[string]ststest.Call{}
 	for _, c := range sts.CallsFor(roleARN) {
 		issued[c.Tags["tether:workload"]] = c
