@@ -160,17 +160,7 @@ func (c *Config) validateWorkloads(v *validator) {
 	for i := range c.Workloads {
 		w := &c.Workloads[i]
 		key := fmt.Sprintf("workload.%d", i)
-		switch {
-		case w.Name == "":
-			v.fail(key+".name", "missing; every [[workload]] needs a name (it names the program in CloudTrail)")
-		case !roleNameRE().MatchString(w.Name):
-			v.fail(key+".name", "%q is not a valid workload name (1-64 of a-z A-Z 0-9 _ -)", w.Name)
-		default:
-			if j, dup := names[w.Name]; dup {
-				v.fail(key+".name", "%q is already the name of workload[%d]", w.Name, j)
-			}
-			names[w.Name] = i
-		}
+		v.name(key, "workload", w.Name, "it names the program in CloudTrail", i, names)
 
 		n := 0
 		for _, set := range []bool{w.Unit != "", w.UID != nil, w.GID != nil} {
