@@ -166,7 +166,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	d.cur.Store(a)
 	a.ready.Store(true)
 	unixSrv := d.newServer(func(a *Agent) http.Handler { return a.api })
-	unixSrv.ConnContext = connContext
+	unixSrv.ConnContext = d.connContext
 	go d.serve(unixSrv, newLimitListener(ln, ucredOf, d.refusals))
 	a.serveContainer()
 	a.serveIMDS()

@@ -344,6 +344,10 @@ func (s *workloadSet) match(p *Peer) *workload {
 	return nil
 }
 
+// wantsUnits reports whether a workload names a unit, so that the unit of
+// each peer must be read.
+func (s *workloadSet) wantsUnits() bool { return s != nil && len(s.byUnit) > 0 }
+
 // maxCachedUnits bounds the cache of TCP peers' units.
 const maxCachedUnits = 1024
 
