@@ -113,6 +113,7 @@ func (c *Config) validate(v *validator) {
 	v.options("", refreshKeys, refreshOptions(c).Validate())
 
 	c.validateRoles(v)
+	c.validateWorkloads(v)
 	c.validateLifecycle(v)
 
 	s := &c.Serve

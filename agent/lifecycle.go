@@ -48,6 +48,9 @@ type daemon struct {
 	// tokens, connections over the limits), rate-limited.
 	refusals *slog.Logger
 	errc     chan error
+	// statusDue carries a request for a status line to systemd (see
+	// notifyStatus).
+	statusDue chan struct{}
 }
 
 // Agent is one generation: a configuration with what it opened.
@@ -66,6 +69,8 @@ type Agent struct {
 	setSealer bool
 	db        *store.DB
 	roles     roleSet
+	// workloads finds the [[workload]] of a peer (workload.go).
+	workloads *workloadSet
 	// inherit holds the previous generation's refreshers by cache key, to
 	// seed this one's from memory.
 	inherit map[string]*credprovider.Refresher
@@ -143,7 +148,10 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	reqCtx, endRequests := context.WithCancel(context.Background())
 	defer endRequests()
 	d := &daemon{opts: opts, log: log, reqCtx: reqCtx, errc: make(chan error, 4),
-		refusals: slog.New(platform.RateLimit(log.Handler(), time.Second, 10))}
+		refusals: slog.New(platform.RateLimit(log.Handler(), time.Second, 10)), statusDue: make(chan struct{}, 1)}
+	statusCtx, endStatus := context.WithCancel(ctx)
+	defer endStatus()
+	go d.sendStatus(statusCtx)
 
 	a, err := start(ctx, d, cfg, nil)
 	if err != nil {
@@ -509,6 +517,7 @@ func (a *Agent) launch(ctx context.Context) {
 		status: a.Status,
 		log:    a.d.refusals,
 	}
+	api.roleFor = a.roleFor
 	if a.outbox != nil {
 		api.mqtt, api.streams = a.session, a.streams
 	}
@@ -517,7 +526,7 @@ func (a *Agent) launch(ctx context.Context) {
 	go func() { defer a.wg.Done(); a.rot.run(runCtx) }()
 	a.api = api.routes()
 	if a.container != nil {
-		c := &containerAPI{roles: roles, allow: api.allow, token: a.token, log: a.d.refusals}
+		c := &containerAPI{roleFor: a.roleFor, allow: api.allow, token: a.token, log: a.d.refusals}
 		a.containerAPI = c.routes()
 	}
 	if a.imds != nil {
@@ -625,32 +634,29 @@ func (a *Agent) stopSession() {
 }
 
 // gate counts the requests a generation answers, so it can be retired once
-// they are done.
+// they are done. Every request enters and leaves it, so it takes no lock:
+// the count and the closed flag share one word.
 type gate struct {
-	mu     sync.Mutex
-	n      int
-	closed bool
-	idle   chan struct{}
+	state atomic.Int64 // requests in flight, plus gateClosed once closed
+	mu    sync.Mutex   // serialises close
+	idle  chan struct{}
+	once  sync.Once
 }
+
+const gateClosed = 1 << 62
 
 // enter admits a request, unless the gate is closed.
 func (g *gate) enter() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
+	if g.state.Add(1)&gateClosed != 0 {
+		g.leave()
 		return false
 	}
-	g.n++
 	return true
 }
 
 func (g *gate) leave() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.n--
-	if g.n == 0 && g.idle != nil {
-		close(g.idle)
-		g.idle = nil
+	if g.state.Add(-1) == gateClosed {
+		g.once.Do(func() { close(g.idle) })
 	}
 }
 
@@ -658,12 +664,13 @@ func (g *gate) leave() {
 func (g *gate) close() <-chan struct{} {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.closed = true
-	ch := make(chan struct{})
-	if g.n == 0 {
-		close(ch)
-	} else {
-		g.idle = ch
+	if g.idle == nil {
+		// Written before the flag is set: a leave that sees the flag sees
+		// the channel.
+		g.idle = make(chan struct{})
+		if g.state.Or(gateClosed) == 0 {
+			g.once.Do(func() { close(g.idle) })
+		}
 	}
-	return ch
+	return g.idle
 }

@@ -50,6 +50,9 @@ type role struct {
 	source Source
 	// allow narrows the socket's allow list for this role.
 	allow AllowList
+	// workload is set on a [[workload]]'s session of a role: served only
+	// to the programs the workload picks (see roleFor).
+	workload string
 	// answer is the last credentials encoded, reused while they are the
 	// ones the provider returns: a local program may ask for them
 	// thousands of times between two refreshes.
@@ -107,9 +110,11 @@ type roleSet map[string]*role
 
 // api serves the Unix socket: credentials, status and the MQTT endpoints.
 type api struct {
-	roles  func() roleSet
-	allow  func() AllowList
-	status func() Status
+	roles func() roleSet
+	// roleFor decides which credentials a peer gets (workload.go).
+	roleFor func(*Peer, string) (*role, error)
+	allow   func() AllowList
+	status  func() Status
 	// mqtt returns the MQTT session, nil while it restarts; mqtt itself is
 	// nil when [mqtt] is not configured.
 	mqtt func() *mqtt.Session
@@ -124,7 +129,7 @@ type api struct {
 func (a *api) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/credentials", func(w http.ResponseWriter, r *http.Request) {
-		a.credentials(w, r, DeviceRole)
+		a.credentials(w, r, "")
 	})
 	mux.HandleFunc("GET /v1/credentials/{role}", func(w http.ResponseWriter, r *http.Request) {
 		a.credentials(w, r, r.PathValue("role"))
@@ -202,17 +207,35 @@ func (a *api) refuse(w http.ResponseWriter, r *http.Request, p *Peer) {
 		"uid "+uid+" (gid "+gid+") is not in the allow list; add it to serve.allow_uids or allow_gids (or the role's own lists)")
 }
 
+// credentials serves the role name ("" for the peer's default) to the peer,
+// as roleFor decides.
 func (a *api) credentials(w http.ResponseWriter, r *http.Request, name string) {
-	rl, ok := a.roles()[name]
-	if !ok {
-		writeError(w, http.StatusNotFound, "unknown_role", "no role "+strconv.Quote(name)+" is configured; add a [[role]] with that name")
-		return
-	}
-	if p := peerFrom(r.Context()); !rl.allow.Empty() && !rl.allow.Allows(p) {
-		a.refuse(w, r, p)
+	p := peerFrom(r.Context())
+	rl, err := a.roleFor(p, name)
+	if err != nil {
+		refuseRole(w, r, a.log, p, err, a.refuse)
 		return
 	}
 	serveCredentials(w, r, rl)
+}
+
+// refuseRole answers a roleFor refusal: peer_not_allowed as the endpoint
+// words it (refuse), others in the API's error shape; a refused workload is
+// logged and keeps no connection.
+func refuseRole(w http.ResponseWriter, r *http.Request, log *slog.Logger, p *Peer, err error, refuse func(http.ResponseWriter, *http.Request, *Peer)) {
+	rf, ok := err.(*refusal)
+	switch {
+	case !ok:
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+	case rf.Code == "peer_not_allowed":
+		refuse(w, r, p)
+	default:
+		if rf.Status == http.StatusForbidden && p != nil {
+			log.Warn("refused a workload a role it is not mapped to", "uid", p.UID, "unit", p.Unit, "path", r.URL.Path)
+			w.Header().Set("Connection", "close")
+		}
+		writeError(w, rf.Status, rf.Code, rf.Message)
+	}
 }
 
 // serveCredentials answers one role's credentials, or 503 with Retry-After
@@ -290,7 +313,8 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 // containerAPI is the optional loopback endpoint that AWS SDKs reach through
 // AWS_CONTAINER_CREDENTIALS_FULL_URI and AWS_CONTAINER_AUTHORIZATION_TOKEN.
 type containerAPI struct {
-	roles func() roleSet
+	// roleFor decides which credentials a peer gets (workload.go).
+	roleFor func(*Peer, string) (*role, error)
 	// allow is the global allow list, applied to the owner of the TCP peer
 	// (see tcpPeer) as the socket applies it to its peers.
 	allow func() AllowList
@@ -301,7 +325,7 @@ type containerAPI struct {
 func (c *containerAPI) routes() http.Handler {
 	mux := http.NewServeMux()
 	device := func(w http.ResponseWriter, r *http.Request) {
-		c.serve(w, r, DeviceRole)
+		c.serve(w, r, "")
 	}
 	// The Greengrass Token Exchange Service path, so components written for
 	// Greengrass find their credentials here too.
@@ -344,14 +368,13 @@ func (c *containerAPI) guard(next http.Handler) http.Handler {
 	})
 }
 
+// serve serves the role name ("" for the peer's default) to the peer, as
+// roleFor decides.
 func (c *containerAPI) serve(w http.ResponseWriter, r *http.Request, name string) {
-	rl, ok := c.roles()[name]
-	if !ok {
-		writeError(w, http.StatusNotFound, "unknown_role", "no role "+strconv.Quote(name)+" is configured")
-		return
-	}
-	if p := peerFrom(r.Context()); !rl.allow.Empty() && !rl.allow.Allows(p) {
-		c.refusePeer(w, r, p)
+	p := peerFrom(r.Context())
+	rl, err := c.roleFor(p, name)
+	if err != nil {
+		refuseRole(w, r, c.log, p, err, c.refusePeer)
 		return
 	}
 	serveCredentials(w, r, rl)
