@@ -530,7 +530,7 @@ func (a *Agent) launch(ctx context.Context) {
 		a.containerAPI = c.routes()
 	}
 	if a.imds != nil {
-		a.imdsAPI = a.imdsRoutes(roles, api.allow)
+		a.imdsAPI = a.imdsRoutes(api.allow)
 	}
 	if iv, err := platform.WatchdogInterval(); err != nil {
 		a.log.Warn("watchdog disabled", "err", err)
