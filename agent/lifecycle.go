@@ -47,7 +47,9 @@ type daemon struct {
 	// refusals logs what local clients can cause at will (refused peers,
 	// tokens, connections over the limits), rate-limited.
 	refusals *slog.Logger
-	errc     chan error
+	// refused counts the endpoints' refusals for GET /v1/metrics.
+	refused refusals
+	errc    chan error
 }
 
 // Agent is one generation: a configuration with what it opened.
@@ -143,7 +145,9 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	a.ready.Store(true)
 	unixSrv := d.newServer(func(a *Agent) http.Handler { return a.api })
 	unixSrv.ConnContext = connContext
-	go d.serve(unixSrv, newLimitListener(ln, ucredOf, d.refusals))
+	uln := newLimitListener(ln, ucredOf, d.refusals)
+	uln.overLimit = &d.refused.socket[refusedOverLimit]
+	go d.serve(unixSrv, uln)
 	a.serveContainer()
 	platform.Ready(a.statusLine())
 	log.Info("tether is ready", "socket", ln.Addr().String(), "container_endpoint", cfg.Serve.ContainerEndpoint, "thing", cfg.Identity.ThingName)
@@ -483,10 +487,12 @@ func (a *Agent) launch(ctx context.Context) {
 	}
 	roles := func() roleSet { return a.roles }
 	api := &api{
-		roles:  roles,
-		allow:  func() AllowList { return AllowList{UIDs: a.cfg.Serve.AllowUIDs, GIDs: a.cfg.Serve.AllowGIDs} },
-		status: a.Status,
-		log:    a.d.refusals,
+		roles:   roles,
+		allow:   func() AllowList { return AllowList{UIDs: a.cfg.Serve.AllowUIDs, GIDs: a.cfg.Serve.AllowGIDs} },
+		status:  a.Status,
+		metrics: a.metrics,
+		refused: &a.d.refused.socket,
+		log:     a.d.refusals,
 	}
 	if a.outbox != nil {
 		api.mqtt, api.streams = a.session, a.streams
@@ -496,7 +502,7 @@ func (a *Agent) launch(ctx context.Context) {
 	go func() { defer a.wg.Done(); a.rot.run(runCtx) }()
 	a.api = api.routes()
 	if a.container != nil {
-		c := &containerAPI{roles: roles, allow: api.allow, token: a.token, log: a.d.refusals}
+		c := &containerAPI{roles: roles, allow: api.allow, token: a.token, log: a.d.refusals, refused: &a.d.refused.container}
 		a.containerAPI = c.routes()
 	}
 	if iv, err := platform.WatchdogInterval(); err != nil {
@@ -517,7 +523,9 @@ func (a *Agent) serveContainer() {
 	srv := a.d.newServer(func(a *Agent) http.Handler { return a.containerAPI })
 	srv.ConnContext = connContext
 	a.container.srv = srv
-	go a.d.serve(srv, newLimitListener(a.container.ln, tcpPeer, a.d.refusals))
+	cln := newLimitListener(a.container.ln, tcpPeer, a.d.refusals)
+	cln.overLimit = &a.d.refused.container[refusedOverLimit]
+	go a.d.serve(srv, cln)
 }
 
 // retire waits, at most 10 s, for the requests a is answering, after

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tetherd/tether/credprovider"
 	"github.com/tetherd/tether/mqtt"
+	"github.com/tetherd/tether/platform/openmetrics"
 )
 
 // DeviceRole is the name of the role the IoT role alias gives: the one
@@ -110,6 +111,10 @@ type api struct {
 	roles  func() roleSet
 	allow  func() AllowList
 	status func() Status
+	// metrics writes GET /v1/metrics (metrics.go); refused counts the
+	// peers this endpoint refuses.
+	metrics func(openmetrics.Format) ([]byte, error)
+	refused *refusalCounts
 	// mqtt returns the MQTT session, nil while it restarts; mqtt itself is
 	// nil when [mqtt] is not configured.
 	mqtt func() *mqtt.Session
@@ -141,6 +146,9 @@ func (a *api) routes() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, st)
 	})
+	mux.HandleFunc("GET /v1/metrics", func(w http.ResponseWriter, r *http.Request) {
+		serveMetrics(w, r, a.metrics)
+	})
 	withMQTT := func(h func(*mqtt.Session, http.ResponseWriter, *http.Request)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			if a.mqtt == nil {
@@ -170,9 +178,9 @@ func (a *api) routes() http.Handler {
 	mux.HandleFunc("/v1/mqtt/", withMQTT(func(_ *mqtt.Session, w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+"; see POST /v1/mqtt/publish, GET /v1/mqtt/subscribe")
 	}))
-	getOnly(mux, "/v1/credentials", "/v1/credentials/{role}", "/v1/status")
+	getOnly(mux, "/v1/credentials", "/v1/credentials/{role}", "/v1/status", "/v1/metrics")
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+"; see GET /v1/credentials, /v1/credentials/{role}, /v1/status")
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+"; see GET /v1/credentials, /v1/credentials/{role}, /v1/status, /v1/metrics")
 	})
 	return a.checkPeer(mux)
 }
@@ -183,6 +191,7 @@ func (a *api) checkPeer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := peerFrom(r.Context())
 		if !a.allow().Allows(p) {
+			a.refused.count(refusedNotAllowed, p)
 			a.refuse(w, r, p)
 			return
 		}
@@ -209,6 +218,7 @@ func (a *api) credentials(w http.ResponseWriter, r *http.Request, name string) {
 		return
 	}
 	if p := peerFrom(r.Context()); !rl.allow.Empty() && !rl.allow.Allows(p) {
+		a.refused.count(refusedRoleNotAllowed, p)
 		a.refuse(w, r, p)
 		return
 	}
@@ -296,6 +306,8 @@ type containerAPI struct {
 	allow func() AllowList
 	token []byte
 	log   *slog.Logger
+	// refused counts the peers this endpoint refuses.
+	refused *refusalCounts
 }
 
 func (c *containerAPI) routes() http.Handler {
@@ -325,12 +337,14 @@ func (c *containerAPI) routes() http.Handler {
 func (c *containerAPI) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if len(r.Header.Values("X-Forwarded-For")) > 0 || len(r.Header.Values("Forwarded")) > 0 {
+			c.refused.count(refusedForwarded, nil)
 			c.log.Warn("container endpoint refused a forwarded request", "remote", r.RemoteAddr)
 			w.Header().Set("Connection", "close")
 			writeError(w, http.StatusForbidden, "forwarded", "forwarded requests are refused; call the endpoint directly from this device")
 			return
 		}
 		if !loopbackHost(r.Host) {
+			c.refused.count(refusedBadHost, nil)
 			c.log.Warn("container endpoint refused a non-loopback Host", "remote", r.RemoteAddr)
 			w.Header().Set("Connection", "close")
 			writeError(w, http.StatusForbidden, "bad_host", "the Host header must be a loopback address (127.0.0.1, ::1 or localhost)")
@@ -339,6 +353,7 @@ func (c *containerAPI) guard(next http.Handler) http.Handler {
 		got := r.Header.Get("Authorization")
 		got = strings.TrimPrefix(got, "Bearer ")
 		if subtle.ConstantTimeCompare([]byte(got), c.token) != 1 {
+			c.refused.count(refusedBadToken, nil)
 			c.log.Warn("container endpoint refused a request without the right token", "remote", r.RemoteAddr)
 			w.Header().Set("Connection", "close")
 			writeError(w, http.StatusUnauthorized, "bad_token",
@@ -346,6 +361,7 @@ func (c *containerAPI) guard(next http.Handler) http.Handler {
 			return
 		}
 		if p := peerFrom(r.Context()); c.allow != nil && !c.allow().Allows(p) {
+			c.refused.count(refusedNotAllowed, p)
 			c.refusePeer(w, r, p)
 			return
 		}
@@ -360,6 +376,7 @@ func (c *containerAPI) serve(w http.ResponseWriter, r *http.Request, name string
 		return
 	}
 	if p := peerFrom(r.Context()); !rl.allow.Empty() && !rl.allow.Allows(p) {
+		c.refused.count(refusedRoleNotAllowed, p)
 		c.refusePeer(w, r, p)
 		return
 	}
