@@ -22,15 +22,18 @@ import (
 // file only reads the snapshots at scrape time, so nothing here runs on the
 // credentials path.
 
-// refusal is why a local endpoint refused a peer: a bounded set, the label
-// of tether_peers_refused_total.
-type refusal int
+// refusalReason is why a local endpoint refused a peer: a bounded set, the
+// label of tether_peers_refused_total.
+type refusalReason int
 
 const (
 	// refusedNotAllowed: the peer is outside serve.allow_uids/allow_gids.
-	refusedNotAllowed refusal = iota
+	refusedNotAllowed refusalReason = iota
 	// refusedRoleNotAllowed: outside the allow lists of the role it asked for.
 	refusedRoleNotAllowed
+	// refusedWorkloadRole: a [[workload]]'s program asked for another role
+	// than its own.
+	refusedWorkloadRole
 	// refusedUnknownPeer: the peer's owner could not be read (SO_PEERCRED,
 	// sock_diag) while an allow list applies.
 	refusedUnknownPeer
@@ -42,10 +45,12 @@ const (
 	refusedForwarded
 	refusedBadHost
 	refusedBadToken
+	// refusedNotLocal: the IMDS endpoint's peer is on another host.
+	refusedNotLocal
 	numRefusals
 )
 
-var refusalNames = [numRefusals]string{"not_allowed", "role_not_allowed", "unknown_peer", "over_limit", "forwarded", "bad_host", "bad_token"}
+var refusalNames = [numRefusals]string{"not_allowed", "role_not_allowed", "workload_role", "unknown_peer", "over_limit", "forwarded", "bad_host", "bad_token", "not_local"}
 
 // refusalCounts counts one endpoint's refusals; it lives in the daemon, so
 // reloads do not reset it.
@@ -53,7 +58,7 @@ type refusalCounts [numRefusals]atomic.Uint64
 
 // count records a refusal of p (nil when its owner is unknown) for r; a
 // nil c counts nothing.
-func (c *refusalCounts) count(r refusal, p *Peer) {
+func (c *refusalCounts) count(r refusalReason, p *Peer) {
 	if c == nil {
 		return
 	}
@@ -63,9 +68,22 @@ func (c *refusalCounts) count(r refusal, p *Peer) {
 	c[r].Add(1)
 }
 
+// countRole records a refusal of roleFor (workload.go), if err is one of a
+// peer; an unknown role is the request's mistake, not a refused peer.
+func (c *refusalCounts) countRole(err error, p *Peer) {
+	rf, ok := err.(*refusal)
+	switch {
+	case !ok:
+	case rf.Code == "peer_not_allowed":
+		c.count(refusedRoleNotAllowed, p)
+	case rf.Code == "workload_role":
+		c.count(refusedWorkloadRole, p)
+	}
+}
+
 // refusals are the refusal counts of the local endpoints.
 type refusals struct {
-	socket, container refusalCounts
+	socket, container, imds refusalCounts
 }
 
 // credentialsFamilies: per role, from the Refresher's Status.
@@ -157,13 +175,17 @@ func (a *Agent) metrics(f openmetrics.Format) ([]byte, error) {
 	e.Begin(famRefused)
 	for _, ep := range []struct {
 		name    string
+		on      bool
 		c       *refusalCounts
-		reasons []refusal
+		reasons []refusalReason
 	}{
-		{"socket", &a.d.refused.socket, []refusal{refusedNotAllowed, refusedRoleNotAllowed, refusedUnknownPeer, refusedOverLimit}},
-		{"container", &a.d.refused.container, []refusal{refusedNotAllowed, refusedRoleNotAllowed, refusedUnknownPeer, refusedOverLimit, refusedForwarded, refusedBadHost, refusedBadToken}},
+		{"socket", true, &a.d.refused.socket, []refusalReason{refusedNotAllowed, refusedRoleNotAllowed, refusedWorkloadRole, refusedUnknownPeer, refusedOverLimit}},
+		{"container", a.container != nil, &a.d.refused.container, []refusalReason{refusedNotAllowed, refusedRoleNotAllowed, refusedWorkloadRole, refusedUnknownPeer, refusedOverLimit,
+			refusedForwarded, refusedBadHost, refusedBadToken}},
+		{"imds", a.imds != nil, &a.d.refused.imds, []refusalReason{refusedNotAllowed, refusedRoleNotAllowed, refusedUnknownPeer, refusedOverLimit,
+			refusedForwarded, refusedBadHost, refusedNotLocal}},
 	} {
-		if ep.name == "container" && a.container == nil {
+		if !ep.on {
 			continue
 		}
 		for _, r := range ep.reasons {
