@@ -66,6 +66,7 @@ type Agent struct {
 	setSealer bool
 	db        *store.DB
 	roles     roleSet
+	iot       *credprovider.IoT // the device role's provider
 	// inherit holds the previous generation's refreshers by cache key, to
 	// seed this one's from memory.
 	inherit map[string]*credprovider.Refresher

@@ -45,6 +45,15 @@ const (
 	ALPNProtocol = "x-amzn-mqtt-ca"
 )
 
+// NextProtos is the ALPN a connection to the broker's port offers: AWS IoT
+// Core takes MQTT on port 443 only with "x-amzn-mqtt-ca".
+func NextProtos(port int) []string {
+	if port == 443 {
+		return []string{ALPNProtocol}
+	}
+	return nil
+}
+
 // Config configures a Session.
 type Config struct {
 	// Endpoint is the broker host, or host:port (then Port is ignored),
@@ -196,9 +205,7 @@ func New(ctx context.Context, cfg Config) (*Session, error) {
 		// unseen by a resumed session, so it gets full handshakes.
 		tlsCfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
 	}
-	if port == 443 {
-		tlsCfg.NextProtos = []string{ALPNProtocol}
-	}
+	tlsCfg.NextProtos = NextProtos(port)
 	endpoint := net.JoinHostPort(host, strconv.Itoa(port))
 	u := &url.URL{Scheme: "mqtts", Host: endpoint}
 
