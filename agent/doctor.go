@@ -10,7 +10,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -120,9 +121,7 @@ func Doctor(ctx context.Context, cfg *Config, o DoctorOptions) *Diagnosis {
 	d.agent()
 	d.roles(ctx)
 
-	sort.SliceStable(d.diag.Findings, func(i, j int) bool {
-		return areaOrder[d.diag.Findings[i].Area] < areaOrder[d.diag.Findings[j].Area]
-	})
+	slices.SortStableFunc(d.diag.Findings, func(a, b Finding) int { return areaOrder[a.Area] - areaOrder[b.Area] })
 	d.diag.OK = true
 	for _, f := range d.diag.Findings {
 		if f.Verdict == Fail {
@@ -543,8 +542,8 @@ func (d *doctor) stsEndpoints(ctx context.Context) {
 			continue // validation has refused it
 		}
 		ep := addr.Endpoint{Host: u.Hostname(), Port: 443}
-		if u.Port() != "" {
-			fmt.Sscan(u.Port(), &ep.Port)
+		if n, err := strconv.Atoi(u.Port()); err == nil {
+			ep.Port = n
 		} else if u.Scheme == "http" {
 			ep.Port = 80
 		}
