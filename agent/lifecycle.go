@@ -48,6 +48,9 @@ type daemon struct {
 	// tokens, connections over the limits), rate-limited.
 	refusals *slog.Logger
 	errc     chan error
+	// statusDue carries a request for a status line to systemd (see
+	// notifyStatus).
+	statusDue chan struct{}
 }
 
 // Agent is one generation: a configuration with what it opened.
@@ -67,6 +70,8 @@ type Agent struct {
 	db        *store.DB
 	roles     roleSet
 	iot       *credprovider.IoT // the device role's provider
+	// workloads finds the [[workload]] of a peer (workload.go).
+	workloads *workloadSet
 	// inherit holds the previous generation's refreshers by cache key, to
 	// seed this one's from memory.
 	inherit map[string]*credprovider.Refresher
@@ -80,6 +85,8 @@ type Agent struct {
 	// container and token are the container endpoint's, when configured.
 	container *endpoint
 	token     []byte
+	// imds is the IMDS endpoint's, when configured (imds.go).
+	imds *imdsEndpoint
 	// borrowed marks what belongs to the previous generation until this one
 	// takes over; close leaves it alone.
 	borrowed borrowed
@@ -91,6 +98,8 @@ type Agent struct {
 	endStreams        context.CancelFunc
 	endRun            context.CancelFunc
 	wg                sync.WaitGroup
+	// imdsAPI is set by launch too.
+	imdsAPI http.Handler
 
 	started time.Time
 	ready   atomic.Bool
@@ -98,7 +107,7 @@ type Agent struct {
 	rot *rotator
 }
 
-type borrowed struct{ id, db, outbox, mqtt, container bool }
+type borrowed struct{ id, db, outbox, mqtt, container, imds bool }
 
 // endpoint is the container endpoint's socket and server; the server is
 // started by the first generation that launches with it.
@@ -106,6 +115,18 @@ type endpoint struct {
 	addr string
 	ln   net.Listener
 	srv  *http.Server
+}
+
+// close stops the endpoint's server, or closes its socket when no server
+// started.
+func (e *endpoint) close() {
+	if e.srv == nil {
+		e.ln.Close()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	shutdown(ctx, e.srv)
 }
 
 // Run runs the agent with cfg until ctx is done. SIGHUP (opts.Reload) re-reads
@@ -128,7 +149,10 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	reqCtx, endRequests := context.WithCancel(context.Background())
 	defer endRequests()
 	d := &daemon{opts: opts, log: log, reqCtx: reqCtx, errc: make(chan error, 4),
-		refusals: slog.New(platform.RateLimit(log.Handler(), time.Second, 10))}
+		refusals: slog.New(platform.RateLimit(log.Handler(), time.Second, 10)), statusDue: make(chan struct{}, 1)}
+	statusCtx, endStatus := context.WithCancel(ctx)
+	defer endStatus()
+	go d.sendStatus(statusCtx)
 
 	a, err := start(ctx, d, cfg, nil)
 	if err != nil {
@@ -146,8 +170,9 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	unixSrv.ConnContext = connContext
 	go d.serve(unixSrv, newLimitListener(ln, ucredOf, d.refusals))
 	a.serveContainer()
+	a.serveIMDS()
 	platform.Ready(a.statusLine())
-	log.Info("tether is ready", "socket", ln.Addr().String(), "container_endpoint", cfg.Serve.ContainerEndpoint, "thing", cfg.Identity.ThingName)
+	log.Info("tether is ready", "socket", ln.Addr().String(), "container_endpoint", cfg.Serve.ContainerEndpoint, "imds_endpoint", cfg.Serve.IMDSEndpoint, "thing", cfg.Identity.ThingName)
 	go trimResident(ctx, log)
 
 	var runErr error
@@ -306,6 +331,9 @@ func start(ctx context.Context, d *daemon, cfg *Config, prev *Agent) (_ *Agent, 
 			return nil, err
 		}
 	}
+	if err := a.openIMDS(prev); err != nil {
+		return nil, err
+	}
 	a.rot = newRotator(a)
 	return a, nil
 }
@@ -423,6 +451,7 @@ func (a *Agent) reload(ctx context.Context) (*Agent, error) {
 	next.launch(ctx)
 	a.d.cur.Store(next)
 	next.serveContainer()
+	next.serveIMDS()
 	next.ready.Store(true)
 	a.ready.Store(false)
 	a.retire()
@@ -489,6 +518,7 @@ func (a *Agent) launch(ctx context.Context) {
 		status: a.Status,
 		log:    a.d.refusals,
 	}
+	api.roleFor = a.roleFor
 	if a.outbox != nil {
 		api.mqtt, api.streams = a.session, a.streams
 	}
@@ -497,8 +527,11 @@ func (a *Agent) launch(ctx context.Context) {
 	go func() { defer a.wg.Done(); a.rot.run(runCtx) }()
 	a.api = api.routes()
 	if a.container != nil {
-		c := &containerAPI{roles: roles, allow: api.allow, token: a.token, log: a.d.refusals}
+		c := &containerAPI{roleFor: a.roleFor, allow: api.allow, token: a.token, log: a.d.refusals}
 		a.containerAPI = c.routes()
+	}
+	if a.imds != nil {
+		a.imdsAPI = a.imdsRoutes(roles, api.allow)
 	}
 	if iv, err := platform.WatchdogInterval(); err != nil {
 		a.log.Warn("watchdog disabled", "err", err)
@@ -515,10 +548,16 @@ func (a *Agent) serveContainer() {
 	if a.container == nil || a.container.srv != nil {
 		return
 	}
-	srv := a.d.newServer(func(a *Agent) http.Handler { return a.containerAPI })
+	a.serveTCP(a.container, a.container.ln, func(a *Agent) http.Handler { return a.containerAPI })
+}
+
+// serveTCP starts e's server on ln (e's socket, or a listener around it)
+// with the limits of a loopback TCP endpoint, for the handler pick chooses.
+func (a *Agent) serveTCP(e *endpoint, ln net.Listener, pick func(*Agent) http.Handler) {
+	srv := a.d.newServer(pick)
 	srv.ConnContext = connContext
-	a.container.srv = srv
-	go a.d.serve(srv, newLimitListener(a.container.ln, tcpPeer, a.d.refusals))
+	e.srv = srv
+	go a.d.serve(srv, newLimitListener(ln, tcpPeer, a.d.refusals))
 }
 
 // retire waits, at most 10 s, for the requests a is answering, after
@@ -546,6 +585,7 @@ func (a *Agent) handOver(next *Agent) {
 		outbox:    next.outbox == a.outbox,
 		mqtt:      next.session() == a.session(),
 		container: next.container == a.container,
+		imds:      next.imds == a.imds,
 	}
 }
 
@@ -555,14 +595,9 @@ func (a *Agent) close() {
 	a.closed = true
 	a.closing.Unlock()
 	if a.container != nil && !a.borrowed.container {
-		if a.container.srv != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			shutdown(ctx, a.container.srv)
-			cancel()
-		} else {
-			a.container.ln.Close()
-		}
+		a.container.close()
 	}
+	a.closeIMDS()
 	if !a.borrowed.mqtt {
 		a.stopSession()
 	}
