@@ -566,11 +566,8 @@ func (d *doctor) mqttEndpoint(ctx context.Context) {
 	if m.Endpoint == "" {
 		return
 	}
-	ep, err := addr.Parse(m.Endpoint)
-	if err != nil {
-		return // validation has refused it
-	}
-	ep.Port = m.Port
+	host, port := mqtt.SplitEndpoint(m.Endpoint, m.Port)
+	ep := addr.Endpoint{Host: host, Port: port}
 	roots, err := brokerRoots(d.cfg)
 	if err != nil {
 		d.add("network", "MQTT endpoint tls", Fail, ErrorLine(err), "fix [mqtt] ca_file")

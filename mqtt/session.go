@@ -177,7 +177,7 @@ func New(ctx context.Context, cfg Config) (*Session, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	host, port := splitEndpoint(cfg.Endpoint, cfg.Port)
+	host, port := SplitEndpoint(cfg.Endpoint, cfg.Port)
 	clientID := cmpOr(cfg.ClientID, cfg.ThingName)
 	setDefault(&cfg.KeepAlive, DefaultKeepAlive)
 	setDefault(&cfg.SessionExpiry, DefaultSessionExpiry)
@@ -276,9 +276,9 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-// splitEndpoint returns the host and port of a validated Config.Endpoint; a
+// SplitEndpoint returns the host and port of a validated Config.Endpoint; a
 // port in it wins over Config.Port, and DefaultPort stands in for none.
-func splitEndpoint(ep string, port int) (string, int) {
+func SplitEndpoint(ep string, port int) (string, int) {
 	e, _ := endpoint.Parse(ep)
 	if e.Port != 0 {
 		port = e.Port

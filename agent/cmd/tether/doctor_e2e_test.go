@@ -21,6 +21,7 @@ import (
 	"github.com/tetherd/tether/credprovider/ststest"
 	"github.com/tetherd/tether/hsm"
 	"github.com/tetherd/tether/hsm/hsmtest"
+	"github.com/tetherd/tether/mqtt/mqtttest"
 )
 
 // doctor runs `tether doctor --json` and returns its exit status and its
@@ -60,15 +61,19 @@ func finding(t *testing.T, d *agent.Diagnosis, key string) agent.Finding {
 // passes every check (exit 0), prints no secret, and reads as a checklist.
 func TestDoctorHealthy(t *testing.T) {
 	e := agenttest.New(t, time.Hour, "")
+	broker := mqtttest.NewBroker(t, mqtttest.Options{PKI: e.Sim.PKI})
+	e.WriteConfig(fmt.Sprintf("\n[mqtt]\nendpoint = %q\nca_file = %q\n", broker.Addr, broker.CAFile))
 	startAgent(t, e)
 	served(t, e.Socket, agent.DeviceRole)
+	waitStatus(t, e.Socket, func(st *agent.Status) bool { return st.MQTT != nil && st.MQTT.State == "connected" })
 	code, d := doctor(t, nil, "-c", e.Config)
 	assert.Equal(t, 0, code, "%+v", failed(d))
 	assert.True(t, d.OK)
 	assert.Empty(t, failed(d))
 	for _, key := range []string{"clock/endpoint clock", "certificate/chain", "certificate/expiry", "certificate/key", "files/key",
 		"network/credentials endpoint dns", "network/credentials endpoint tcp", "network/credentials endpoint tls",
-		"network/credentials endpoint role alias", "agent/reachable", "roles/role device"} {
+		"network/credentials endpoint role alias", "network/MQTT endpoint tls", "network/MQTT endpoint connect",
+		"agent/reachable", "agent/outbox", "roles/role device"} {
 		assert.Equal(t, agent.Pass, finding(t, d, key).Verdict, key)
 	}
 	assert.Contains(t, finding(t, d, "network/credentials endpoint dns").Detail, "is an IP address: no lookup")
@@ -79,6 +84,7 @@ func TestDoctorHealthy(t *testing.T) {
 	assert.Contains(t, out, "\n  ✓ credentials endpoint role alias: ")
 	assert.Contains(t, out, "everything passes")
 	noSecret(t, e, out)
+	t.Logf("tether doctor:\n%s", out)
 }
 
 // noSecret fails if out holds any credential the agent serves or the token.
