@@ -682,6 +682,10 @@ func (d *doctor) roles(ctx context.Context) {
 		c, err := p.Retrieve(rctx)
 		cancel()
 		if err != nil {
+			var sso *credprovider.SSOLoginError
+			if errors.As(err, &sso) {
+				err = sso // what the operator must act on, not the SDK's chain around it
+			}
 			d.add("roles", check, Fail, ErrorLine(err), roleFix(err))
 			return p, nil
 		}

@@ -281,6 +281,7 @@ sts_endpoint = %q
 	assert.Contains(t, out, "fix")
 	assert.Contains(t, out, fix)
 	assert.NotContains(t, out, "expired-token")
+	t.Logf("tether status:\n%s", out)
 
 	code, d := doctor(t, nil, "-c", e.Config)
 	assert.Equal(t, 1, code)
