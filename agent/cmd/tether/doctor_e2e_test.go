@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -287,4 +288,37 @@ sts_endpoint = %q
 	assert.Equal(t, 1, code)
 	assert.Equal(t, map[string]string{"roles/role ops": "run `" + fix + "` as the user tether runs as"}, failed(d))
 	assert.Equal(t, sts.URL, "http://"+strings.TrimPrefix(finding(t, d, "network/STS "+strings.TrimPrefix(sts.URL, "http://")+" tcp").Detail, "connected to "))
+}
+
+// TestDoctorServiceUser ensures that the files the service user could not
+// read or write are each a ✗ naming the user, the file and the fix, judged
+// by the modes of the files and of the directories above them.
+func TestDoctorServiceUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to own files another user cannot read")
+	}
+	e := agenttest.New(t, time.Hour, "")
+	for dir := e.Dir; dir != "/"; dir = filepath.Dir(dir) {
+		st, err := os.Stat(dir)
+		require.NoError(t, err)
+		require.NoError(t, os.Chmod(dir, st.Mode().Perm()|0o055)) // t.TempDir's are 0700
+	}
+	startAgent(t, e)
+	served(t, e.Socket, agent.DeviceRole)
+	code, d := doctor(t, nil, "-c", e.Config, "--user", "nobody")
+	assert.Equal(t, 1, code)
+	got := failed(d)
+	assert.Equal(t, []string{"files/configuration access", "files/key access", "files/state directory access"}, sortedKeys(got))
+	assert.Contains(t, got["files/key access"], "let user nobody read "+e.KeyFile)
+	assert.Contains(t, finding(t, d, "files/key access").Detail, "user nobody cannot read "+e.KeyFile+" (mode 0600")
+	assert.Equal(t, agent.Pass, finding(t, d, "files/certificate access").Verdict)
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
