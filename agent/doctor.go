@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -117,7 +118,7 @@ func Doctor(ctx context.Context, cfg *Config, o DoctorOptions) *Diagnosis {
 	}
 	d.credentialsEndpoint(ctx, id)
 	d.stsEndpoints(ctx)
-	d.mqttEndpoint(ctx)
+	d.mqttEndpoint(ctx, id)
 	d.agent()
 	d.roles(ctx)
 
@@ -561,7 +562,7 @@ func (d *doctor) stsEndpoints(ctx context.Context) {
 	}
 }
 
-func (d *doctor) mqttEndpoint(ctx context.Context) {
+func (d *doctor) mqttEndpoint(ctx context.Context, id *hsm.Identity) {
 	m := d.cfg.MQTT
 	if m.Endpoint == "" {
 		return
@@ -582,21 +583,32 @@ func (d *doctor) mqttEndpoint(ctx context.Context) {
 	}) {
 		return
 	}
-	// CONNECT: the agent's session tells. The doctor does not connect with
-	// the device's client id itself: that would knock the agent's session
-	// off the broker.
+	// CONNECT: the agent's session tells while it runs. The doctor connects
+	// itself only when no session of the agent's is there to knock off the
+	// broker (one client id, one connection).
 	var ms *mqtt.Status
 	if d.st != nil {
 		ms = d.st.MQTT
 	}
+	const check = "MQTT endpoint connect"
+	fix := "let the certificate's IoT policy allow iot:Connect for the client id, and check that the broker trusts the certificate's CA and has not revoked it"
 	switch {
+	case ms == nil && id == nil:
+		d.add("network", check, Warn, "not tried: the key could not be opened", "fix the key first (see certificate)")
 	case ms == nil:
-		d.add("network", "MQTT endpoint connect", Warn, "not tried: no running agent holds the session", "start the agent and run the doctor again")
+		o := sessionOptions(d.cfg)
+		cert := id.Certificate()
+		o.Certificate, o.RootCAs, o.ConnectTimeout = &cert, roots, d.o.Timeout
+		clientID := cmp.Or(o.ClientID, o.ThingName)
+		if err := mqtt.ProbeConnect(ctx, o); err != nil {
+			d.add("network", check, Fail, ErrorLine(err), fix)
+		} else {
+			d.add("network", check, Pass, fmt.Sprintf("CONNECT accepted for client id %q (session kept, nothing acknowledged)", clientID), "")
+		}
 	case ms.State == mqtt.StateConnected:
-		d.add("network", "MQTT endpoint connect", Pass, fmt.Sprintf("the agent's session (client id %q) was accepted %s", ms.ClientID, ms.Since.UTC().Format(time.RFC3339)), "")
+		d.add("network", check, Pass, fmt.Sprintf("the agent's session (client id %q) was accepted %s", ms.ClientID, ms.Since.UTC().Format(time.RFC3339)), "")
 	default:
-		d.add("network", "MQTT endpoint connect", Fail, fmt.Sprintf("the agent's session (client id %q) is %s: %s", ms.ClientID, ms.State, ms.LastError),
-			"check the certificate's IoT policy allows iot:Connect for the client id, and that no other client uses it")
+		d.add("network", check, Fail, fmt.Sprintf("the agent's session (client id %q) is %s: %s", ms.ClientID, ms.State, ms.LastError), fix)
 	}
 }
 

@@ -195,22 +195,7 @@ func New(ctx context.Context, cfg Config) (*Session, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 
-	tlsCfg := &tls.Config{
-		RootCAs:              cfg.RootCAs,
-		ServerName:           cmpOr(cfg.ServerName, host),
-		GetClientCertificate: cfg.GetClientCertificate,
-		MinVersion:           tls.VersionTLS12,
-	}
-	if tlsCfg.GetClientCertificate == nil {
-		cert := cfg.Certificate
-		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
-		// A fixed identity: a reconnect may resume the TLS session (no
-		// certificate chain, no signature by the device key) where the
-		// broker allows it. A GetClientCertificate may change identities
-		// unseen by a resumed session, so it gets full handshakes.
-		tlsCfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
-	}
-	tlsCfg.NextProtos = NextProtos(port)
+	tlsCfg := cfg.tlsConfig(host, port)
 	endpoint := net.JoinHostPort(host, strconv.Itoa(port))
 	u := &url.URL{Scheme: "mqtts", Host: endpoint}
 
@@ -261,6 +246,28 @@ func New(ctx context.Context, cfg Config) (*Session, error) {
 	}
 	s.cm = cm
 	return s, nil
+}
+
+// tlsConfig is how the session, and ProbeConnect, meet the broker at host
+// and port.
+func (cfg *Config) tlsConfig(host string, port int) *tls.Config {
+	tlsCfg := &tls.Config{
+		RootCAs:              cfg.RootCAs,
+		ServerName:           cmpOr(cfg.ServerName, host),
+		GetClientCertificate: cfg.GetClientCertificate,
+		MinVersion:           tls.VersionTLS12,
+	}
+	if tlsCfg.GetClientCertificate == nil {
+		cert := cfg.Certificate
+		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+		// A fixed identity: a reconnect may resume the TLS session (no
+		// certificate chain, no signature by the device key) where the
+		// broker allows it. A GetClientCertificate may change identities
+		// unseen by a resumed session, so it gets full handshakes.
+		tlsCfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+	}
+	tlsCfg.NextProtos = NextProtos(port)
+	return tlsCfg
 }
 
 func setDefault(d *time.Duration, v time.Duration) {

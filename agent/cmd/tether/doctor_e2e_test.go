@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -321,4 +322,26 @@ func sortedKeys(m map[string]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// TestDoctorMQTTConnect ensures that with no agent running the doctor sends
+// its own CONNECT to mosquitto (accepted: ✓), and that a device certificate
+// the broker revoked is a ✗ of that check with its fix.
+func TestDoctorMQTTConnect(t *testing.T) {
+	e := agenttest.New(t, time.Hour, "")
+	broker := mqtttest.NewBroker(t, mqtttest.Options{PKI: e.Sim.PKI, CRL: true})
+	e.WriteConfig(fmt.Sprintf("\n[mqtt]\nendpoint = %q\nca_file = %q\n", broker.Addr, broker.CAFile))
+	code, d := doctor(t, nil, "-c", e.Config)
+	assert.Equal(t, 1, code)
+	assert.Equal(t, []string{"agent/reachable"}, sortedKeys(failed(d)))
+	assert.Contains(t, finding(t, d, "network/MQTT endpoint connect").Detail, `CONNECT accepted for client id "gw-0001"`)
+
+	chain, err := hsm.LoadCertificateChain(e.CertFile)
+	require.NoError(t, err)
+	require.NoError(t, broker.RefuseCertificates([]*big.Int{chain[0].SerialNumber}))
+	code, d = doctor(t, nil, "-c", e.Config)
+	assert.Equal(t, 1, code)
+	got := failed(d)
+	assert.Equal(t, []string{"agent/reachable", "network/MQTT endpoint connect"}, sortedKeys(got))
+	assert.Contains(t, got["network/MQTT endpoint connect"], "has not revoked it")
 }
