@@ -99,7 +99,7 @@ test-systemd: deps
 ## (plain go test) replays the committed corpora.
 FUZZTIME     ?= 10m
 FUZZ_TARGETS := ./agent:FuzzParseConfig ./agent:FuzzSocketAPI ./agent/greengrass:FuzzParse \
-                ./hsm:FuzzParseURI ./credprovider:FuzzIoTResponse \
+                ./hsm:FuzzParseURI ./credprovider:FuzzIoTResponse ./credprovider/imds:FuzzHandler \
                 ./mqtt:FuzzTopicAgainstMosquitto ./mqtt:FuzzFilterAgainstMosquitto
 fuzz:
 	@./softhsm-test/deps.sh

@@ -96,7 +96,7 @@ func issuedTo(t *testing.T, srv *ststest.Server, workload string) ststest.Call {
 // the device; that the STS calls its credentials sign are recorded with that
 // context, as CloudTrail records them; that a unit wins over a uid; that a
 // workload is refused other roles; and that other programs get what they got
-// before, on the socket and on the container endpoint alike.
+// before, on the socket, the container endpoint and the IMDS endpoint alike.
 func TestAgentServesWorkloads(t *testing.T) {
 	if err := cgrouptest.Available(); err != nil {
 		t.Skipf("needs cgroups: %v", err)
@@ -108,7 +108,7 @@ func TestAgentServesWorkloads(t *testing.T) {
 	var socket string
 	srv := stsForAgent(t, &socket)
 	srv.AddRole(ststest.Role{ARN: testTelemetry})
-	port := fmt.Sprint(agenttest.FreePort(t))
+	port, imdsPort := fmt.Sprint(agenttest.FreePort(t)), fmt.Sprint(agenttest.FreePort(t))
 	extra := fmt.Sprintf(`
 [[role]]
 name         = "telemetry"
@@ -127,7 +127,7 @@ uid  = %d
 role = "telemetry"
 `, testTelemetry, srv.URL, uploaderPolicy, nobody)
 	h := newHarness(t, time.Hour, extra)
-	h.WriteConfig(extra, "[serve]\n", "[serve]\ncontainer_endpoint = \"127.0.0.1:"+port+"\"\n")
+	h.WriteConfig(extra, "[serve]\n", "[serve]\ncontainer_endpoint = \"127.0.0.1:"+port+"\"\nimds_endpoint = \"127.0.0.1:"+imdsPort+"\"\n")
 	socket = h.Socket
 	h.start()
 	shareSocket(t, h)
@@ -229,6 +229,50 @@ print(c.access_key, arn)
 				assert.Equal(t, tc.want, strings.TrimSpace(program(t, tc.g, tc.uid, env, "/usr/bin/python3", "-c", script)))
 			})
 		}
+	})
+
+	t.Run("boto3 on the IMDS endpoint", func(t *testing.T) {
+		// botocore's own IMDS provider (token PUT, the role's name, its
+		// credentials), then an STS call signed with what it got.
+		script := `
+import boto3
+s = boto3.Session()
+c = s.get_credentials()
+f = c.get_frozen_credentials()
+arn = s.client("sts", endpoint_url="` + srv.URL + `").get_caller_identity()["Arn"]
+print(c.method, f.access_key, arn)
+`
+		env := []string{"AWS_DEFAULT_REGION=eu-west-1", "AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:" + imdsPort + "/",
+			"AWS_REGION=eu-west-1", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null"}
+		for _, tc := range []struct {
+			name string
+			g    *cgrouptest.Group
+			uid  int
+			want string
+		}{
+			{"the unit, found by its socket's cgroup", uploader, nobody, "iam-role " + up.Issued + " arn:aws:sts::123456789012:assumed-role/telemetry/uploader@gw-0001"},
+			{"the uid, found by sock_diag", other, nobody, "iam-role " + batch.Issued + " arn:aws:sts::123456789012:assumed-role/telemetry/batch@gw-0001"},
+			{"others: the device role", other, -1, "iam-role " + device.AccessKeyID + " arn:aws:sts::123456789012:assumed-role/gateway/gw-0001"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				assert.Equal(t, tc.want, strings.TrimSpace(program(t, tc.g, tc.uid, env, "/usr/bin/python3", "-c", script)))
+			})
+		}
+		// A workload's session is listed under its role's name, and no
+		// other role is served to it.
+		list := `import sys, urllib.request as u
+b = "http://127.0.0.1:` + imdsPort + `"
+tok = u.urlopen(u.Request(b + "/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})).read().decode()
+name = u.urlopen(u.Request(b + "/latest/meta-data/iam/security-credentials/", headers={"X-aws-ec2-metadata-token": tok})).read().decode()
+try:
+    u.urlopen(u.Request(b + "/latest/meta-data/iam/security-credentials/device", headers={"X-aws-ec2-metadata-token": tok}))
+    other = 200
+except u.HTTPError as e:
+    other = e.code
+print(name, other)
+`
+		assert.Equal(t, "telemetry 404", strings.TrimSpace(program(t, uploader, nobody, nil, "/usr/bin/python3", "-c", list)))
+		assert.Equal(t, "device 200", strings.TrimSpace(program(t, other, -1, nil, "/usr/bin/python3", "-c", list)))
 	})
 
 	t.Run("status lists each workload's session", func(t *testing.T) {
