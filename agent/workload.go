@@ -255,6 +255,12 @@ func (v *validator) policyFile(key, path string) string {
 		return "" // reported by file_
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Mode().Perm()&0o022 != 0 {
+		// Whoever may write the policy may widen the workload's session up to
+		// all the role allows.
+		v.fail(key, "%s is writable by group or others (mode %04o); chmod go-w %s", path, st.Mode().Perm(), path)
+		return ""
+	}
 	b := make([]byte, maxPolicyFile+1)
 	n, _ := f.Read(b)
 	if n > maxPolicyFile {

@@ -37,6 +37,9 @@ func TestWorkloadConfigErrors(t *testing.T) {
 	base := workloadBase(dir)
 	badJSON := filepath.Join(dir, "bad.json")
 	require.NoError(t, os.WriteFile(badJSON, []byte(`{"Version":`), 0o644))
+	open := filepath.Join(dir, "open.json")
+	require.NoError(t, os.WriteFile(open, []byte(`{}`), 0o644))
+	require.NoError(t, os.Chmod(open, 0o664))
 	big := filepath.Join(dir, "big.json")
 	require.NoError(t, os.WriteFile(big, []byte(`{"Sid":"`+strings.Repeat("x", 2050)+`"}`), 0o644))
 	w := func(extra string) string { return base + "[[workload]]\nname = \"up\"\nrole = \"telemetry\"\n" + extra }
@@ -60,6 +63,7 @@ func TestWorkloadConfigErrors(t *testing.T) {
 		{"policy not JSON", w("uid = 1\npolicy = '{nope'\n"), []string{"workload[0].policy: is not valid JSON"}},
 		{"policy file not JSON", w("uid = 1\npolicy_file = \"" + badJSON + "\"\n"), []string{"workload[0].policy_file: is not valid JSON"}},
 		{"policy file too long", w("uid = 1\npolicy_file = \"" + big + "\"\n"), []string{"workload[0].policy_file: is 2060 characters without white space; STS accepts at most 2048"}},
+		{"policy file others may write", w("uid = 1\npolicy_file = \"" + open + "\"\n"), []string{"workload[0].policy_file: " + open + " is writable by group or others (mode 0664); chmod go-w"}},
 		{"policy file missing", w("uid = 1\npolicy_file = \"" + dir + "/nope.json\"\n"), []string{"workload[0].policy_file: " + dir + "/nope.json: no such file"}},
 		{"second policy", base + "[[workload]]\nname = \"up\"\nrole = \"narrow\"\nuid = 1\npolicy = '{}'\n", []string{"workload[0].policy: role \"narrow\" has a session policy of its own"}},
 		{"tether tag", w("uid = 1\ntags = { \"Tether:unit\" = \"x\" }\n"), []string{"workload[0].tags: tag \"Tether:unit\": the tether: prefix is tether's own"}},
