@@ -49,7 +49,7 @@ func TestWorkloadConfigErrors(t *testing.T) {
 	}{
 		{"no selector", w(""), []string{"workload[0]: set exactly one of unit, uid and gid"}},
 		{"two selectors", w("unit = \"up.service\"\nuid = 1001\n"), []string{"workload[0]: set exactly one of unit, uid and gid"}},
-		{"template unit", w("unit = \"up@.service\"\n"), []string{"workload[0].unit: \"up@.service\" is not a systemd unit name"}},
+		{"not a unit", w("unit = \"up@@.service\"\n"), []string{"workload[0].unit: \"up@@.service\" is not a systemd unit name"}},
 		{"uid out of range", w("uid = -1\n"), []string{"workload[0].uid: -1 is not a valid id"}},
 		{"uid a string", w("uid = \"1001\"\n"), []string{"workload.uid: is a string; want an integer"}},
 		{"same unit twice", w("unit = \"up.service\"\n") + "[[workload]]\nname = \"b\"\nrole = \"telemetry\"\nunit = \"up.service\"\n",
@@ -154,6 +154,8 @@ func TestRoleFor(t *testing.T) {
 	uid, gid, gid2, gid3 := 1001, 27, 28, 29
 	for _, w := range []WorkloadConfig{
 		{Name: "uploader", Unit: "uploader.service", Role: "telemetry"},
+		{Name: "workers", Unit: "worker@.service", Role: "audit"},
+		{Name: "worker7", Unit: "worker@7.service", Role: "telemetry"},
 		{Name: "alice", UID: &uid, Role: "telemetry"},
 		{Name: "sudo", GID: &gid, Role: "audit"},
 		{Name: "plugdev", GID: &gid2, Role: "telemetry"},
@@ -170,6 +172,8 @@ func TestRoleFor(t *testing.T) {
 		want string // the record served, or the refusal's code
 	}{
 		{"unit wins over uid", &Peer{UID: 1001, Unit: "uploader.service"}, "", "telemetry/uploader"},
+		{"a template picks its instances", &Peer{UID: 1001, Unit: "worker@3.service"}, "", "audit/workers"},
+		{"an instance before its template", &Peer{UID: 1001, Unit: "worker@7.service"}, "", "telemetry/worker7"},
 		{"uid wins over gid", &Peer{UID: 1001, GID: 27}, "", "telemetry/alice"},
 		{"primary gid", &Peer{UID: 1001, GID: 27, Unit: "other.service"}, "", "telemetry/alice"},
 		{"gid", &Peer{UID: 5, GID: 27, Unit: "x.service"}, "", "audit/sudo"},
