@@ -143,6 +143,11 @@ role = "telemetry"
 name = "ops"
 gid  = %d
 role = "telemetry"
+
+[[workload]]
+name = "workers"
+unit = "worker@.service"
+role = "telemetry"
 `, testTelemetry, srv.URL, uploaderPolicy, nobody, opsGID)
 	h := newHarness(t, time.Hour, extra)
 	h.WriteConfig(extra, "[serve]\n", "[serve]\ncontainer_endpoint = \"127.0.0.1:"+port+"\"\nimds_endpoint = \"127.0.0.1:"+imdsPort+"\"\n")
@@ -151,10 +156,11 @@ role = "telemetry"
 	shareSocket(t, h)
 
 	// Every session is fetched at start, in the background.
-	require.Eventually(t, func() bool { return len(srv.CallsFor(testTelemetry)) == 4 }, 30*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return len(srv.CallsFor(testTelemetry)) == 5 }, 30*time.Second, 10*time.Millisecond)
 
 	uploader := cgrouptest.New(t, "uploader.service")
 	other := cgrouptest.New(t, "other.service")
+	worker := cgrouptest.New(t, "worker@3.service")
 
 	up := issuedTo(t, srv, "uploader")
 	assert.Equal(t, map[string]string{TagThing: "gw-0001", TagWorkload: "uploader", TagUnit: "uploader.service"}, up.Tags)
@@ -184,6 +190,7 @@ role = "telemetry"
 			{"the uid gets its session", nil, nobody, "/v1/credentials", batch.Issued},
 			{"in another unit too", other, nobody, "/v1/credentials", batch.Issued},
 			{"other programs: the device role", other, -1, "/v1/credentials", device.AccessKeyID},
+			{"a template's instance", worker, nobody, "/v1/credentials", issuedTo(t, srv, "workers").Issued},
 			{"other programs: the role unscoped", nil, -1, "/v1/credentials/telemetry", issuedTo(t, srv, "").Issued},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
@@ -309,7 +316,7 @@ print(name, other)
 	})
 
 	t.Run("status lists each workload's session", func(t *testing.T) {
-		assert.Equal(t, []string{"device", "telemetry", "telemetry/batch", "telemetry/ops", "telemetry/uploader"}, h.validRoles())
+		assert.Equal(t, []string{"device", "telemetry", "telemetry/batch", "telemetry/ops", "telemetry/uploader", "telemetry/workers"}, h.validRoles())
 	})
 }
 
