@@ -1,7 +1,6 @@
 package packaging
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,12 +24,7 @@ import (
 func TestLiveMetricsTimer(t *testing.T) {
 	current, _ := liveDebs(t)
 	r := nspawntest.Boot(t, nspawntest.Options{Packages: []string{"curl", "acl"}})
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := r.Exec(context.Background(), "journalctl", "--no-pager", "-n", "60", "-u", "tether.service", "-u", "tether-metrics.service")
-			t.Logf("the units' journal:\n%s", out)
-		}
-	})
+	r.LogJournalOnFailure(t, "tether.service", "tether-metrics.service")
 	iot, err := iotcredtest.NewServer(iotcredtest.WithRoleAlias("gateway-role", time.Hour))
 	require.NoError(t, err)
 	defer iot.Close()
