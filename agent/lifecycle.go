@@ -71,6 +71,7 @@ type Agent struct {
 	setSealer bool
 	db        *store.DB
 	roles     roleSet
+	iot       *credprovider.IoT // the device role's provider
 	// workloads finds the [[workload]] of a peer (workload.go).
 	workloads *workloadSet
 	// inherit holds the previous generation's refreshers by cache key, to
@@ -536,7 +537,7 @@ func (a *Agent) launch(ctx context.Context) {
 		a.containerAPI = c.routes()
 	}
 	if a.imds != nil {
-		a.imdsAPI = a.imdsRoutes(roles, api.allow)
+		a.imdsAPI = a.imdsRoutes(api.allow)
 	}
 	if iv, err := platform.WatchdogInterval(); err != nil {
 		a.log.Warn("watchdog disabled", "err", err)
