@@ -183,7 +183,7 @@ func (a *Agent) metrics(f openmetrics.Format) ([]byte, error) {
 		{"socket", true, &a.d.refused.socket, []refusalReason{refusedNotAllowed, refusedRoleNotAllowed, refusedWorkloadRole, refusedUnknownPeer, refusedOverLimit}},
 		{"container", a.container != nil, &a.d.refused.container, []refusalReason{refusedNotAllowed, refusedRoleNotAllowed, refusedWorkloadRole, refusedUnknownPeer, refusedOverLimit,
 			refusedForwarded, refusedBadHost, refusedBadToken}},
-		{"imds", a.imds != nil, &a.d.refused.imds, []refusalReason{refusedNotAllowed, refusedRoleNotAllowed, refusedUnknownPeer, refusedOverLimit,
+		{"imds", a.imds != nil, &a.d.refused.imds, []refusalReason{refusedNotAllowed, refusedRoleNotAllowed, refusedWorkloadRole, refusedUnknownPeer, refusedOverLimit,
 			refusedForwarded, refusedBadHost, refusedNotLocal}},
 	} {
 		if !ep.on {
