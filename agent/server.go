@@ -17,6 +17,7 @@ import (
 
 	"github.com/tetherd/tether/credprovider"
 	"github.com/tetherd/tether/mqtt"
+	"github.com/tetherd/tether/platform/openmetrics"
 )
 
 // DeviceRole is the name of the role the IoT role alias gives: the one
@@ -50,6 +51,9 @@ type role struct {
 	source Source
 	// allow narrows the socket's allow list for this role.
 	allow AllowList
+	// workload is set on a [[workload]]'s session of a role: served only
+	// to the programs the workload picks (see roleFor).
+	workload string
 	// answer is the last credentials encoded, reused while they are the
 	// ones the provider returns: a local program may ask for them
 	// thousands of times between two refreshes.
@@ -107,9 +111,15 @@ type roleSet map[string]*role
 
 // api serves the Unix socket: credentials, status and the MQTT endpoints.
 type api struct {
-	roles  func() roleSet
-	allow  func() AllowList
-	status func() Status
+	roles func() roleSet
+	// roleFor decides which credentials a peer gets (workload.go).
+	roleFor func(*Peer, string) (*role, error)
+	allow   func() AllowList
+	status  func() Status
+	// metrics writes GET /v1/metrics (metrics.go); refused counts the
+	// peers this endpoint refuses.
+	metrics func(openmetrics.Format) ([]byte, error)
+	refused *refusalCounts
 	// mqtt returns the MQTT session, nil while it restarts; mqtt itself is
 	// nil when [mqtt] is not configured.
 	mqtt func() *mqtt.Session
@@ -124,7 +134,7 @@ type api struct {
 func (a *api) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/credentials", func(w http.ResponseWriter, r *http.Request) {
-		a.credentials(w, r, DeviceRole)
+		a.credentials(w, r, "")
 	})
 	mux.HandleFunc("GET /v1/credentials/{role}", func(w http.ResponseWriter, r *http.Request) {
 		a.credentials(w, r, r.PathValue("role"))
@@ -140,6 +150,9 @@ func (a *api) routes() http.Handler {
 			}
 		}
 		writeJSON(w, http.StatusOK, st)
+	})
+	mux.HandleFunc("GET /v1/metrics", func(w http.ResponseWriter, r *http.Request) {
+		serveMetrics(w, r, a.metrics)
 	})
 	withMQTT := func(h func(*mqtt.Session, http.ResponseWriter, *http.Request)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
@@ -170,9 +183,9 @@ func (a *api) routes() http.Handler {
 	mux.HandleFunc("/v1/mqtt/", withMQTT(func(_ *mqtt.Session, w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+"; see POST /v1/mqtt/publish, GET /v1/mqtt/subscribe")
 	}))
-	getOnly(mux, "/v1/credentials", "/v1/credentials/{role}", "/v1/status")
+	getOnly(mux, "/v1/credentials", "/v1/credentials/{role}", "/v1/status", "/v1/metrics")
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+"; see GET /v1/credentials, /v1/credentials/{role}, /v1/status")
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+"; see GET /v1/credentials, /v1/credentials/{role}, /v1/status, /v1/metrics")
 	})
 	return a.checkPeer(mux)
 }
@@ -183,6 +196,7 @@ func (a *api) checkPeer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := peerFrom(r.Context())
 		if !a.allow().Allows(p) {
+			a.refused.count(refusedNotAllowed, p)
 			a.refuse(w, r, p)
 			return
 		}
@@ -202,17 +216,36 @@ func (a *api) refuse(w http.ResponseWriter, r *http.Request, p *Peer) {
 		"uid "+uid+" (gid "+gid+") is not in the allow list; add it to serve.allow_uids or allow_gids (or the role's own lists)")
 }
 
+// credentials serves the role name ("" for the peer's default) to the peer,
+// as roleFor decides.
 func (a *api) credentials(w http.ResponseWriter, r *http.Request, name string) {
-	rl, ok := a.roles()[name]
-	if !ok {
-		writeError(w, http.StatusNotFound, "unknown_role", "no role "+strconv.Quote(name)+" is configured; add a [[role]] with that name")
-		return
-	}
-	if p := peerFrom(r.Context()); !rl.allow.Empty() && !rl.allow.Allows(p) {
-		a.refuse(w, r, p)
+	p := peerFrom(r.Context())
+	rl, err := a.roleFor(p, name)
+	if err != nil {
+		a.refused.countRole(err, p)
+		refuseRole(w, r, a.log, p, err, a.refuse)
 		return
 	}
 	serveCredentials(w, r, rl)
+}
+
+// refuseRole answers a roleFor refusal: peer_not_allowed as the endpoint
+// words it (refuse), others in the API's error shape; a refused workload is
+// logged and keeps no connection.
+func refuseRole(w http.ResponseWriter, r *http.Request, log *slog.Logger, p *Peer, err error, refuse func(http.ResponseWriter, *http.Request, *Peer)) {
+	rf, ok := err.(*refusal)
+	switch {
+	case !ok:
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+	case rf.Code == "peer_not_allowed":
+		refuse(w, r, p)
+	default:
+		if rf.Status == http.StatusForbidden && p != nil {
+			log.Warn("refused a workload a role it is not mapped to", "uid", p.UID, "unit", p.Unit, "path", r.URL.Path)
+			w.Header().Set("Connection", "close")
+		}
+		writeError(w, rf.Status, rf.Code, rf.Message)
+	}
 }
 
 // serveCredentials answers one role's credentials, or 503 with Retry-After
@@ -290,18 +323,21 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 // containerAPI is the optional loopback endpoint that AWS SDKs reach through
 // AWS_CONTAINER_CREDENTIALS_FULL_URI and AWS_CONTAINER_AUTHORIZATION_TOKEN.
 type containerAPI struct {
-	roles func() roleSet
+	// roleFor decides which credentials a peer gets (workload.go).
+	roleFor func(*Peer, string) (*role, error)
 	// allow is the global allow list, applied to the owner of the TCP peer
 	// (see tcpPeer) as the socket applies it to its peers.
 	allow func() AllowList
 	token []byte
 	log   *slog.Logger
+	// refused counts the peers this endpoint refuses.
+	refused *refusalCounts
 }
 
 func (c *containerAPI) routes() http.Handler {
 	mux := http.NewServeMux()
 	device := func(w http.ResponseWriter, r *http.Request) {
-		c.serve(w, r, DeviceRole)
+		c.serve(w, r, "")
 	}
 	// The Greengrass Token Exchange Service path, so components written for
 	// Greengrass find their credentials here too.
@@ -324,21 +360,13 @@ func (c *containerAPI) routes() http.Handler {
 // missing or wrong token.
 func (c *containerAPI) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if len(r.Header.Values("X-Forwarded-For")) > 0 || len(r.Header.Values("Forwarded")) > 0 {
-			c.log.Warn("container endpoint refused a forwarded request", "remote", r.RemoteAddr)
-			w.Header().Set("Connection", "close")
-			writeError(w, http.StatusForbidden, "forwarded", "forwarded requests are refused; call the endpoint directly from this device")
-			return
-		}
-		if !loopbackHost(r.Host) {
-			c.log.Warn("container endpoint refused a non-loopback Host", "remote", r.RemoteAddr)
-			w.Header().Set("Connection", "close")
-			writeError(w, http.StatusForbidden, "bad_host", "the Host header must be a loopback address (127.0.0.1, ::1 or localhost)")
+		if refuseIndirect(w, r, c.log, c.refused, "container endpoint") {
 			return
 		}
 		got := r.Header.Get("Authorization")
 		got = strings.TrimPrefix(got, "Bearer ")
 		if subtle.ConstantTimeCompare([]byte(got), c.token) != 1 {
+			c.refused.count(refusedBadToken, nil)
 			c.log.Warn("container endpoint refused a request without the right token", "remote", r.RemoteAddr)
 			w.Header().Set("Connection", "close")
 			writeError(w, http.StatusUnauthorized, "bad_token",
@@ -346,6 +374,7 @@ func (c *containerAPI) guard(next http.Handler) http.Handler {
 			return
 		}
 		if p := peerFrom(r.Context()); c.allow != nil && !c.allow().Allows(p) {
+			c.refused.count(refusedNotAllowed, p)
 			c.refusePeer(w, r, p)
 			return
 		}
@@ -353,14 +382,14 @@ func (c *containerAPI) guard(next http.Handler) http.Handler {
 	})
 }
 
+// serve serves the role name ("" for the peer's default) to the peer, as
+// roleFor decides.
 func (c *containerAPI) serve(w http.ResponseWriter, r *http.Request, name string) {
-	rl, ok := c.roles()[name]
-	if !ok {
-		writeError(w, http.StatusNotFound, "unknown_role", "no role "+strconv.Quote(name)+" is configured")
-		return
-	}
-	if p := peerFrom(r.Context()); !rl.allow.Empty() && !rl.allow.Allows(p) {
-		c.refusePeer(w, r, p)
+	p := peerFrom(r.Context())
+	rl, err := c.roleFor(p, name)
+	if err != nil {
+		c.refused.countRole(err, p)
+		refuseRole(w, r, c.log, p, err, c.refusePeer)
 		return
 	}
 	serveCredentials(w, r, rl)
@@ -369,14 +398,46 @@ func (c *containerAPI) serve(w http.ResponseWriter, r *http.Request, name string
 // refusePeer answers 403 to a TCP peer whose owner is outside an allow list,
 // or unknown while one applies.
 func (c *containerAPI) refusePeer(w http.ResponseWriter, r *http.Request, p *Peer) {
-	uid := "unknown"
-	if p != nil {
-		uid = strconv.FormatUint(uint64(p.UID), 10)
-	}
-	c.log.Warn("container endpoint refused a local peer", "uid", uid, "remote", r.RemoteAddr, "path", r.URL.Path)
+	c.log.Warn("container endpoint refused a local peer", "uid", peerUID(p), "remote", r.RemoteAddr, "path", r.URL.Path)
 	w.Header().Set("Connection", "close")
-	writeError(w, http.StatusForbidden, "peer_not_allowed",
-		"the program calling (uid "+uid+") is not in the allow list; add its uid or group to serve.allow_uids or allow_gids (or the role's own lists)")
+	writeError(w, http.StatusForbidden, "peer_not_allowed", refusedMessage(p))
+}
+
+// refuseIndirect answers 403, and returns true, to a request that did not
+// come straight from a local program: a forwarded one, or one whose Host is
+// neither loopback nor the address the endpoint listens on (DNS
+// rebinding). what names the endpoint in the log.
+func refuseIndirect(w http.ResponseWriter, r *http.Request, log *slog.Logger, refused *refusalCounts, what string) bool {
+	if len(r.Header.Values("X-Forwarded-For")) > 0 || len(r.Header.Values("Forwarded")) > 0 {
+		refused.count(refusedForwarded, nil)
+		log.Warn(what+" refused a forwarded request", "remote", r.RemoteAddr)
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusForbidden, "forwarded", "forwarded requests are refused; call the endpoint directly from this device")
+		return true
+	}
+	if !loopbackHost(r.Host) && !listenHost(r) {
+		refused.count(refusedBadHost, nil)
+		log.Warn(what+" refused a non-loopback Host", "remote", r.RemoteAddr)
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusForbidden, "bad_host", "the Host header must be a loopback address (127.0.0.1, ::1 or localhost)")
+		return true
+	}
+	return false
+}
+
+// listenHost reports whether r's Host is the address r reached the
+// endpoint at (an address on the loopback interface, like 169.254.169.254).
+func listenHost(r *http.Request) bool {
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.Equal(local.IP)
 }
 
 func loopbackHost(hostport string) bool {
