@@ -169,7 +169,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	d.cur.Store(a)
 	a.ready.Store(true)
 	unixSrv := d.newServer(func(a *Agent) http.Handler { return a.api })
-	unixSrv.ConnContext = connContext
+	unixSrv.ConnContext = d.connContext
 	uln := newLimitListener(ln, ucredOf, d.refusals)
 	uln.overLimit = &d.refused.socket[refusedOverLimit]
 	go d.serve(unixSrv, uln)

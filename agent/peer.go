@@ -61,8 +61,10 @@ func ucredOf(c net.Conn) (*Peer, error) {
 	return &Peer{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid}, nil
 }
 
-// peerFromConn reads SO_PEERCRED and the peer's supplementary groups.
-func peerFromConn(c net.Conn) (*Peer, error) {
+// peerFromConn reads SO_PEERCRED and the peer's supplementary groups, and
+// with units its systemd unit (a read of /proc/PID/cgroup, only worth it
+// when a [[workload]] names units).
+func peerFromConn(c net.Conn, units bool) (*Peer, error) {
 	var p *Peer
 	if lc, ok := c.(*limitedConn); ok {
 		if lc.peer == nil {
@@ -77,7 +79,11 @@ func peerFromConn(c net.Conn) (*Peer, error) {
 		}
 	}
 	if p.PID > 0 {
-		cg, err := platform.ProcessCgroup(int(p.PID))
+		var cg string
+		err := errors.ErrUnsupported
+		if units {
+			cg, err = platform.ProcessCgroup(int(p.PID))
+		}
 		var same bool
 		// Read after the cgroup: a pid reused in between has other ids.
 		p.Groups, same = procGroups(p.PID, p.UID, p.GID)
@@ -127,7 +133,18 @@ func procGroups(pid int32, uid, gid uint32) (groups []uint32, same bool) {
 // connContext stores the peer of each accepted Unix connection in the
 // request context; http.Server calls it once per connection.
 func connContext(ctx context.Context, c net.Conn) context.Context {
-	p, err := peerFromConn(c)
+	return peerContext(ctx, c, false)
+}
+
+// connContext is the Unix socket's: it reads the peer's unit too while the
+// current generation has [[workload]]s that name units.
+func (d *daemon) connContext(ctx context.Context, c net.Conn) context.Context {
+	a := d.cur.Load()
+	return peerContext(ctx, c, a != nil && a.workloads.wantsUnits())
+}
+
+func peerContext(ctx context.Context, c net.Conn, units bool) context.Context {
+	p, err := peerFromConn(c, units)
 	if err != nil {
 		return ctx
 	}

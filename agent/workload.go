@@ -21,7 +21,8 @@ import (
 // SourceIdentity), refreshed, cached and persisted like any role, under a
 // record named ROLE/WORKLOAD that no request can name directly.
 //
-// A peer is matched by its unit first, then its uid, then its primary gid,
+// A peer is matched by its unit first (an instance, worker@1.service, before
+// its template, worker@.service), then its uid, then its primary gid,
 // then its supplementary groups (the first [[workload]] in file order that
 // names one of them): the most specific wins. docs/workloads.md has the
 // rules and the IAM side.
@@ -31,7 +32,8 @@ import (
 type WorkloadConfig struct {
 	// Name names the workload in tags, sessions, logs and status.
 	Name string `toml:"name"`
-	// Unit is a systemd unit (uploader.service), read from the peer's cgroup.
+	// Unit is a systemd unit (uploader.service), read from the peer's
+	// cgroup, or a template (worker@.service) for all its instances.
 	Unit string `toml:"unit"`
 	// UID and GID are the peer's uid, or one of its groups; pointers because
 	// 0 (root) is a uid like any other.
@@ -171,8 +173,8 @@ func (c *Config) validateWorkloads(v *validator) {
 		switch {
 		case n != 1:
 			v.fail(key, "set exactly one of unit, uid and gid: the programs this workload picks")
-		case w.Unit != "" && !platform.ValidUnitName(w.Unit):
-			v.fail(key+".unit", "%q is not a systemd unit name like uploader.service (a template like foo@.service names no running program)", w.Unit)
+		case w.Unit != "" && !platform.ValidUnitName(w.Unit) && !platform.ValidTemplate(w.Unit):
+			v.fail(key+".unit", "%q is not a systemd unit name like uploader.service, or a template like worker@.service for all its instances", w.Unit)
 		case w.UID != nil:
 			v.ids(key+".uid", []int{*w.UID})
 		case w.GID != nil:
@@ -255,6 +257,12 @@ func (v *validator) policyFile(key, path string) string {
 		return "" // reported by file_
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Mode().Perm()&0o022 != 0 {
+		// Whoever may write the policy may widen the workload's session up to
+		// all the role allows.
+		v.fail(key, "%s is writable by group or others (mode %04o); chmod go-w %s", path, st.Mode().Perm(), path)
+		return ""
+	}
 	b := make([]byte, maxPolicyFile+1)
 	n, _ := f.Read(b)
 	if n > maxPolicyFile {
@@ -317,15 +325,23 @@ func (s *workloadSet) add(w *WorkloadConfig, rl *role) {
 	}
 }
 
-// match returns p's workload, nil when none picks it: by unit, else uid,
-// else primary gid, else the first gid workload among its groups.
+// match returns p's workload, nil when none picks it: by unit (an instance
+// before its template), else uid, else primary gid, else the first gid
+// workload among its groups.
 func (s *workloadSet) match(p *Peer) *workload {
 	if s == nil || p == nil {
 		return nil
 	}
 	if len(s.byUnit) > 0 {
-		if w := s.byUnit[s.unitOf(p)]; w != nil {
+		// The instance itself, then its template.
+		unit := s.unitOf(p)
+		if w := s.byUnit[unit]; w != nil {
 			return w
+		}
+		if t, ok := platform.Template(unit); ok {
+			if w := s.byUnit[t]; w != nil {
+				return w
+			}
 		}
 	}
 	if w := s.byUID[p.UID]; w != nil {
@@ -343,6 +359,10 @@ func (s *workloadSet) match(p *Peer) *workload {
 	}
 	return nil
 }
+
+// wantsUnits reports whether a workload names a unit, so that the unit of
+// each peer must be read.
+func (s *workloadSet) wantsUnits() bool { return s != nil && len(s.byUnit) > 0 }
 
 // maxCachedUnits bounds the cache of TCP peers' units.
 const maxCachedUnits = 1024

@@ -24,6 +24,9 @@ import (
 const (
 	testTelemetry = "arn:aws:iam::123456789012:role/telemetry"
 	nobody        = 65534
+	// opsGID is a group no account has: only the programs the test starts
+	// with it are in it.
+	opsGID = 4242
 	// uploaderPolicy narrows the uploader's session to putting objects.
 	uploaderPolicy = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:PutObject","Resource":"arn:aws:s3:::telemetry/*"}]}`
 )
@@ -33,12 +36,22 @@ const (
 // output; a failure fails the test with its standard error.
 func program(t *testing.T, g *cgrouptest.Group, uid int, env []string, argv ...string) string {
 	t.Helper()
+	var cred *syscall.Credential
+	if uid >= 0 {
+		cred = &syscall.Credential{Uid: uint32(uid), Gid: nobody}
+	}
+	return programAs(t, g, cred, env, argv...)
+}
+
+// programAs is program with the uid, gid and groups of cred (nil: root's).
+func programAs(t *testing.T, g *cgrouptest.Group, cred *syscall.Credential, env []string, argv ...string) string {
+	t.Helper()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env, cmd.Dir = append([]string{"PATH=/usr/bin:/bin"}, env...), "/"
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if uid >= 0 {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: nobody}}
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	}
 	if g != nil {
 		g.Start(t, cmd)
@@ -125,7 +138,12 @@ policy = '%s'
 name = "batch"
 uid  = %d
 role = "telemetry"
-`, testTelemetry, srv.URL, uploaderPolicy, nobody)
+
+[[workload]]
+name = "ops"
+gid  = %d
+role = "telemetry"
+`, testTelemetry, srv.URL, uploaderPolicy, nobody, opsGID)
 	h := newHarness(t, time.Hour, extra)
 	h.WriteConfig(extra, "[serve]\n", "[serve]\ncontainer_endpoint = \"127.0.0.1:"+port+"\"\nimds_endpoint = \"127.0.0.1:"+imdsPort+"\"\n")
 	socket = h.Socket
@@ -133,7 +151,7 @@ role = "telemetry"
 	shareSocket(t, h)
 
 	// Every session is fetched at start, in the background.
-	require.Eventually(t, func() bool { return len(srv.CallsFor(testTelemetry)) == 3 }, 30*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return len(srv.CallsFor(testTelemetry)) == 4 }, 30*time.Second, 10*time.Millisecond)
 
 	uploader := cgrouptest.New(t, "uploader.service")
 	other := cgrouptest.New(t, "other.service")
@@ -175,7 +193,22 @@ role = "telemetry"
 			})
 		}
 
-		code, body := curlAnswer(t, program(t, uploader, -1, nil, curlSocket(h.Socket, "/v1/credentials/device")...))
+		// A group picks a program by its primary group or one of the others.
+		ops := issuedTo(t, srv, "ops")
+		assert.Equal(t, fmt.Sprint(opsGID), ops.Tags[TagGID])
+		for _, cred := range []*syscall.Credential{
+			{Uid: opsGID + 1, Gid: opsGID},
+			{Uid: opsGID + 1, Gid: nobody, Groups: []uint32{opsGID}},
+		} {
+			code, body := curlAnswer(t, programAs(t, nil, cred, nil, curlSocket(h.Socket, "/v1/credentials")...))
+			require.Equal(t, http.StatusOK, code, body)
+			assert.Equal(t, ops.Issued, body["AccessKeyId"], "gid %d, groups %v", cred.Gid, cred.Groups)
+		}
+		code, body := curlAnswer(t, programAs(t, nil, &syscall.Credential{Uid: opsGID + 1, Gid: nobody}, nil, curlSocket(h.Socket, "/v1/credentials")...))
+		require.Equal(t, http.StatusOK, code, body)
+		assert.Equal(t, device.AccessKeyID, body["AccessKeyId"], "in no workload's group")
+
+		code, body = curlAnswer(t, program(t, uploader, -1, nil, curlSocket(h.Socket, "/v1/credentials/device")...))
 		assert.Equal(t, http.StatusForbidden, code)
 		assert.Equal(t, "workload_role", body["code"])
 		assert.Contains(t, body["message"], "workload uploader (unit uploader.service), which gets role telemetry only")
@@ -276,7 +309,7 @@ print(name, other)
 	})
 
 	t.Run("status lists each workload's session", func(t *testing.T) {
-		assert.Equal(t, []string{"device", "telemetry", "telemetry/batch", "telemetry/uploader"}, h.validRoles())
+		assert.Equal(t, []string{"device", "telemetry", "telemetry/batch", "telemetry/ops", "telemetry/uploader"}, h.validRoles())
 	})
 }
 

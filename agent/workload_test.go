@@ -37,6 +37,9 @@ func TestWorkloadConfigErrors(t *testing.T) {
 	base := workloadBase(dir)
 	badJSON := filepath.Join(dir, "bad.json")
 	require.NoError(t, os.WriteFile(badJSON, []byte(`{"Version":`), 0o644))
+	open := filepath.Join(dir, "open.json")
+	require.NoError(t, os.WriteFile(open, []byte(`{}`), 0o644))
+	require.NoError(t, os.Chmod(open, 0o664))
 	big := filepath.Join(dir, "big.json")
 	require.NoError(t, os.WriteFile(big, []byte(`{"Sid":"`+strings.Repeat("x", 2050)+`"}`), 0o644))
 	w := func(extra string) string { return base + "[[workload]]\nname = \"up\"\nrole = \"telemetry\"\n" + extra }
@@ -46,7 +49,7 @@ func TestWorkloadConfigErrors(t *testing.T) {
 	}{
 		{"no selector", w(""), []string{"workload[0]: set exactly one of unit, uid and gid"}},
 		{"two selectors", w("unit = \"up.service\"\nuid = 1001\n"), []string{"workload[0]: set exactly one of unit, uid and gid"}},
-		{"template unit", w("unit = \"up@.service\"\n"), []string{"workload[0].unit: \"up@.service\" is not a systemd unit name"}},
+		{"not a unit", w("unit = \"up@@.service\"\n"), []string{"workload[0].unit: \"up@@.service\" is not a systemd unit name"}},
 		{"uid out of range", w("uid = -1\n"), []string{"workload[0].uid: -1 is not a valid id"}},
 		{"uid a string", w("uid = \"1001\"\n"), []string{"workload.uid: is a string; want an integer"}},
 		{"same unit twice", w("unit = \"up.service\"\n") + "[[workload]]\nname = \"b\"\nrole = \"telemetry\"\nunit = \"up.service\"\n",
@@ -60,6 +63,7 @@ func TestWorkloadConfigErrors(t *testing.T) {
 		{"policy not JSON", w("uid = 1\npolicy = '{nope'\n"), []string{"workload[0].policy: is not valid JSON"}},
 		{"policy file not JSON", w("uid = 1\npolicy_file = \"" + badJSON + "\"\n"), []string{"workload[0].policy_file: is not valid JSON"}},
 		{"policy file too long", w("uid = 1\npolicy_file = \"" + big + "\"\n"), []string{"workload[0].policy_file: is 2060 characters without white space; STS accepts at most 2048"}},
+		{"policy file others may write", w("uid = 1\npolicy_file = \"" + open + "\"\n"), []string{"workload[0].policy_file: " + open + " is writable by group or others (mode 0664); chmod go-w"}},
 		{"policy file missing", w("uid = 1\npolicy_file = \"" + dir + "/nope.json\"\n"), []string{"workload[0].policy_file: " + dir + "/nope.json: no such file"}},
 		{"second policy", base + "[[workload]]\nname = \"up\"\nrole = \"narrow\"\nuid = 1\npolicy = '{}'\n", []string{"workload[0].policy: role \"narrow\" has a session policy of its own"}},
 		{"tether tag", w("uid = 1\ntags = { \"Tether:unit\" = \"x\" }\n"), []string{"workload[0].tags: tag \"Tether:unit\": the tether: prefix is tether's own"}},
@@ -150,6 +154,8 @@ func TestRoleFor(t *testing.T) {
 	uid, gid, gid2, gid3 := 1001, 27, 28, 29
 	for _, w := range []WorkloadConfig{
 		{Name: "uploader", Unit: "uploader.service", Role: "telemetry"},
+		{Name: "workers", Unit: "worker@.service", Role: "audit"},
+		{Name: "worker7", Unit: "worker@7.service", Role: "telemetry"},
 		{Name: "alice", UID: &uid, Role: "telemetry"},
 		{Name: "sudo", GID: &gid, Role: "audit"},
 		{Name: "plugdev", GID: &gid2, Role: "telemetry"},
@@ -166,6 +172,8 @@ func TestRoleFor(t *testing.T) {
 		want string // the record served, or the refusal's code
 	}{
 		{"unit wins over uid", &Peer{UID: 1001, Unit: "uploader.service"}, "", "telemetry/uploader"},
+		{"a template picks its instances", &Peer{UID: 1001, Unit: "worker@3.service"}, "", "audit/workers"},
+		{"an instance before its template", &Peer{UID: 1001, Unit: "worker@7.service"}, "", "telemetry/worker7"},
 		{"uid wins over gid", &Peer{UID: 1001, GID: 27}, "", "telemetry/alice"},
 		{"primary gid", &Peer{UID: 1001, GID: 27, Unit: "other.service"}, "", "telemetry/alice"},
 		{"gid", &Peer{UID: 5, GID: 27, Unit: "x.service"}, "", "audit/sudo"},

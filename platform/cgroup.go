@@ -24,8 +24,29 @@ var unitTypes = []string{".service", ".scope", ".socket", ".mount", ".swap", ".s
 // processes run in: NAME.service, NAME@INSTANCE.service, NAME.scope and the
 // like (systemd's rules: at most 255 characters of a-z A-Z 0-9 : _ . \ - @,
 // an instance after at most one @, a known type suffix). A template
-// (NAME@.service) is not a unit: no process runs in it.
+// (NAME@.service) is not a unit: no process runs in it; see ValidTemplate.
 func ValidUnitName(s string) bool {
+	return validUnit(s, false)
+}
+
+// ValidTemplate reports whether s is a unit template, NAME@.service: the
+// name its instances (NAME@INSTANCE.service) share.
+func ValidTemplate(s string) bool {
+	return validUnit(s, true)
+}
+
+// Template returns the template unit is an instance of (getty@tty1.service
+// → getty@.service), and false for a unit that is no instance.
+func Template(unit string) (string, bool) {
+	at := strings.IndexByte(unit, '@')
+	dot := strings.LastIndexByte(unit, '.')
+	if at < 0 || dot < at+2 {
+		return "", false
+	}
+	return unit[:at+1] + unit[dot:], true
+}
+
+func validUnit(s string, template bool) bool {
 	if len(s) > 255 {
 		return false
 	}
@@ -48,6 +69,9 @@ func ValidUnitName(s string) bool {
 		}
 	}
 	name, instance, templated := strings.Cut(prefix, "@")
+	if template {
+		return name != "" && templated && instance == ""
+	}
 	return name != "" && (!templated || (instance != "" && !strings.Contains(instance, "@")))
 }
 

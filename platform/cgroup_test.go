@@ -42,6 +42,15 @@ func TestValidUnitName(t *testing.T) {
 	for _, bad := range []string{"", "uploader", ".service", "foo@.service", "a b.service", "foo.timer", "a@b@c.service", "x/y.service"} {
 		assert.False(t, platform.ValidUnitName(bad), bad)
 	}
+	assert.True(t, platform.ValidTemplate("getty@.service"))
+	for _, bad := range []string{"getty.service", "getty@tty1.service", "@.service"} {
+		assert.False(t, platform.ValidTemplate(bad), bad)
+	}
+	for unit, want := range map[string]string{"getty@tty1.service": "getty@.service", "a@b.c.scope": "a@.scope", "getty.service": "", "getty@.service": ""} {
+		got, ok := platform.Template(unit)
+		assert.Equal(t, want, got, unit)
+		assert.Equal(t, want != "", ok, unit)
+	}
 }
 
 // TestProcessCgroup ensures that a real process moved into a cgroup named
