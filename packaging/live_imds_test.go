@@ -1,0 +1,117 @@
+package packaging
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tetherd/tether/credprovider/iotcredtest"
+	"github.com/tetherd/tether/packaging/nspawntest"
+)
+
+// TestLiveSystemdIMDS ensures that the .deb's agent, under systemd as PID 1
+// with its hardening, serves the IMDS endpoint, and that its allow lists
+// need the local-endpoints.conf drop-in (netlink for sock_diag) with
+// PrivateUsers= off: under the bare unit a listed user is refused and the
+// journal says which drop-in to install; with them the listed user is
+// served and another refused. Clients are curl on the host, whose network
+// the root shares, run with the root's users' uids. No token or secret
+// reaches the journal.
+func TestLiveSystemdIMDS(t *testing.T) {
+	current, _ := liveDebs(t)
+	_, err := exec.LookPath("curl")
+	require.NoError(t, err, "curl missing: install the Debian package curl (make deps)")
+	r := nspawntest.Boot(t, nspawntest.Options{})
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := r.Exec(context.Background(), "journalctl", "--no-pager", "-n", "60", "-u", "tether.service")
+			t.Logf("the unit's journal:\n%s", out)
+		}
+	})
+	iot, err := iotcredtest.NewServer(iotcredtest.WithRoleAlias("gateway-role", time.Hour))
+	require.NoError(t, err)
+	defer iot.Close()
+	dev, err := iot.PKI.NewDevice("gw-0001", iotcredtest.ECDSAP256)
+	require.NoError(t, err)
+	certFile, keyFile, err := dev.WriteFiles(t.TempDir())
+	require.NoError(t, err)
+
+	r.CopyIn(t, current, "/root/current.deb")
+	r.Run(t, "dpkg", "-i", "/root/current.deb")
+	r.CopyIn(t, certFile, "/etc/tether/device.crt")
+	r.CopyIn(t, keyFile, "/etc/tether/device.key")
+	r.Run(t, "chown", "tether:tether", "/etc/tether/device.key")
+	r.Run(t, "chmod", "0600", "/etc/tether/device.key")
+	r.WriteFile(t, "/etc/tether/ca.crt", iot.PKI.CAPEM, 0o644)
+	r.Run(t, "useradd", "alice")
+	r.Run(t, "useradd", "bob")
+	alice := strings.TrimSpace(r.Run(t, "id", "-u", "alice"))
+	bob := strings.TrimSpace(r.Run(t, "id", "-u", "bob"))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cfg := strings.Replace(liveConfig(iot.Endpoint, fmt.Sprintf("\n[serve]\nimds_endpoint = \"127.0.0.1:%d\"\nallow_uids = [0, %s]\n", port, alice)),
+		keyURI, "/etc/tether/device.key", 1)
+	r.WriteFile(t, "/etc/tether/tether.toml", []byte(cfg), 0o644)
+
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	// imds asks for a token and then for the device role's credentials, as
+	// uid, and returns the last status and body.
+	imds := func(uid string) (string, string) {
+		t.Helper()
+		curl := func(args ...string) (string, string) {
+			argv := append([]string{"--reuid=" + uid, "--regid=" + uid, "--clear-groups", "curl", "-s", "-m", "10", "-w", "\n%{http_code}"}, args...)
+			cmd := exec.Command("setpriv", argv...)
+			cmd.Env = []string{"PATH=/usr/bin:/bin"}
+			out, err := cmd.Output()
+			require.NoError(t, err, string(out))
+			i := strings.LastIndexByte(string(out), '\n')
+			return string(out[i+1:]), string(out[:i])
+		}
+		code, tok := curl("-X", "PUT", "-H", "X-aws-ec2-metadata-token-ttl-seconds: 60", base+"/latest/api/token")
+		if code != "200" {
+			return code, tok
+		}
+		return curl("-H", "X-aws-ec2-metadata-token: "+tok, base+"/latest/meta-data/iam/security-credentials/device")
+	}
+
+	r.Systemctl(t, "enable", "--now", "tether.socket", "tether.service")
+	require.Equal(t, "active", r.Show(t, "tether.service", "ActiveState"))
+	code, body := imds(alice)
+	assert.Equal(t, "403", code, "under the bare unit the owner of a TCP peer is unknown: %s", body)
+	assert.Contains(t, r.Journal(t, "tether.service"), "local-endpoints.conf")
+
+	r.Run(t, "mkdir", "-p", "/etc/systemd/system/tether.service.d")
+	r.Run(t, "cp", "/usr/share/doc/tether/examples/local-endpoints.conf", "/etc/systemd/system/tether.service.d/")
+	// workloads.conf's PrivateUsers=no: inside the unit's user namespace
+	// every other user's socket reads as nobody's.
+	r.WriteFile(t, "/etc/systemd/system/tether.service.d/users.conf", []byte("[Service]\nPrivateUsers=no\n"), 0o644)
+	r.Systemctl(t, "daemon-reload")
+	r.Systemctl(t, "restart", "tether.service")
+	require.Equal(t, "active", r.Show(t, "tether.service", "ActiveState"))
+	code, body = imds(alice)
+	require.Equal(t, "200", code, body)
+	assert.Contains(t, body, `"Type": "AWS-HMAC"`)
+	code, _ = imds(bob)
+	assert.Equal(t, "403", code, "bob is not in the allow list")
+	code, _ = imds("0")
+	assert.Equal(t, "200", code)
+
+	var creds struct{ SecretAccessKey, Token string }
+	code, body = imds("0")
+	require.Equal(t, "200", code)
+	require.NoError(t, json.Unmarshal([]byte(body), &creds))
+	journal := r.Run(t, "journalctl", "--no-pager", "-b", "-o", "verbose")
+	assert.NotContains(t, journal, creds.SecretAccessKey)
+	assert.NotContains(t, journal, creds.Token)
+	assert.Contains(t, journal, "IMDS endpoint refused a local peer")
+}
