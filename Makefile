@@ -90,7 +90,7 @@ test: deps lint
 	$(MAKE) test-tpm-static
 
 ## test-systemd: the .deb in a Debian 12 root booted with systemd (nspawn): install,
-## socket, reload, restart, watchdog, hardening, PIN, upgrade, purge; skips when not root
+## socket, reload, restart, watchdog, hardening, PIN, upgrade, purge, workloads; skips when not root
 test-systemd: deps
 	@./packaging/test-systemd.sh
 

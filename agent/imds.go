@@ -60,21 +60,23 @@ func (a *Agent) openIMDS(prev *Agent) error {
 
 // imdsRoutes builds the IMDS endpoint's handler for this generation.
 func (a *Agent) imdsRoutes(allow func() AllowList) http.Handler {
-	src := &imdsSource{roleFor: a.roleFor, log: a.d.refusals}
+	src := &imdsSource{roleFor: a.roleFor, log: a.d.refusals, refused: &a.d.refused.imds}
 	h := &imds.Handler{Tokens: a.imds.tokens, Source: src, Region: a.cfg.AWS.Region}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !fromThisHost(r) {
 			// Only an address on lo that the network can reach, under the
 			// weak host model, lets such a peer connect at all.
+			src.refused.count(refusedNotLocal, nil)
 			src.log.Warn("IMDS endpoint refused a peer from another host", "remote", r.RemoteAddr)
 			w.Header().Set("Connection", "close")
 			writeError(w, http.StatusForbidden, "not_local", "the IMDS endpoint serves programs on this device only")
 			return
 		}
-		if refuseIndirect(w, r, src.log, "IMDS endpoint") {
+		if refuseIndirect(w, r, src.log, src.refused, "IMDS endpoint") {
 			return
 		}
 		if p := peerFrom(r.Context()); !allow().Allows(p) {
+			src.refused.count(refusedNotAllowed, p)
 			src.refuse(w, r, p)
 			return
 		}
@@ -88,7 +90,7 @@ func (a *Agent) serveIMDS() {
 	if a.imds == nil || a.imds.srv != nil {
 		return
 	}
-	a.serveTCP(&a.imds.endpoint, a.imds.ln, func(a *Agent) http.Handler { return a.imdsAPI })
+	a.serveTCP(&a.imds.endpoint, a.imds.ln, &a.d.refused.imds, func(a *Agent) http.Handler { return a.imdsAPI })
 }
 
 // closeIMDS stops the IMDS endpoint unless the next generation took it.
@@ -111,6 +113,7 @@ func fromThisHost(r *http.Request) bool {
 type imdsSource struct {
 	roleFor func(*Peer, string) (*role, error)
 	log     *slog.Logger
+	refused *refusalCounts
 }
 
 // Owner binds tokens to the uid of the program that asked for them.
@@ -140,6 +143,7 @@ func (s *imdsSource) resolve(r *http.Request, name string) (*role, error) {
 	if err == nil {
 		return rl, nil
 	}
+	s.refused.countRole(err, p)
 	rf, ok := err.(*refusal)
 	if !ok {
 		return nil, &imds.Error{Status: http.StatusInternalServerError, Message: "internal error"}

@@ -49,6 +49,14 @@ func program(t *testing.T, g *cgrouptest.Group, uid int, env []string, argv ...s
 	return stdout.String()
 }
 
+// shareSocket lets other users reach the agent's socket, as its group would.
+func shareSocket(t *testing.T, h *harness) {
+	t.Helper()
+	require.NoError(t, os.Chmod(filepath.Dir(h.Dir), 0o755))
+	require.NoError(t, os.Chmod(h.Dir, 0o755))
+	require.NoError(t, os.Chmod(h.Socket, 0o666))
+}
+
 // curlSocket is curl asking the agent's socket for path; it prints the body
 // and then the status code on a line of its own.
 func curlSocket(socket, path string) []string {
@@ -67,13 +75,14 @@ func curlAnswer(t *testing.T, out string) (int, map[string]string) {
 	return code, body
 }
 
-// issuedTo returns the AssumeRole call that made the session of workload
+// issuedTo returns the last AssumeRole call that made a session of workload
 // ("": the role's own, untagged).
 func issuedTo(t *testing.T, srv *ststest.Server, workload string) ststest.Call {
 	t.Helper()
-	for _, c := range srv.CallsFor(testTelemetry) {
-		if c.Tags[TagWorkload] == workload {
-			return c
+	calls := srv.CallsFor(testTelemetry)
+	for i := len(calls) - 1; i >= 0; i-- {
+		if calls[i].Tags[TagWorkload] == workload {
+			return calls[i]
 		}
 	}
 	t.Fatalf("no AssumeRole for workload %s among %d calls", workload, len(srv.CallsFor(testTelemetry)))
@@ -121,10 +130,7 @@ role = "telemetry"
 	h.WriteConfig(extra, "[serve]\n", "[serve]\ncontainer_endpoint = \"127.0.0.1:"+port+"\"\nimds_endpoint = \"127.0.0.1:"+imdsPort+"\"\n")
 	socket = h.Socket
 	h.start()
-	// Let the other users reach the socket, as its group would.
-	require.NoError(t, os.Chmod(filepath.Dir(h.Dir), 0o755))
-	require.NoError(t, os.Chmod(h.Dir, 0o755))
-	require.NoError(t, os.Chmod(h.Socket, 0o666))
+	shareSocket(t, h)
 
 	// Every session is fetched at start, in the background.
 	require.Eventually(t, func() bool { return len(srv.CallsFor(testTelemetry)) == 3 }, 30*time.Second, 10*time.Millisecond)
@@ -270,15 +276,64 @@ print(name, other)
 	})
 
 	t.Run("status lists each workload's session", func(t *testing.T) {
-		code, body, _ := h.get("/v1/status")
-		require.Equal(t, http.StatusOK, code)
-		var st Status
-		require.NoError(t, json.Unmarshal(body, &st))
-		var names []string
-		for _, r := range st.Roles {
-			names = append(names, r.Name)
-			assert.True(t, r.Valid, r.Name)
-		}
-		assert.Equal(t, []string{"device", "telemetry", "telemetry/batch", "telemetry/uploader"}, names)
+		assert.Equal(t, []string{"device", "telemetry", "telemetry/batch", "telemetry/uploader"}, h.validRoles())
 	})
+}
+
+// TestWorkloadReload ensures that a reload applies a changed policy file at
+// once, with a new session whose policy STS receives, while a reload that
+// only re-indents the file keeps the session and its credentials; and that
+// a policy file made invalid is refused by the reload, the running session
+// served on.
+func TestWorkloadReload(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("runs curl as nobody, which needs root")
+	}
+	var socket string
+	srv := stsForAgent(t, &socket)
+	srv.AddRole(ststest.Role{ARN: testTelemetry})
+	h := newHarness(t, time.Hour, "")
+	policy := filepath.Join(h.Dir, "policy.json")
+	require.NoError(t, os.WriteFile(policy, []byte(`{"Version":"2012-10-17","Statement":[]}`), 0o644))
+	h.WriteConfig(fmt.Sprintf(`
+[[role]]
+name         = "telemetry"
+role_arn     = %q
+sts_endpoint = %q
+
+[[workload]]
+name        = "self"
+uid         = %d
+role        = "telemetry"
+policy_file = %q
+`, testTelemetry, srv.URL, nobody, policy))
+	socket = h.Socket
+	h.start()
+	shareSocket(t, h)
+	served := func() string {
+		code, body := curlAnswer(t, program(t, nil, nobody, nil, curlSocket(h.Socket, "/v1/credentials")...))
+		require.Equal(t, http.StatusOK, code)
+		return body["AccessKeyId"]
+	}
+	require.Eventually(t, func() bool { return len(srv.CallsFor(testTelemetry)) == 2 }, 30*time.Second, 10*time.Millisecond)
+	first := served()
+	assert.Equal(t, issuedTo(t, srv, "self").Issued, first)
+
+	require.NoError(t, os.WriteFile(policy, []byte("{\n  \"Version\": \"2012-10-17\",\n  \"Statement\": []\n}\n"), 0o644))
+	h.reloadAndWait()
+	assert.Equal(t, first, served(), "white space decides nothing")
+	assert.Len(t, srv.CallsFor(testTelemetry), 2)
+
+	narrower := `{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"*","Resource":"*"}]}`
+	require.NoError(t, os.WriteFile(policy, []byte(narrower), 0o644))
+	h.reloadAndWait()
+	second := served()
+	assert.NotEqual(t, first, second)
+	call := issuedTo(t, srv, "self")
+	assert.Equal(t, second, call.Issued)
+	assert.Equal(t, narrower, call.Policy)
+
+	require.NoError(t, os.WriteFile(policy, []byte(`{"Version":`), 0o644))
+	h.reloadAndWait()
+	assert.Equal(t, second, served(), "a broken policy file is refused; the running session is served")
 }
