@@ -1,26 +1,23 @@
 package packaging
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
 	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tetherd/tether/credprovider/iotcredtest"
-	"github.com/tetherd/tether/packaging/nspawntest"
 )
 
 // TestLiveSystemdIMDS ensures that the .deb's agent, under systemd as PID 1
 // with its hardening, serves the IMDS endpoint, and that its allow lists
-// need the local-endpoints.conf drop-in (netlink for sock_diag) with
-// PrivateUsers= off: under the bare unit a listed user is refused and the
+// need the local-endpoints.conf drop-in (netlink for sock_diag) and
+// workloads.conf (PrivateUsers= off): under the bare unit a listed user is refused and the
 // journal says which drop-in to install; with them the listed user is
 // served and another refused. Clients are curl on the host, whose network
 // the root shares, run with the root's users' uids. No token or secret
@@ -29,16 +26,8 @@ func TestLiveSystemdIMDS(t *testing.T) {
 	current, _ := liveDebs(t)
 	_, err := exec.LookPath("curl")
 	require.NoError(t, err, "curl missing: install the Debian package curl (make deps)")
-	r := nspawntest.Boot(t, nspawntest.Options{})
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := r.Exec(context.Background(), "journalctl", "--no-pager", "-n", "60", "-u", "tether.service")
-			t.Logf("the unit's journal:\n%s", out)
-		}
-	})
-	iot, err := iotcredtest.NewServer(iotcredtest.WithRoleAlias("gateway-role", time.Hour))
-	require.NoError(t, err)
-	defer iot.Close()
+	// The same package set as TestLiveSystemd, so both use one cached root.
+	r, iot := bootLive(t, "softhsm2")
 	dev, err := iot.PKI.NewDevice("gw-0001", iotcredtest.ECDSAP256)
 	require.NoError(t, err)
 	certFile, keyFile, err := dev.WriteFiles(t.TempDir())
@@ -91,10 +80,10 @@ func TestLiveSystemdIMDS(t *testing.T) {
 	assert.Contains(t, r.Journal(t, "tether.service"), "local-endpoints.conf")
 
 	r.Run(t, "mkdir", "-p", "/etc/systemd/system/tether.service.d")
-	r.Run(t, "cp", "/usr/share/doc/tether/examples/local-endpoints.conf", "/etc/systemd/system/tether.service.d/")
-	// workloads.conf's PrivateUsers=no: inside the unit's user namespace
+	// workloads.conf for PrivateUsers=no: inside the unit's user namespace
 	// every other user's socket reads as nobody's.
-	r.WriteFile(t, "/etc/systemd/system/tether.service.d/users.conf", []byte("[Service]\nPrivateUsers=no\n"), 0o644)
+	r.Run(t, "cp", "/usr/share/doc/tether/examples/local-endpoints.conf", "/usr/share/doc/tether/examples/workloads.conf",
+		"/etc/systemd/system/tether.service.d/")
 	r.Systemctl(t, "daemon-reload")
 	r.Systemctl(t, "restart", "tether.service")
 	require.Equal(t, "active", r.Show(t, "tether.service", "ActiveState"))

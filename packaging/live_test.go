@@ -267,6 +267,24 @@ name = "extra"
 credential_command = ["/bin/echo", "{\"Version\":1,\"AccessKeyId\":\"AKIDEXTRA\",\"SecretAccessKey\":\"extra-secret\",\"SessionToken\":\"extra-token\",\"Expiration\":\"2099-01-01T00:00:00Z\"}"]
 `
 
+// bootLive boots a root with packages (besides nspawntest's base), which
+// logs the agent's journal when the test fails, and starts an IoT
+// credentials simulator for the agent in it.
+func bootLive(t *testing.T, packages ...string) (*nspawntest.Root, *iotcredtest.Server) {
+	t.Helper()
+	r := nspawntest.Boot(t, nspawntest.Options{Packages: packages})
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := r.Exec(context.Background(), "journalctl", "--no-pager", "-n", "60", "-u", "tether.service")
+			t.Logf("the unit's journal:\n%s", out)
+		}
+	})
+	iot, err := iotcredtest.NewServer(iotcredtest.WithRoleAlias("gateway-role", time.Hour))
+	require.NoError(t, err)
+	t.Cleanup(iot.Close)
+	return r, iot
+}
+
 // liveConfig is the gateway's configuration in the booted root.
 func liveConfig(endpoint, extra string) string {
 	return `# written by the live systemd test
