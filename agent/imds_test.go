@@ -50,7 +50,7 @@ func TestIMDSEndpoint(t *testing.T) {
 	port := agenttest.FreePort(t)
 	h := newHarness(t, time.Hour, "")
 	h.WriteConfig("", "[serve]\n", fmt.Sprintf("[serve]\nimds_endpoint = \"127.0.0.1:%d\"\nallow_uids = [0, 65533]\n", port))
-	h.start()
+	logs := h.startLogged()
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	put := func(uid int, ttl string, extra ...string) (string, string) {
 		return curlIMDS(t, uid, append([]string{"-X", "PUT", "-H", imds.TTLHeader + ": " + ttl, base + imds.TokenPath}, extra...)...)
@@ -113,6 +113,14 @@ func TestIMDSEndpoint(t *testing.T) {
 	h.reloadAndWait()
 	code, _ = get(0, imds.CredentialsPath+"device", tok)
 	assert.Equal(t, "200", code, "a token survives a reload")
+
+	// The refusals are logged, without a token or a credential.
+	log := logs.String()
+	assert.Contains(t, log, "IMDS endpoint refused a local peer")
+	assert.Contains(t, log, "IMDS endpoint refused a forwarded request")
+	for _, secret := range []string{tok, other, short, want.SecretAccessKey, want.Token} {
+		assert.NotContains(t, log, secret)
+	}
 }
 
 // TestIMDSEndpointNoAllowList ensures that without allow lists every local
