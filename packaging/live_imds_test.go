@@ -1,12 +1,14 @@
 package packaging
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -103,4 +105,28 @@ func TestLiveSystemdIMDS(t *testing.T) {
 	assert.NotContains(t, journal, creds.SecretAccessKey)
 	assert.NotContains(t, journal, creds.Token)
 	assert.Contains(t, journal, "IMDS endpoint refused a local peer")
+
+	// A port below 1024 (as 169.254.169.254:80 is) needs the drop-in's
+	// commented lines: without them the agent cannot listen.
+	low := 0
+	for p := 1000; p > 900 && low == 0; p-- {
+		if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+			ln.Close()
+			low = p
+		}
+	}
+	require.NotZero(t, low, "no free port from 901 to 1000")
+	r.WriteFile(t, "/etc/tether/tether.toml", []byte(strings.Replace(cfg, fmt.Sprintf(":%d", port), fmt.Sprintf(":%d", low), 1)), 0o644)
+	base = fmt.Sprintf("http://127.0.0.1:%d", low)
+	r.Exec(context.Background(), "systemctl", "restart", "tether.service")
+	r.WaitFor(t, 30*time.Second, "the agent to fail to listen", func() bool {
+		return strings.Contains(r.Journal(t, "tether.service"), fmt.Sprintf("cannot listen on 127.0.0.1:%d", low))
+	})
+	assert.NotEqual(t, "active", r.Show(t, "tether.service", "ActiveState"))
+	r.Run(t, "sed", "-i", `s/^#\(CapabilityBoundingSet\|AmbientCapabilities\|PrivateUsers\)/\1/`, "/etc/systemd/system/tether.service.d/local-endpoints.conf")
+	r.Systemctl(t, "daemon-reload")
+	r.Systemctl(t, "restart", "tether.service")
+	require.Equal(t, "active", r.Show(t, "tether.service", "ActiveState"))
+	code, body = imds(alice)
+	assert.Equal(t, "200", code, body)
 }
