@@ -12,8 +12,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/tetherd/tether/credprovider/iotcredtest"
 )
 
 // TestLiveSystemdIMDS ensures that the .deb's agent, under systemd as PID 1
@@ -30,18 +28,6 @@ func TestLiveSystemdIMDS(t *testing.T) {
 	require.NoError(t, err, "curl missing: install the Debian package curl (make deps)")
 	// The same package set as TestLiveSystemd, so both use one cached root.
 	r, iot := bootLive(t, "softhsm2")
-	dev, err := iot.PKI.NewDevice("gw-0001", iotcredtest.ECDSAP256)
-	require.NoError(t, err)
-	certFile, keyFile, err := dev.WriteFiles(t.TempDir())
-	require.NoError(t, err)
-
-	r.CopyIn(t, current, "/root/current.deb")
-	r.Run(t, "dpkg", "-i", "/root/current.deb")
-	r.CopyIn(t, certFile, "/etc/tether/device.crt")
-	r.CopyIn(t, keyFile, "/etc/tether/device.key")
-	r.Run(t, "chown", "tether:tether", "/etc/tether/device.key")
-	r.Run(t, "chmod", "0600", "/etc/tether/device.key")
-	r.WriteFile(t, "/etc/tether/ca.crt", iot.PKI.CAPEM, 0o644)
 	r.Run(t, "useradd", "alice")
 	r.Run(t, "useradd", "bob")
 	alice := strings.TrimSpace(r.Run(t, "id", "-u", "alice"))
@@ -50,8 +36,7 @@ func TestLiveSystemdIMDS(t *testing.T) {
 	require.NoError(t, err)
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	cfg := strings.Replace(liveConfig(iot.Endpoint, fmt.Sprintf("\n[serve]\nimds_endpoint = \"127.0.0.1:%d\"\nallow_uids = [0, %s]\n", port, alice)),
-		keyURI, "/etc/tether/device.key", 1)
+	cfg := installWithPEMKey(t, r, iot, current, fmt.Sprintf("\n[serve]\nimds_endpoint = \"127.0.0.1:%d\"\nallow_uids = [0, %s]\n", port, alice))
 	r.WriteFile(t, "/etc/tether/tether.toml", []byte(cfg), 0o644)
 
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
