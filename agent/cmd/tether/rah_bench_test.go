@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/pem"
 	"fmt"
@@ -72,16 +71,7 @@ func BenchmarkRolesAnywhere(b *testing.B) {
 		b.Fatal(err)
 	}
 	floorAddr := "127.0.0.1:" + strconv.Itoa(agenttest.FreePort(b))
-	floor := exec.Command(buildBare(b, strings.Replace(bareServer, `net.Listen("unix"`, `net.Listen("tcp"`, 1)), floorAddr, bodyFile)
-	floorOut, err := floor.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := floor.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { floor.Process.Kill(); floor.Wait() })
-	bufio.NewReader(floorOut).ReadString('\n')
+	startBareProgram(b, strings.Replace(bareServer, `net.Listen("unix"`, `net.Listen("tcp"`, 1), floorAddr, bodyFile)
 	floorTarget := []string{"-tcp", floorAddr, "-path", "/"}
 	load := buildSockload(b)
 	for _, clients := range []int{1, 8} {
