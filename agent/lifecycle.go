@@ -635,32 +635,29 @@ func (a *Agent) stopSession() {
 }
 
 // gate counts the requests a generation answers, so it can be retired once
-// they are done.
+// they are done. Every request enters and leaves it, so it takes no lock:
+// the count and the closed flag share one word.
 type gate struct {
-	mu     sync.Mutex
-	n      int
-	closed bool
-	idle   chan struct{}
+	state atomic.Int64 // requests in flight, plus gateClosed once closed
+	mu    sync.Mutex   // serialises close
+	idle  chan struct{}
+	once  sync.Once
 }
+
+const gateClosed = 1 << 62
 
 // enter admits a request, unless the gate is closed.
 func (g *gate) enter() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
+	if g.state.Add(1)&gateClosed != 0 {
+		g.leave()
 		return false
 	}
-	g.n++
 	return true
 }
 
 func (g *gate) leave() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.n--
-	if g.n == 0 && g.idle != nil {
-		close(g.idle)
-		g.idle = nil
+	if g.state.Add(-1) == gateClosed {
+		g.once.Do(func() { close(g.idle) })
 	}
 }
 
@@ -668,12 +665,13 @@ func (g *gate) leave() {
 func (g *gate) close() <-chan struct{} {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.closed = true
-	ch := make(chan struct{})
-	if g.n == 0 {
-		close(ch)
-	} else {
-		g.idle = ch
+	if g.idle == nil {
+		// Written before the flag is set: a leave that sees the flag sees
+		// the channel.
+		g.idle = make(chan struct{})
+		if g.state.Or(gateClosed) == 0 {
+			g.once.Do(func() { close(g.idle) })
+		}
 	}
-	return ch
+	return g.idle
 }
