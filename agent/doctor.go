@@ -71,8 +71,9 @@ type DoctorOptions struct {
 	DeviceCA string
 	// Timeout bounds each network step; default 10 s.
 	Timeout time.Duration
-	// Getenv reads the environment (the proxies, the PIN's credential
-	// directory); default os.Getenv.
+	// Getenv reads the environment for the key's files (the PIN's
+	// credential directory); default os.Getenv. Proxies are read from the
+	// process's environment, as the HTTP client that fetches reads them.
 	Getenv func(string) string
 }
 
@@ -276,7 +277,7 @@ func (d *doctor) files() {
 		}
 		d.result("files", "key URI", err, hsm.RedactURI(key)+": module and PIN source in place", "fix the key URI's module-path, x-p11-kit or pin-source (tether hsm list shows the tokens)")
 	case tpm.IsURI(key):
-		d.result("files", "key", hsm.CheckTPMKey(key, d.o.Getenv), key+": TPM and key reference in place", "fix the tpm: reference or make the TPM device readable (docs/tpm.md)")
+		d.result("files", "key", hsm.CheckTPMKey(key, d.o.Getenv), hsm.RedactURI(key)+": TPM and key reference in place", "fix the tpm: reference or make the TPM device readable (docs/tpm.md)")
 	default:
 		err := secretfile.Check(key)
 		fix := "give the key file to the service user with mode 0600"

@@ -209,6 +209,12 @@ func TestDoctorTokenKey(t *testing.T) {
 	assert.Equal(t, map[string]string{"agent/reachable": "start it (systemctl start tether) or pass --socket"}, failed(d))
 	assert.Contains(t, finding(t, d, "certificate/key").Detail, "opened and matches the certificate")
 	assert.Equal(t, agent.Pass, finding(t, d, "network/credentials endpoint role alias").Verdict)
+	pin, err := os.ReadFile(tk.PINFile)
+	require.NoError(t, err)
+	for _, args := range [][]string{{"doctor", "--json", "-c", e.Config}, {"doctor", "-c", e.Config}} {
+		_, out, stderr := tether(t, nil, args...)
+		assert.NotContains(t, out+stderr, strings.TrimSpace(string(pin)), "the PIN is never shown")
+	}
 
 	tk.Remove(t)
 	code, d = doctor(t, nil, "-c", e.Config)
