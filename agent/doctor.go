@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -638,6 +639,21 @@ func (d *doctor) agent() {
 		d.add("agent", "store", Fail, st.Store.Path+": "+st.Store.LastError, "check the disk and the state directory's permissions")
 	} else {
 		d.add("agent", "store", Pass, fmt.Sprintf("%s (%d bytes)", st.Store.Path, st.Store.Size), "")
+	}
+	for _, ep := range []struct{ name, key, addr string }{
+		{"container endpoint", "serve.container_endpoint", d.cfg.Serve.ContainerEndpoint},
+		{"IMDS endpoint", "serve.imds_endpoint", d.cfg.Serve.IMDSEndpoint},
+	} {
+		if ep.addr == "" {
+			continue
+		}
+		if c, err := net.DialTimeout("tcp", ep.addr, d.o.Timeout); err != nil {
+			d.add("agent", ep.name, Fail, fmt.Sprintf("nothing listens on %s: %v", ep.addr, unwrapOp(err)),
+				"reload or restart the agent so that it listens where "+ep.key+" says, or fix "+ep.key)
+		} else {
+			c.Close()
+			d.add("agent", ep.name, Pass, "listening on "+ep.addr, "")
+		}
 	}
 	if r := st.Rotation; r != nil && r.LastError != "" {
 		d.add("agent", "rotation", Warn, "the last certificate rotation failed: "+r.LastError, "see docs/identity.md; the current certificate stays in use")

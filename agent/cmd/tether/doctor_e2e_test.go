@@ -117,6 +117,7 @@ func TestDoctorFailures(t *testing.T) {
 		require.NoError(t, os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.CA.Raw}), 0o644))
 		return f
 	}
+	var port int // the running agent's container endpoint
 	for _, tc := range []struct {
 		name string
 		// inject breaks the gateway once its agent runs and returns the
@@ -160,9 +161,15 @@ func TestDoctorFailures(t *testing.T) {
 			return nil
 		},
 		want: map[string]string{"files/token file": "restart the agent"},
+	}, {
+		name: "nothing on the container endpoint",
+		inject: func(t *testing.T, e *agenttest.Env) []string {
+			return []string{fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", agenttest.FreePort(t))}
+		},
+		want: map[string]string{"agent/container endpoint": "serve.container_endpoint"},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			port := agenttest.FreePort(t)
+			port = agenttest.FreePort(t)
 			e := agenttest.New(t, time.Hour, "")
 			e.WriteConfig("", "[serve]\n", fmt.Sprintf("[serve]\ncontainer_endpoint = \"127.0.0.1:%d\"\n", port))
 			startAgent(t, e)
