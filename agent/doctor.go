@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -71,8 +72,9 @@ type DoctorOptions struct {
 	DeviceCA string
 	// Timeout bounds each network step; default 10 s.
 	Timeout time.Duration
-	// Getenv reads the environment (the proxies, the PIN's credential
-	// directory); default os.Getenv.
+	// Getenv reads the environment for the key's files (the PIN's
+	// credential directory); default os.Getenv. Proxies are read from the
+	// process's environment, as the HTTP client that fetches reads them.
 	Getenv func(string) string
 }
 
@@ -276,7 +278,7 @@ func (d *doctor) files() {
 		}
 		d.result("files", "key URI", err, hsm.RedactURI(key)+": module and PIN source in place", "fix the key URI's module-path, x-p11-kit or pin-source (tether hsm list shows the tokens)")
 	case tpm.IsURI(key):
-		d.result("files", "key", hsm.CheckTPMKey(key, d.o.Getenv), key+": TPM and key reference in place", "fix the tpm: reference or make the TPM device readable (docs/tpm.md)")
+		d.result("files", "key", hsm.CheckTPMKey(key, d.o.Getenv), hsm.RedactURI(key)+": TPM and key reference in place", "fix the tpm: reference or make the TPM device readable (docs/tpm.md)")
 	default:
 		err := secretfile.Check(key)
 		fix := "give the key file to the service user with mode 0600"
@@ -637,6 +639,21 @@ func (d *doctor) agent() {
 		d.add("agent", "store", Fail, st.Store.Path+": "+st.Store.LastError, "check the disk and the state directory's permissions")
 	} else {
 		d.add("agent", "store", Pass, fmt.Sprintf("%s (%d bytes)", st.Store.Path, st.Store.Size), "")
+	}
+	for _, ep := range []struct{ name, key, addr string }{
+		{"container endpoint", "serve.container_endpoint", d.cfg.Serve.ContainerEndpoint},
+		{"IMDS endpoint", "serve.imds_endpoint", d.cfg.Serve.IMDSEndpoint},
+	} {
+		if ep.addr == "" {
+			continue
+		}
+		if c, err := net.DialTimeout("tcp", ep.addr, d.o.Timeout); err != nil {
+			d.add("agent", ep.name, Fail, fmt.Sprintf("nothing listens on %s: %v", ep.addr, unwrapOp(err)),
+				"reload or restart the agent so that it listens where "+ep.key+" says, or fix "+ep.key)
+		} else {
+			c.Close()
+			d.add("agent", ep.name, Pass, "listening on "+ep.addr, "")
+		}
 	}
 	if r := st.Rotation; r != nil && r.LastError != "" {
 		d.add("agent", "rotation", Warn, "the last certificate rotation failed: "+r.LastError, "see docs/identity.md; the current certificate stays in use")

@@ -44,7 +44,14 @@ func (a *Agent) openIMDS(prev *Agent) error {
 	if err != nil {
 		return runtimeFailure("serve.imds_endpoint: cannot listen on %s: %w; choose a free loopback port", ep, unwrapSyscall(err))
 	}
-	a.imds = &imdsEndpoint{endpoint: endpoint{addr: ep, ln: ln}, tokens: imds.NewTokens(imds.TokenOptions{})}
+	// Every answer, the handshake's included, leaves with an IP TTL of 1,
+	// as EC2's IMDSv2 answers.
+	hop, err := imds.HopLimitListener(ln, 1)
+	if err != nil {
+		ln.Close()
+		return runtimeFailure("serve.imds_endpoint: %w", err)
+	}
+	a.imds = &imdsEndpoint{endpoint: endpoint{addr: ep, ln: hop}, tokens: imds.NewTokens(imds.TokenOptions{})}
 	if err := sockDiagUsable(); err != nil && !(AllowList{UIDs: a.cfg.Serve.AllowUIDs, GIDs: a.cfg.Serve.AllowGIDs}).Empty() {
 		a.log.Warn("the owners of TCP peers cannot be found, so the allow lists refuse every IMDS and container endpoint client; under systemd install the local-endpoints.conf drop-in", "err", err)
 	}
@@ -78,13 +85,12 @@ func (a *Agent) imdsRoutes(allow func() AllowList) http.Handler {
 }
 
 // serveIMDS starts the IMDS endpoint's server, unless a previous generation
-// started it on the same socket; a must be current. Every connection
-// answers with an IP TTL of 1, as EC2's IMDSv2 does.
+// started it on the same socket; a must be current.
 func (a *Agent) serveIMDS() {
 	if a.imds == nil || a.imds.srv != nil {
 		return
 	}
-	a.serveTCP(&a.imds.endpoint, imds.HopLimitListener(a.imds.ln, 1), &a.d.refused.imds, func(a *Agent) http.Handler { return a.imdsAPI })
+	a.serveTCP(&a.imds.endpoint, a.imds.ln, &a.d.refused.imds, func(a *Agent) http.Handler { return a.imdsAPI })
 }
 
 // closeIMDS stops the IMDS endpoint unless the next generation took it.

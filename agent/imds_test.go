@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/tetherd/tether/agent/agenttest"
 	"github.com/tetherd/tether/credprovider/imds"
@@ -47,7 +50,7 @@ func TestIMDSEndpoint(t *testing.T) {
 	port := agenttest.FreePort(t)
 	h := newHarness(t, time.Hour, "")
 	h.WriteConfig("", "[serve]\n", fmt.Sprintf("[serve]\nimds_endpoint = \"127.0.0.1:%d\"\nallow_uids = [0, 65533]\n", port))
-	h.start()
+	logs := h.startLogged()
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	put := func(uid int, ttl string, extra ...string) (string, string) {
 		return curlIMDS(t, uid, append([]string{"-X", "PUT", "-H", imds.TTLHeader + ": " + ttl, base + imds.TokenPath}, extra...)...)
@@ -87,6 +90,11 @@ func TestIMDSEndpoint(t *testing.T) {
 	} {
 		assert.Equal(t, tc.code, tc.body, tc.name)
 	}
+	// The refusals are counted under their reasons (docs/metrics.md).
+	fams := h.scrape()
+	for reason, want := range map[string]float64{"forwarded": 1, "bad_host": 1, "not_allowed": 1, "not_local": 0} {
+		assert.Equal(t, want, metric(fams, "tether_peers_refused", `tether_peers_refused_total{endpoint="imds",reason="`+reason+`"}`), reason)
+	}
 	// A uid in the allow list gets a token of its own.
 	code, other := put(65533, "60")
 	require.Equal(t, "200", code, other)
@@ -110,6 +118,14 @@ func TestIMDSEndpoint(t *testing.T) {
 	h.reloadAndWait()
 	code, _ = get(0, imds.CredentialsPath+"device", tok)
 	assert.Equal(t, "200", code, "a token survives a reload")
+
+	// The refusals are logged, without a token or a credential.
+	log := logs.String()
+	assert.Contains(t, log, "IMDS endpoint refused a local peer")
+	assert.Contains(t, log, "IMDS endpoint refused a forwarded request")
+	for _, secret := range []string{tok, other, short, want.SecretAccessKey, want.Token} {
+		assert.NotContains(t, log, secret)
+	}
 }
 
 // TestIMDSEndpointNoAllowList ensures that without allow lists every local
@@ -142,4 +158,65 @@ func TestIMDSEndpointConfig(t *testing.T) {
 	cfg, err := LoadConfig(e.Config)
 	require.NoError(t, err)
 	assert.Equal(t, "[::1]:1338", cfg.Serve.IMDSEndpoint)
+}
+
+// TestIMDSEndpointHopLimit ensures that the IMDS endpoint's answers leave
+// with an IP TTL of 1 on the wire, as read from the loopback interface, and
+// that the agent's other endpoints keep the system's default.
+func TestIMDSEndpointHopLimit(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test reads packets from lo (AF_PACKET) and needs root (make test runs as root)")
+	}
+	port, containerPort := agenttest.FreePort(t), agenttest.FreePort(t)
+	h := newHarness(t, time.Hour, "")
+	h.WriteConfig("", "[serve]\n", fmt.Sprintf("[serve]\nimds_endpoint = \"127.0.0.1:%d\"\ncontainer_endpoint = \"127.0.0.1:%d\"\n", port, containerPort))
+	h.start()
+	lo, err := net.InterfaceByName("lo")
+	require.NoError(t, err)
+	ethIP := uint16(unix.ETH_P_IP)
+	proto := int(ethIP<<8 | ethIP>>8) // htons
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, proto)
+	require.NoError(t, err)
+	defer unix.Close(fd)
+	require.NoError(t, unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: uint16(proto), Ifindex: lo.Index}))
+
+	// ttlsFrom returns the TTLs of the TCP packets with data sent from port
+	// while send ran: the answer. (The handshake's SYN-ACK has the limit
+	// only where the kernel lets the listening socket have it.)
+	ttlsFrom := func(port int, send func()) []int {
+		t.Helper()
+		send()
+		var ttls []int
+		buf := make([]byte, 65536)
+		for {
+			n, _, err := unix.Recvfrom(fd, buf, unix.MSG_DONTWAIT)
+			if err != nil {
+				break
+			}
+			if n < 24 || buf[0]>>4 != 4 || buf[9] != unix.IPPROTO_TCP {
+				continue
+			}
+			ihl := int(buf[0]&0x0f) * 4
+			if n < ihl+20 || int(binary.BigEndian.Uint16(buf[ihl:])) != port {
+				continue
+			}
+			if data := int(binary.BigEndian.Uint16(buf[2:])) - ihl - int(buf[ihl+12]>>4)*4; data > 0 {
+				ttls = append(ttls, int(buf[8]))
+			}
+		}
+		require.NotEmpty(t, ttls, "no answer from port %d seen on lo", port)
+		return ttls
+	}
+	for _, ttl := range ttlsFrom(port, func() {
+		code, _ := curlIMDS(t, 0, "-X", "PUT", "-H", imds.TTLHeader+": 60", fmt.Sprintf("http://127.0.0.1:%d%s", port, imds.TokenPath))
+		require.Equal(t, "200", code)
+	}) {
+		assert.Equal(t, 1, ttl)
+	}
+	for _, ttl := range ttlsFrom(containerPort, func() {
+		code, _ := curlIMDS(t, 0, fmt.Sprintf("http://127.0.0.1:%d/", containerPort))
+		require.Equal(t, "401", code)
+	}) {
+		assert.Greater(t, ttl, 1, "the container endpoint keeps the default TTL")
+	}
 }

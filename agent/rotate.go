@@ -17,6 +17,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -90,8 +91,8 @@ func newRotator(a *Agent) *rotator {
 		r.disabled = "identity.rotation_template is not set"
 	case a.cfg.MQTT.Endpoint == "":
 		r.disabled = "no [mqtt] endpoint: rotation talks to AWS IoT over the device's MQTT session"
-	case tpm.IsURI(id.PrivateKey):
-		r.disabled = "rotation of tpm: keys is not supported yet; a TPM-held identity is renewed by provisioning again"
+	case tpm.IsURI(id.PrivateKey) && !isKeyFile(id.PrivateKey):
+		r.disabled = "rotation of tpm:handle= keys is not supported (a persistent handle holds one key); use a TSS2 key file (tpm:file=), or renew by provisioning again"
 	case hsm.IsURI(id.PrivateKey) && strings.Contains(strings.SplitN(id.PrivateKey, "?", 2)[0], "id="):
 		r.disabled = "identity.private_key names its key by id=, which would keep pointing at the old key; name it by object= only (the certificate picks the key)"
 	}
@@ -229,6 +230,10 @@ func (r *rotator) tick(ctx context.Context, manual bool) bool {
 		r.log.Info("rotation starts", "manual", manual, "days_left", daysLeft(leaf, now))
 		rec = store.Rotation{Phase: store.RotationKey, Key: pendingKeyRef(r.a.cfg.Identity.PrivateKey), Attempts: rec.Attempts,
 			LastError: rec.LastError, LastErrorAt: rec.LastErrorAt, Committed: rec.Committed}
+		// A pending key file left by an attempt that ended in a crash or a
+		// rollback is never the one in use here: a new attempt starts
+		// from a new key.
+		removeKeyFile(rec.Key)
 		if err := r.a.db.PutRotation(rec); err != nil {
 			r.log.Error("rotation cannot start", "err", err)
 			return false
@@ -405,13 +410,15 @@ func (r *rotator) commit(ctx context.Context, rec *store.Rotation) error {
 	if err := writeFileAtomic(id.Certificate+".prev", []byte(rec.PreviousCertificatePEM), 0o644); err != nil {
 		return fmt.Errorf("fallback certificate: %w", err)
 	}
-	if !hsm.IsURI(rec.Key) {
+	if isPEMKey(rec.Key) {
 		if _, err := os.Lstat(rec.Key); err == nil {
 			if err := hsm.AppendPEMKey(id.PrivateKey, rec.Key); err != nil {
 				return err
 			}
 		}
 	}
+	// A TPM key stays in its own file (a TSS2 file holds one key): the
+	// certificate picks it until the end of the fallback renames it.
 	failpoint("rotation:commit-key")
 	pend, err := hsm.Open(ctx, r.pendingCertOr(rec), id.PrivateKey)
 	if err != nil {
@@ -431,8 +438,8 @@ func (r *rotator) commit(ctx context.Context, rec *store.Rotation) error {
 		return err
 	}
 	os.Remove(r.pendingCert())
-	if !hsm.IsURI(rec.Key) {
-		os.Remove(rec.Key)
+	if isPEMKey(rec.Key) {
+		os.Remove(rec.Key) // now in the key file
 	}
 	r.log.Info("rotation committed", "certificate_id", rec.CertificateID, "previous", rec.PreviousCertificateID, "fallback_until", rec.FallbackUntil.Format(time.RFC3339))
 	return nil
@@ -492,8 +499,8 @@ func (r *rotator) fail(ctx context.Context, rec *store.Rotation, err error) {
 		if derr := hsm.DeleteKeys(ctx, rec.Key, nil); derr != nil {
 			r.log.Warn("the pending key could not be deleted from the token", "err", derr)
 		}
-	} else if rec.Key != "" {
-		_ = os.Remove(rec.Key)
+	} else {
+		removeKeyFile(rec.Key)
 	}
 	r.schedule(rec, err, true)
 }
@@ -545,16 +552,24 @@ func (r *rotator) fallback(ctx context.Context, rec *store.Rotation) bool {
 			return false
 		}
 	}
-	if err := r.removePrevious(ctx, rec); err != nil {
+	moved, err := r.removePrevious(ctx, rec)
+	if err != nil {
 		r.log.Error("the previous key could not be removed", "err", err)
 		return false
 	}
+	failpoint("rotation:previous-removed")
 	os.Remove(id.Certificate + ".prev")
 	*rec = store.Rotation{Committed: rec.Committed}
 	if err := r.a.db.PutRotation(*rec); err != nil {
 		return false
 	}
 	r.log.Info("rotation finished: the previous key is removed")
+	if moved {
+		// The running key was loaded from the file that moved: the next
+		// generation opens it under its configured name.
+		r.switched <- struct{}{}
+		return true
+	}
 	return false
 }
 
@@ -632,39 +647,76 @@ func (r *rotator) revert(ctx context.Context, rec *store.Rotation, who string) b
 		return false
 	}
 	r.announceRetired(ctx, rec.CertificateID, "refused after the switch")
+	pending := rec.Key
 	r.schedule(rec, fmt.Errorf("%s refused the new certificate after the switch; rolled back to the previous one", who), true)
+	if tpm.IsURI(pending) {
+		removeKeyFile(pending) // the refused key; the certificate no longer picks it
+	}
 	r.switched <- struct{}{}
 	return true
 }
 
 // removePrevious deletes the previous key: from the PEM file (keeping the
-// current certificate's), or from the token (every key with the label but
-// the new one's id).
-func (r *rotator) removePrevious(ctx context.Context, rec *store.Rotation) error {
+// current certificate's), from the token (every key with the label but the
+// new one's id), or, for a TPM key file, by renaming the new key's file
+// over it; moved reports that the running key's file was renamed.
+func (r *rotator) removePrevious(ctx context.Context, rec *store.Rotation) (moved bool, err error) {
 	id := &r.a.cfg.Identity
-	if !hsm.IsURI(id.PrivateKey) {
-		return hsm.KeepPEMKey(id.PrivateKey, r.a.id.Leaf().PublicKey)
+	switch {
+	case tpm.IsURI(id.PrivateKey):
+		return r.renameTPMKey(rec)
+	case !hsm.IsURI(id.PrivateKey):
+		return false, hsm.KeepPEMKey(id.PrivateKey, r.a.id.Leaf().PublicKey)
 	}
 	u, err := hsm.ParseURI(rec.Key)
 	if err != nil || len(u.ID) == 0 {
-		return fmt.Errorf("the rotation record names no new key id (%q)", redactKey(rec.Key))
+		return false, fmt.Errorf("the rotation record names no new key id (%q)", redactKey(rec.Key))
 	}
 	// Only if the running identity is the new key: never delete the key in use.
 	if loc, err := hsm.ParseURI(r.a.id.KeyLocation()); err == nil && len(loc.ID) > 0 && !bytes.Equal(loc.ID, u.ID) {
-		return fmt.Errorf("the running key %s is not the rotated one", loc)
+		return false, fmt.Errorf("the running key %s is not the rotated one", loc)
 	}
 	if err := hsm.DeleteKeys(ctx, id.PrivateKey, u.ID); err != nil {
 		// Cleanup only: the certificate already picks the new key.
 		r.log.Warn("the previous key stays in the token", "err", err)
 	}
-	return nil
+	return false, nil
+}
+
+// renameTPMKey renames the new TPM key file (PendingKey) over the previous
+// one: one atomic rename, after which the configured file holds the key the
+// certificate is for; done again, it does nothing.
+func (r *rotator) renameTPMKey(rec *store.Rotation) (bool, error) {
+	cur, _ := hsm.KeyFile(r.a.cfg.Identity.PrivateKey)
+	next, ok := hsm.KeyFile(rec.Key)
+	if !ok || next == cur {
+		return false, fmt.Errorf("the rotation record names no new TPM key file (%q)", redactKey(rec.Key))
+	}
+	if _, err := os.Lstat(next); errors.Is(err, os.ErrNotExist) {
+		return false, nil // renamed before a restart
+	}
+	// Only if the running identity is the new key: never remove the key in use.
+	switch loc, _ := hsm.KeyFile(r.a.id.KeyLocation()); loc {
+	case next:
+	case cur:
+		// The previous certificate is back (a rollback a crash cut short):
+		// the new key is the one to go.
+		return false, os.Remove(next)
+	default:
+		return false, fmt.Errorf("the running key %s is neither %s nor %s", r.a.id.KeyLocation(), cur, next)
+	}
+	if err := os.Rename(next, cur); err != nil {
+		return false, err
+	}
+	return true, syncDir(filepath.Dir(cur))
 }
 
 // pendingKeyRef is where a rotation generates the new key: beside the PEM
-// file, or in the same token with the same label and a new random id.
+// or TPM key file (hsm.PendingKey), or in the same token with the same label
+// and a new random id.
 func pendingKeyRef(ref string) string {
 	if !hsm.IsURI(ref) {
-		return ref + ".next"
+		return hsm.PendingKey(ref)
 	}
 	id := make([]byte, 16)
 	_, _ = cryptorand.Read(id)
@@ -726,6 +778,24 @@ func (r *rotator) announceRetired(ctx context.Context, certID, reason string) bo
 	}
 	r.log.Info("retirement notice queued", "topic", topic, "certificate_id", certID, "reason", reason)
 	return true
+}
+
+// isPEMKey reports whether ref is a PEM key file (not a pkcs11: or tpm:
+// reference).
+func isPEMKey(ref string) bool { return ref != "" && !hsm.IsURI(ref) && !tpm.IsURI(ref) }
+
+// isKeyFile reports whether the key ref names lives in a file of its own.
+func isKeyFile(ref string) bool {
+	_, ok := hsm.KeyFile(ref)
+	return ok
+}
+
+// removeKeyFile removes the file of a pending key (a PEM or TPM key file);
+// a key in a token is not a file.
+func removeKeyFile(ref string) {
+	if f, ok := hsm.KeyFile(ref); ok && ref != "" {
+		_ = os.Remove(f)
+	}
 }
 
 func certificateID(c *x509.Certificate) string {

@@ -99,7 +99,7 @@ func OpenKey(ctx context.Context, key string, opts ...Option) (*Key, error) {
 // several keys with the URI's label, yields the one whose public key is want.
 func openKey(ctx context.Context, key string, want crypto.PublicKey, o options) (*Key, error) {
 	if tpm.IsURI(key) {
-		b, err := openTPM(ctx, key, o)
+		b, err := openTPMFor(ctx, key, want, o)
 		if err != nil {
 			return nil, err
 		}

@@ -66,6 +66,20 @@ func WithKeyFile(ref, file string) string {
 	return file
 }
 
+// PendingKey is where a certificate rotation generates the key that will
+// replace the one ref names, when that key is a file: the same reference
+// with ".next" appended to its key file (a PEM file, or the TSS2 file of
+// tpm:file=). Other references are returned unchanged. While both files
+// exist, Open picks the one the certificate is for (see openKey), so the
+// certificate file alone switches a TPM identity, as it does a PEM one.
+func PendingKey(ref string) string {
+	f, ok := KeyFile(ref)
+	if !ok {
+		return ref
+	}
+	return WithKeyFile(ref, f+".next")
+}
+
 // Generate creates a key of type kt where ref says: a new PEM file, a key
 // in the PKCS#11 token of a pkcs11: URI (labelled and identified by it), or
 // a key in the TPM of a tpm: reference (a new TSS2 key file, or a

@@ -33,11 +33,17 @@ func openMatching(ctx context.Context, u *URI, want crypto.PublicKey, o options)
 				return nil, err
 			}
 			tried++
-			if eq, ok := b.Public().(interface{ Equal(crypto.PublicKey) bool }); ok && eq.Equal(want) {
+			if samePublic(b.Public(), want) {
 				return b, nil
 			}
 			b.close()
 		}
 	}
 	return nil, fmt.Errorf("%w: none of the %d private keys labelled %q in the token of %s is the certificate's", ErrKeyNotFound, tried, u.Object, u)
+}
+
+// samePublic reports whether a and b are the same public key.
+func samePublic(a, b crypto.PublicKey) bool {
+	eq, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && eq.Equal(b)
 }

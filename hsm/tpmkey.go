@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/tetherd/tether/hsm/tpm"
 )
@@ -34,6 +35,39 @@ func openTPM(ctx context.Context, ref string, o options) (keyBackend, error) {
 		return nil, fmt.Errorf("%w: %s: %w", ErrBadKey, u, err)
 	}
 	return tpmKey{k}, nil
+}
+
+// openTPMFor opens the key ref names or, when want is set and that key is
+// not want's but the rotation's pending key file beside it (PendingKey) is,
+// that one: a TSS2 file holds one key, so during a rotation the certificate
+// picks between the two files.
+func openTPMFor(ctx context.Context, ref string, want crypto.PublicKey, o options) (keyBackend, error) {
+	b, err := openTPM(ctx, ref, o)
+	if err != nil || want == nil || samePublic(b.Public(), want) {
+		return b, err
+	}
+	next := PendingKey(ref)
+	if f, ok := KeyFile(next); !ok || next == ref || !fileExists(f) {
+		return b, nil
+	}
+	// A TPM holds few objects (three on many parts): let go of this one
+	// before loading the other.
+	b.close()
+	nb, err := openTPM(ctx, next, o)
+	if err == nil && samePublic(nb.Public(), want) {
+		return nb, nil
+	}
+	if nb != nil {
+		nb.close()
+	}
+	// Neither is the certificate's: Open reports the mismatch with the
+	// configured file.
+	return openTPM(ctx, ref, o)
+}
+
+func fileExists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }
 
 // parseTPMRef parses ref and reads the key's authorisation value from its

@@ -60,12 +60,7 @@ const (
 func TestLiveSystemd(t *testing.T) {
 	current, previous := liveDebs(t)
 	r := nspawntest.Boot(t, nspawntest.Options{Packages: []string{"softhsm2"}})
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := r.Exec(context.Background(), "journalctl", "--no-pager", "-n", "60", "-u", "tether.service", "-u", "tether.socket")
-			t.Logf("the units' journal:\n%s", out)
-		}
-	})
+	r.LogJournalOnFailure(t, "tether.service", "tether.socket")
 
 	iot, err := iotcredtest.NewServer(iotcredtest.WithRoleAlias("gateway-role", time.Hour))
 	require.NoError(t, err)
@@ -266,6 +261,39 @@ const extraRole = `
 name = "extra"
 credential_command = ["/bin/echo", "{\"Version\":1,\"AccessKeyId\":\"AKIDEXTRA\",\"SecretAccessKey\":\"extra-secret\",\"SessionToken\":\"extra-token\",\"Expiration\":\"2099-01-01T00:00:00Z\"}"]
 `
+
+// bootLive boots a root with packages (besides nspawntest's base), which
+// logs the agent's journal when the test fails, and starts an IoT
+// credentials simulator for the agent in it.
+func bootLive(t *testing.T, packages ...string) (*nspawntest.Root, *iotcredtest.Server) {
+	t.Helper()
+	r := nspawntest.Boot(t, nspawntest.Options{Packages: packages})
+	r.LogJournalOnFailure(t, "tether.service")
+	iot, err := iotcredtest.NewServer(iotcredtest.WithRoleAlias("gateway-role", time.Hour))
+	require.NoError(t, err)
+	t.Cleanup(iot.Close)
+	return r, iot
+}
+
+// installWithPEMKey installs the package deb in r with a PEM identity the
+// simulator issues (device.crt, device.key owned by tether, ca.crt), and
+// returns the gateway's configuration with extra appended, for the caller
+// to write.
+func installWithPEMKey(t *testing.T, r *nspawntest.Root, iot *iotcredtest.Server, deb, extra string) string {
+	t.Helper()
+	dev, err := iot.PKI.NewDevice("gw-0001", iotcredtest.ECDSAP256)
+	require.NoError(t, err)
+	certFile, keyFile, err := dev.WriteFiles(t.TempDir())
+	require.NoError(t, err)
+	r.CopyIn(t, deb, "/root/current.deb")
+	r.Run(t, "dpkg", "-i", "/root/current.deb")
+	r.CopyIn(t, certFile, "/etc/tether/device.crt")
+	r.CopyIn(t, keyFile, "/etc/tether/device.key")
+	r.Run(t, "chown", "tether:tether", "/etc/tether/device.key")
+	r.Run(t, "chmod", "0600", "/etc/tether/device.key")
+	r.WriteFile(t, "/etc/tether/ca.crt", iot.PKI.CAPEM, 0o644)
+	return strings.Replace(liveConfig(iot.Endpoint, extra), keyURI, "/etc/tether/device.key", 1)
+}
 
 // liveConfig is the gateway's configuration in the booted root.
 func liveConfig(endpoint, extra string) string {

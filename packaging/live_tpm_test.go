@@ -1,7 +1,6 @@
 package packaging
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -12,9 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tetherd/tether/credprovider/iotcredtest"
 	"github.com/tetherd/tether/hsm/tpm/tpmtest"
-	"github.com/tetherd/tether/packaging/nspawntest"
 )
 
 // TestLiveSystemdTPM ensures that the .deb's agent, booted under systemd as
@@ -27,16 +24,7 @@ import (
 // test's stand-in for /dev/tpmrm0, which this machine does not have).
 func TestLiveSystemdTPM(t *testing.T) {
 	current, _ := liveDebs(t)
-	r := nspawntest.Boot(t, nspawntest.Options{Packages: []string{"tpm-udev"}})
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := r.Exec(context.Background(), "journalctl", "--no-pager", "-n", "60", "-u", "tether.service")
-			t.Logf("the unit's journal:\n%s", out)
-		}
-	})
-	iot, err := iotcredtest.NewServer(iotcredtest.WithRoleAlias("gateway-role", time.Hour))
-	require.NoError(t, err)
-	defer iot.Close()
+	r, iot := bootLive(t, "tpm-udev")
 	require.NoError(t, os.MkdirAll(r.Path("/var/lib/swtpm"), 0o755))
 	tpmtest.StartIn(t, r.Path("/var/lib/swtpm"))
 	const socket = "/var/lib/swtpm/tpm.sock"

@@ -14,7 +14,6 @@ import (
 
 	"github.com/tetherd/tether/credprovider/iotcredtest"
 	"github.com/tetherd/tether/credprovider/ststest"
-	"github.com/tetherd/tether/packaging/nspawntest"
 )
 
 // TestLiveWorkloads ensures that, with the .deb installed in a Debian 12
@@ -27,17 +26,7 @@ import (
 func TestLiveWorkloads(t *testing.T) {
 	current, _ := liveDebs(t)
 	// The same package set as TestLiveSystemd, so both use one cached root.
-	r := nspawntest.Boot(t, nspawntest.Options{Packages: []string{"softhsm2"}})
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := r.Exec(context.Background(), "journalctl", "--no-pager", "-n", "60", "-u", "tether.service")
-			t.Logf("the agent's journal:\n%s", out)
-		}
-	})
-
-	iot, err := iotcredtest.NewServer(iotcredtest.WithRoleAlias("gateway-role", time.Hour))
-	require.NoError(t, err)
-	defer iot.Close()
+	r, iot := bootLive(t, "softhsm2")
 	// The simulator keeps no secrets: STS asks the agent (as root, whom no
 	// workload picks) for the device role's credentials it must have signed
 	// with.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,8 +36,8 @@ type Env struct {
 	// NotifySocket is the datagram socket NOTIFY_SOCKET names.
 	NotifySocket string
 
-	t      testing.TB  // the test New was given, failed by the methods
-	notify chan string // datagrams read from NotifySocket
+	t      testing.TB        // the test New was given, failed by the methods
+	notify chan notification // datagrams read from NotifySocket
 	base   string
 }
 
@@ -103,25 +104,37 @@ func (e *Env) WriteConfig(extra string, edits ...string) {
 
 // listenNotify opens NOTIFY_SOCKET and reads it all the time, as systemd
 // does: the socket's queue holds 10 datagrams, and an agent whose status
-// lines nobody reads would see its sd_notify writes refused.
+// lines nobody reads would see its sd_notify writes refused. Like systemd
+// it asks the kernel for each sender's credentials (SO_PASSCRED), so a
+// test can tell a restarted agent's READY=1 from its predecessor's.
 func (e *Env) listenNotify() {
 	e.NotifySocket = filepath.Join(e.Dir, "notify.sock")
 	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: e.NotifySocket, Net: "unixgram"})
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.notify = make(chan string, 1024)
+	if err := passCred(c); err != nil {
+		e.t.Fatal(err)
+	}
+	e.notify = make(chan notification, 1024)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		buf := make([]byte, 4096)
+		oob := make([]byte, syscall.CmsgSpace(syscall.SizeofUcred))
 		for {
-			n, err := c.Read(buf)
+			n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
 			if err != nil {
 				return
 			}
+			m := notification{msg: string(buf[:n])}
+			if cms, err := syscall.ParseSocketControlMessage(oob[:oobn]); err == nil && len(cms) > 0 {
+				if cred, err := syscall.ParseUnixCredentials(&cms[0]); err == nil {
+					m.pid = int(cred.Pid)
+				}
+			}
 			select {
-			case e.notify <- string(buf[:n]):
+			case e.notify <- m:
 			default: // nobody waits for this many: keep the oldest
 			}
 		}
@@ -130,16 +143,43 @@ func (e *Env) listenNotify() {
 	e.t.Setenv("NOTIFY_SOCKET", e.NotifySocket)
 }
 
+// notification is one sd_notify datagram and the pid that sent it.
+type notification struct {
+	pid int
+	msg string
+}
+
+func passCred(c *net.UnixConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_PASSCRED, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
 // WaitNotify reads sd_notify datagrams until one contains want, and returns
 // it. It fails the test after 30 s.
 func (e *Env) WaitNotify(want string) string {
 	e.t.Helper()
+	return e.WaitNotifyFrom(0, want)
+}
+
+// WaitNotifyFrom is WaitNotify for the datagrams process pid sent (any
+// process's when pid is 0): those of an agent that ran before are skipped.
+func (e *Env) WaitNotifyFrom(pid int, want string) string {
+	e.t.Helper()
 	timeout := time.After(30 * time.Second)
 	for {
 		select {
-		case msg := <-e.notify:
-			if strings.Contains(msg, want) {
-				return msg
+		case m := <-e.notify:
+			if (pid == 0 || m.pid == pid) && strings.Contains(m.msg, want) {
+				return m.msg
 			}
 		case <-timeout:
 			e.t.Fatalf("agenttest: no %q on NOTIFY_SOCKET within 30 s", want)

@@ -242,7 +242,8 @@ func TestHopLimitListener(t *testing.T) {
 				t.Skipf("no IPv6 loopback on this machine: %v", err)
 			}
 			require.NoError(t, err)
-			ln := imds.HopLimitListener(raw, 1)
+			ln, err := imds.HopLimitListener(raw, 1)
+			require.NoError(t, err)
 			defer ln.Close()
 			go func() {
 				if c, err := net.Dial(network, ln.Addr().String()); err == nil {

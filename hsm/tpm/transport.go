@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -31,6 +32,102 @@ func openTransport(path string) (transport.TPMCloser, error) {
 		}
 		return nil, fmt.Errorf("%w: %s: %w", ErrNoDevice, path, err)
 	}
+	if fi.Mode()&os.ModeSocket == 0 && fi.Mode()&os.ModeCharDevice == 0 {
+		return nil, fmt.Errorf("%w: %s is neither a TPM character device nor a simulator socket", ErrNoDevice, path)
+	}
+	if fi.Mode()&os.ModeCharDevice != 0 && strings.HasPrefix(filepath.Base(path), "tpmrm") {
+		// The kernel's resource manager serves every client on its own.
+		return openDevice(path)
+	}
+	return sharedTransport(path)
+}
+
+// A raw TPM device (/dev/tpm0) or a simulator socket serves one client at
+// a time: a second open is refused (EBUSY) or waits for the first to close,
+// and a new client flushes what the previous one left loaded. Within one
+// process (a certificate rotation generates and proves a new key while the
+// running key keeps signing) the clients of such a TPM therefore share one
+// connection, one command at a time; the TPM is one per process like a
+// PKCS#11 module, hence this process-wide table.
+var (
+	sharedMu sync.Mutex
+	shared   = map[string]*sharedConn{}
+)
+
+// sharedConn is one connection to a single-client TPM and its users.
+type sharedConn struct {
+	path  string
+	mu    sync.Mutex // one command at a time
+	t     transport.TPMCloser
+	users int
+}
+
+// sharedUser is one user's handle on a sharedConn; Close releases it, and
+// the last one closes the connection.
+type sharedUser struct {
+	c      *sharedConn
+	closed bool
+}
+
+func (u *sharedUser) Send(cmd []byte) ([]byte, error) {
+	u.c.mu.Lock()
+	defer u.c.mu.Unlock()
+	rsp, err := u.c.t.Send(cmd)
+	if err != nil && isConnLost(err) {
+		// Users that reopen get a new connection; this one closes with
+		// its last user.
+		sharedMu.Lock()
+		if shared[u.c.path] == u.c {
+			delete(shared, u.c.path)
+		}
+		sharedMu.Unlock()
+	}
+	return rsp, err
+}
+
+func (u *sharedUser) Close() error {
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
+	if u.closed {
+		return nil
+	}
+	u.closed = true
+	u.c.users--
+	if u.c.users > 0 {
+		return nil
+	}
+	if shared[u.c.path] == u.c {
+		delete(shared, u.c.path)
+	}
+	return u.c.t.Close()
+}
+
+// sharedTransport returns a user of the process's connection to the
+// single-client TPM at path, opening it (and flushing what a dead client
+// left) when there is none.
+func sharedTransport(path string) (transport.TPMCloser, error) {
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
+	if c, ok := shared[path]; ok {
+		c.users++
+		return &sharedUser{c: c}, nil
+	}
+	t, err := openDevice(path)
+	if err != nil {
+		return nil, err
+	}
+	c := &sharedConn{path: path, t: t, users: 1}
+	shared[path] = c
+	return &sharedUser{c: c}, nil
+}
+
+// openDevice opens a new connection to the TPM at path (a character device
+// or a simulator socket).
+func openDevice(path string) (transport.TPMCloser, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrNoDevice, path, err)
+	}
 	if fi.Mode()&os.ModeSocket != 0 {
 		c, err := net.Dial("unix", path)
 		if err != nil {
@@ -39,9 +136,6 @@ func openTransport(path string) (transport.TPMCloser, error) {
 		t := transport.FromReadWriteCloser(&frameConn{Conn: c})
 		flushTransient(t)
 		return t, nil
-	}
-	if fi.Mode()&os.ModeCharDevice == 0 {
-		return nil, fmt.Errorf("%w: %s is neither a TPM character device nor a simulator socket", ErrNoDevice, path)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	switch {

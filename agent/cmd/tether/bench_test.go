@@ -202,8 +202,14 @@ func buildBareEnv(b *testing.B, src string, env ...string) string {
 // startBareServer builds and starts the minimal Go HTTP server baseline on
 // socket, answering the contents of bodyFile ("{}" when empty).
 func startBareServer(b *testing.B, socket, bodyFile string) *exec.Cmd {
-	bin := buildBare(b, bareServer)
-	args := []string{socket}
+	return startBareProgram(b, bareServer, socket, bodyFile)
+}
+
+// startBareProgram builds src, a variant of bareServer, and starts it on
+// addr, answering the contents of bodyFile.
+func startBareProgram(b *testing.B, src, addr, bodyFile string) *exec.Cmd {
+	bin := buildBare(b, src)
+	args := []string{addr}
 	if bodyFile != "" {
 		args = append(args, bodyFile)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"github.com/tetherd/tether/credprovider/ststest"
 	"github.com/tetherd/tether/hsm"
 	"github.com/tetherd/tether/hsm/hsmtest"
+	"github.com/tetherd/tether/hsm/tpm/tpmtest"
 	"github.com/tetherd/tether/mqtt/mqtttest"
 )
 
@@ -115,6 +117,7 @@ func TestDoctorFailures(t *testing.T) {
 		require.NoError(t, os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.CA.Raw}), 0o644))
 		return f
 	}
+	var port int // the running agent's container endpoint
 	for _, tc := range []struct {
 		name string
 		// inject breaks the gateway once its agent runs and returns the
@@ -158,9 +161,15 @@ func TestDoctorFailures(t *testing.T) {
 			return nil
 		},
 		want: map[string]string{"files/token file": "restart the agent"},
+	}, {
+		name: "nothing on the container endpoint",
+		inject: func(t *testing.T, e *agenttest.Env) []string {
+			return []string{fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", agenttest.FreePort(t))}
+		},
+		want: map[string]string{"agent/container endpoint": "serve.container_endpoint"},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			port := agenttest.FreePort(t)
+			port = agenttest.FreePort(t)
 			e := agenttest.New(t, time.Hour, "")
 			e.WriteConfig("", "[serve]\n", fmt.Sprintf("[serve]\ncontainer_endpoint = \"127.0.0.1:%d\"\n", port))
 			startAgent(t, e)
@@ -209,6 +218,12 @@ func TestDoctorTokenKey(t *testing.T) {
 	assert.Equal(t, map[string]string{"agent/reachable": "start it (systemctl start tether) or pass --socket"}, failed(d))
 	assert.Contains(t, finding(t, d, "certificate/key").Detail, "opened and matches the certificate")
 	assert.Equal(t, agent.Pass, finding(t, d, "network/credentials endpoint role alias").Verdict)
+	pin, err := os.ReadFile(tk.PINFile)
+	require.NoError(t, err)
+	for _, args := range [][]string{{"doctor", "--json", "-c", e.Config}, {"doctor", "-c", e.Config}} {
+		_, out, stderr := tether(t, nil, args...)
+		assert.NotContains(t, out+stderr, strings.TrimSpace(string(pin)), "the PIN is never shown")
+	}
 
 	tk.Remove(t)
 	code, d = doctor(t, nil, "-c", e.Config)
@@ -344,4 +359,41 @@ func TestDoctorMQTTConnect(t *testing.T) {
 	got := failed(d)
 	assert.Equal(t, []string{"agent/reachable", "network/MQTT endpoint connect"}, sortedKeys(got))
 	assert.Contains(t, got["network/MQTT endpoint connect"], "has not revoked it")
+}
+
+// TestDoctorTPMKey ensures that the doctor opens a TPM key (swtpm) itself
+// when no agent runs, and leaves it to a running agent that holds it: swtpm
+// serves one connection at a time, so a second open would hang the doctor
+// (checked by hand: the test then times out).
+func TestDoctorTPMKey(t *testing.T) {
+	if testing.Short() {
+		t.Skip("swtpm integration test")
+	}
+	sim := tpmtest.Start(t)
+	e := agenttest.New(t, time.Hour, "")
+	ref := fmt.Sprintf("tpm:file=%s?device=%s", filepath.Join(e.Dir, "device.tss2"), sim.Socket)
+	code, _, stderr := tether(t, nil, "hsm", "keygen", "--key", ref, "--type", "ec-p256")
+	require.Equal(t, 0, code, stderr)
+	code, out, stderr := tether(t, nil, "hsm", "csr", "--key", ref, "--subject", "CN="+agenttest.ThingName)
+	require.Equal(t, 0, code, stderr)
+	blk, _ := pem.Decode([]byte(out))
+	require.NotNil(t, blk, out)
+	csr, err := x509.ParseCertificateRequest(blk.Bytes)
+	require.NoError(t, err)
+	cert, err := e.Sim.PKI.Sign(agenttest.ThingName, csr.PublicKey)
+	require.NoError(t, err)
+	certFile := filepath.Join(e.Dir, "tpm-device.crt")
+	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644))
+	e.WriteConfig("", e.KeyFile, ref, e.CertFile, certFile)
+
+	code, d := doctor(t, nil, "-c", e.Config)
+	assert.Equal(t, 1, code)
+	assert.Equal(t, []string{"agent/reachable"}, sortedKeys(failed(d)))
+	assert.Contains(t, finding(t, d, "certificate/key").Detail, "opened and matches the certificate")
+
+	startAgent(t, e)
+	served(t, e.Socket, agent.DeviceRole)
+	code, d = doctor(t, nil, "-c", e.Config)
+	assert.Equal(t, 0, code, "%+v", failed(d))
+	assert.Contains(t, finding(t, d, "certificate/key").Detail, "held by the running agent")
 }

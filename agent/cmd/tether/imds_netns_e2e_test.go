@@ -25,7 +25,8 @@ const inIMDSNetns = "TETHER_TEST_IMDS_NETNS"
 // docs tell an operator, Debian's boto3 and AWS CLI find the credentials at
 // EC2's own address with no setting at all, and that a neighbour routed to
 // that address from another network (namespace) is refused although Linux
-// delivers its packets. It runs in a network namespace of its own, so the
+// delivers its packets; and that EC2's IPv6 address, fd00:ec2::254, works
+// the same way. It runs in a network namespace of its own, so the
 // host's network is left as it was.
 func TestIMDSOnLinkLocal(t *testing.T) {
 	if os.Getenv(inIMDSNetns) == "" {
@@ -37,7 +38,7 @@ func TestIMDSOnLinkLocal(t *testing.T) {
 			t.Fatal("this test makes network namespaces and needs root (make test runs as root)")
 		}
 		cmd := exec.Command("unshare", "--net", "sh", "-ec",
-			`ip link set lo up; ip addr add 169.254.169.254/32 dev lo; exec "$0" -test.run '^TestIMDSOnLinkLocal$' -test.v`, os.Args[0])
+			`ip link set lo up; ip addr add 169.254.169.254/32 dev lo; ip addr add fd00:ec2::254/128 dev lo; exec "$0" -test.run '^TestIMDSOnLinkLocal$' -test.v`, os.Args[0])
 		cmd.Env = append(os.Environ(), inIMDSNetns+"=1", "TETHER_BIN="+tetherBin)
 		out, err := cmd.CombinedOutput()
 		require.NoError(t, err, "in the network namespace:\n%s", out)
@@ -106,4 +107,17 @@ print(json.dumps({"AccessKeyId": f.access_key, "SecretAccessKey": f.secret_key, 
 	assert.True(t, strings.HasSuffix(body, "\n403"), "the neighbour got: %s", body)
 	assert.Contains(t, body, "not_local")
 	fmt.Fprintln(os.Stderr, "neighbour refused:", strings.TrimSpace(body))
+
+	// EC2's IPv6 address, the same way: boto3 in its IPv6 endpoint mode.
+	e6 := agenttest.New(t, time.Hour, "")
+	e6.WriteConfig("", "[serve]\n", "[serve]\nimds_endpoint = \"[fd00:ec2::254]:80\"\n")
+	startAgent(t, e6)
+	want6 := served(t, e6.Socket, agent.DeviceRole)
+	cmd = exec.Command("/usr/bin/python3", "-c", `import boto3
+c = boto3.Session(region_name="eu-west-1").get_credentials()
+print(c.method, c.get_frozen_credentials().access_key)`)
+	cmd.Env = append(env, "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6")
+	out, err = cmd.CombinedOutput()
+	require.NoError(t, err, string(out))
+	assert.Equal(t, "iam-role "+want6.AccessKeyID, strings.TrimSpace(string(out)))
 }

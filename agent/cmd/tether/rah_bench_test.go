@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/pem"
 	"fmt"
@@ -31,7 +30,8 @@ import (
 // endpoint when the build has one (serve.imds_endpoint), else its container
 // endpoint; the metric's name says which. Both are also given as a share
 // of the floor, a bare net/http server on loopback TCP answering tether's
-// body. Goal: ≥ 1.2× the helper.
+// body. cpu-per-request-ratio is tether's CPU time per request over the
+// helper's (see BenchmarkSocket). Goal: ≥ 1.2× the helper.
 func BenchmarkRolesAnywhere(b *testing.B) {
 	rah := os.Getenv("RAH_BIN")
 	if rah == "" {
@@ -39,7 +39,7 @@ func BenchmarkRolesAnywhere(b *testing.B) {
 	}
 	e := agenttest.New(b, time.Hour, "")
 	var sessions atomic.Int64
-	rahAddr := startRolesAnywhere(b, rah, e, &sessions)
+	rahAddr, rahPid := startRolesAnywhere(b, rah, e, &sessions)
 	rahTarget := imdsTarget(b, rahAddr)
 
 	port := agenttest.FreePort(b)
@@ -53,7 +53,7 @@ func BenchmarkRolesAnywhere(b *testing.B) {
 		kind = "container"
 		e.WriteConfig("", "[serve]\n", "[serve]\ncontainer_endpoint = \""+addr+"\"\n")
 	}
-	startAgentB(b, e)
+	tetherPid := startAgentB(b, e).Process.Pid
 	var tetherTarget []string
 	if kind == "imds" {
 		tetherTarget = imdsTarget(b, addr)
@@ -72,16 +72,7 @@ func BenchmarkRolesAnywhere(b *testing.B) {
 		b.Fatal(err)
 	}
 	floorAddr := "127.0.0.1:" + strconv.Itoa(agenttest.FreePort(b))
-	floor := exec.Command(buildBare(b, strings.Replace(bareServer, `net.Listen("unix"`, `net.Listen("tcp"`, 1)), floorAddr, bodyFile)
-	floorOut, err := floor.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := floor.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { floor.Process.Kill(); floor.Wait() })
-	bufio.NewReader(floorOut).ReadString('\n')
+	startBareProgram(b, strings.Replace(bareServer, `net.Listen("unix"`, `net.Listen("tcp"`, 1), floorAddr, bodyFile)
 	floorTarget := []string{"-tcp", floorAddr, "-path", "/"}
 	load := buildSockload(b)
 	for _, clients := range []int{1, 8} {
@@ -90,11 +81,16 @@ func BenchmarkRolesAnywhere(b *testing.B) {
 			for b.Loop() {
 				var ts, rs, fs []agenttest.LoadResult
 				before := sessions.Load()
-				var ratio, p99 []float64
+				var ratio, p99, cpu []float64
 				for i := range 5 {
 					fs = append(fs, sockloadArgs(b, load, append(floorTarget, common...)...))
+					r0 := cpuTime(b, rahPid)
 					rs = append(rs, sockloadArgs(b, load, append(rahTarget, common...)...))
+					rahCPU := cpuTime(b, rahPid) - r0
+					t0 := cpuTime(b, tetherPid)
 					ts = append(ts, sockloadArgs(b, load, append(tetherTarget, common...)...))
+					tetherCPU := cpuTime(b, tetherPid) - t0
+					cpu = append(cpu, (float64(tetherCPU)/float64(ts[i].Requests))/(float64(rahCPU)/float64(rs[i].Requests)))
 					ratio = append(ratio, ts[i].RPS/rs[i].RPS)
 					p99 = append(p99, float64(ts[i].P99)/float64(rs[i].P99))
 				}
@@ -108,6 +104,7 @@ func BenchmarkRolesAnywhere(b *testing.B) {
 				b.ReportMetric(float64(t.P99.Microseconds()), "tether-p99-µs")
 				b.ReportMetric(float64(r.P99.Microseconds()), "rah-p99-µs")
 				b.ReportMetric(medianOf(p99), "p99-ratio")
+				b.ReportMetric(medianOf(cpu), "cpu-per-request-ratio")
 				// 0: the helper served what it holds, as tether does.
 				b.ReportMetric(float64(sessions.Load()-before), "rah-create-sessions")
 			}
@@ -118,7 +115,7 @@ func BenchmarkRolesAnywhere(b *testing.B) {
 // startRolesAnywhere runs the helper's `serve` with e's device identity
 // against a fake CreateSession over TLS, and returns its address once it
 // answers. sessions counts the CreateSession calls.
-func startRolesAnywhere(b *testing.B, bin string, e *agenttest.Env, sessions *atomic.Int64) string {
+func startRolesAnywhere(b *testing.B, bin string, e *agenttest.Env, sessions *atomic.Int64) (addr string, pid int) {
 	session := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sessions.Add(1)
 		io.Copy(io.Discard, r.Body)
@@ -149,12 +146,12 @@ func startRolesAnywhere(b *testing.B, bin string, e *agenttest.Env, sessions *at
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := "127.0.0.1:" + strconv.Itoa(port)
+	addr = "127.0.0.1:" + strconv.Itoa(port)
 	for start := time.Now(); ; time.Sleep(50 * time.Millisecond) {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()
-			return addr
+			return addr, cmd.Process.Pid
 		}
 		if time.Since(start) > 10*time.Second {
 			b.Fatalf("the Roles Anywhere helper does not listen on %s: %s", addr, stderr.String())

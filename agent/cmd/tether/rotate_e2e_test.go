@@ -78,8 +78,40 @@ func startAgentEnv(t *testing.T, f *fleet, env ...string) (*exec.Cmd, <-chan str
 			t.Logf("agent log:\n%s", stderr.String())
 		}
 	})
-	f.WaitNotify("READY=1")
+	// This agent's READY=1: a previous agent's may still be queued.
+	f.WaitNotifyFrom(cmd.Process.Pid, "READY=1")
 	return cmd, exited
+}
+
+// rotateThrough starts the agent, with TETHER_FAILPOINT=point unless point
+// is "", waits for its MQTT session and asks it to rotate; with a point it
+// waits for the agent to kill itself there, starts it again and checks that
+// credentials are served at once. It returns when the rotation was asked.
+func rotateThrough(t *testing.T, f *fleet, point string) time.Time {
+	t.Helper()
+	var env []string
+	if point != "" {
+		env = append(env, "TETHER_FAILPOINT="+point)
+	}
+	_, exited := startAgentEnv(t, f, env...)
+	waitStatus(t, f.Socket, func(st *agent.Status) bool { return st.MQTT != nil && st.MQTT.State == "connected" })
+	st := status(t, f.Socket)
+	require.True(t, st.Rotation.Enabled, st.Rotation.Disabled)
+	before := time.Now()
+	code, _, stderr := tether(t, nil, "identity", "rotate", "--socket", f.Socket)
+	require.Equal(t, 0, code, stderr)
+	if point == "" {
+		return before
+	}
+	select {
+	case <-exited:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the agent did not reach %s", point)
+	}
+	startAgentEnv(t, f)
+	_, err := agent.FetchCredentials(context.Background(), f.Socket, "")
+	require.NoError(t, err, "credentials are served right after the restart")
+	return before
 }
 
 func status(t *testing.T, socket string) *agent.Status {
@@ -247,23 +279,11 @@ func TestRotationRefusedRollsBack(t *testing.T) {
 // after each restart.
 func TestRotationCrashAtEveryStep(t *testing.T) {
 	points := []string{"rotation:certificate", "rotation:register", "rotation:prove", "rotation:commit",
-		"rotation:commit-key", "rotation:commit-cert", "rotation:fallback"}
+		"rotation:commit-key", "rotation:commit-cert", "rotation:fallback", "rotation:previous-removed"}
 	for _, point := range points {
 		t.Run(point, func(t *testing.T) {
 			f := provisioned(t)
-			_, exited := startAgentEnv(t, f, "TETHER_FAILPOINT="+point)
-			waitStatus(t, f.Socket, func(st *agent.Status) bool { return st.MQTT != nil && st.MQTT.State == "connected" })
-			before := time.Now()
-			code, _, stderr := tether(t, nil, "identity", "rotate", "--socket", f.Socket)
-			require.Equal(t, 0, code, stderr)
-			select {
-			case <-exited:
-			case <-time.After(60 * time.Second):
-				t.Fatalf("the agent did not reach %s", point)
-			}
-			startAgentEnv(t, f)
-			_, err := agent.FetchCredentials(context.Background(), f.Socket, "")
-			require.NoError(t, err, "credentials are served right after the restart")
+			before := rotateThrough(t, f, point)
 			rotated(t, f.Socket, before)
 			f.directFetch(t)
 			require.Eventually(t, func() bool { return activeCount(f) == 1 }, 20*time.Second, 20*time.Millisecond)

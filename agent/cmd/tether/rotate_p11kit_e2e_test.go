@@ -5,7 +5,6 @@ import (
 	"os"
 	"regexp"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -50,24 +49,7 @@ func TestRotationThroughP11Kit(t *testing.T) {
 			f := provisionedWith(t, uri)
 			require.Equal(t, 1, keys(t, tk, uri))
 			oldCert, _ := os.ReadFile(f.cert)
-			var env []string
-			if tc.failpoint != "" {
-				env = append(env, "TETHER_FAILPOINT="+tc.failpoint)
-			}
-			_, exited := startAgentEnv(t, f, env...)
-			waitStatus(t, f.Socket, func(st *agent.Status) bool { return st.MQTT != nil && st.MQTT.State == "connected" })
-			require.True(t, status(t, f.Socket).Rotation.Enabled, status(t, f.Socket).Rotation.Disabled)
-			before := time.Now()
-			code, _, stderr := tether(t, nil, "identity", "rotate", "--socket", f.Socket)
-			require.Equal(t, 0, code, stderr)
-			if tc.failpoint != "" {
-				select {
-				case <-exited:
-				case <-time.After(60 * time.Second):
-					t.Fatalf("the agent did not reach %s", tc.failpoint)
-				}
-				startAgentEnv(t, f)
-			}
+			before := rotateThrough(t, f, tc.failpoint)
 			rotated(t, f.Socket, before)
 			newCert, _ := os.ReadFile(f.cert)
 			assert.NotEqual(t, oldCert, newCert)
