@@ -58,15 +58,6 @@ const (
 	MaxTagValueLength     = 256
 )
 
-var (
-	thingNameRE      = lazyRegexp(`^[a-zA-Z0-9:_-]{1,128}$`)
-	roleAliasRE      = lazyRegexp(`^[\w=,@-]{1,128}$`)
-	policyARNRE      = lazyRegexp(`^arn:aws[a-z-]*:iam::(aws|\d{12}):policy/[\w+=,.@/-]{1,512}$`)
-	mfaSerialRE      = lazyRegexp(`^[\w+=/:,.@-]{9,256}$`)
-	externalIDRE     = lazyRegexp(`^[\w+=,.@:/-]{2,1000}$`)
-	sourceIdentityRE = lazyRegexp(`^[\w+=,.@-]{2,64}$`)
-)
-
 // Validate checks the options as NewIoT does, except the device certificate,
 // which a caller checking a configuration file has not opened yet: endpoint,
 // role alias, thing name, duration, timeout and CA file.
@@ -78,10 +69,10 @@ func (o IoTOptions) Validate() error {
 	switch {
 	case o.RoleAlias == "":
 		l.add("IoTOptions.RoleAlias", "is empty: give the IoT role alias the device certificate's policy allows")
-	case !roleAliasRE().MatchString(o.RoleAlias):
+	case !validRoleAlias(o.RoleAlias):
 		l.add("IoTOptions.RoleAlias", "%q is not a valid role alias (1-128 of letters, digits and =,@-_)", o.RoleAlias)
 	}
-	if o.ThingName != "" && !thingNameRE().MatchString(o.ThingName) {
+	if o.ThingName != "" && !validThingName(o.ThingName) {
 		l.add("IoTOptions.ThingName", "%q is not a valid thing name (1-128 of a-z A-Z 0-9 : _ -)", o.ThingName)
 	}
 	if d := o.Duration; d != 0 && (d < MinIoTDuration || d > MaxIoTDuration || d%time.Second != 0) {
@@ -159,7 +150,7 @@ func (l *optionErrors) policies(typ, policy string, arns []string) {
 		l.add(typ+".PolicyARNs", "has %d ARNs; STS accepts at most %d", len(arns), MaxPolicyARNs)
 	}
 	for _, arn := range arns {
-		if !policyARNRE().MatchString(arn) {
+		if !validPolicyARN(arn) {
 			l.add(typ+".PolicyARNs", "%q is not an IAM policy ARN", arn)
 		}
 	}
@@ -172,7 +163,7 @@ func (o AssumeRoleOptions) Validate() error {
 	var l optionErrors
 	o.STSOptions.validate(&l)
 	l.role("AssumeRoleOptions", o.RoleARN, o.SessionName, o.Duration)
-	if o.ExternalID != "" && !externalIDRE().MatchString(o.ExternalID) {
+	if o.ExternalID != "" && !validExternalID(o.ExternalID) {
 		// Not quoted: an external id is a shared secret of sorts.
 		l.add("AssumeRoleOptions.ExternalID", "is not valid (2-1000 of letters, digits and +=,.@:/-)")
 	}
@@ -190,11 +181,11 @@ func (o AssumeRoleOptions) Validate() error {
 			l.add("AssumeRoleOptions.TransitiveTagKeys", "%q is not one of the tag keys", k)
 		}
 	}
-	if o.SourceIdentity != "" && !sourceIdentityRE().MatchString(o.SourceIdentity) {
+	if o.SourceIdentity != "" && !validSourceIdentity(o.SourceIdentity) {
 		l.add("AssumeRoleOptions.SourceIdentity", "%q is not valid (2-64 of letters, digits and +=,.@-)", o.SourceIdentity)
 	}
 	switch {
-	case o.MFASerial != "" && !mfaSerialRE().MatchString(o.MFASerial):
+	case o.MFASerial != "" && !validMFASerial(o.MFASerial):
 		l.add("AssumeRoleOptions.MFASerial", "%q is not an MFA device serial or ARN", o.MFASerial)
 	case o.MFASerial != "" && o.MFAToken == nil:
 		l.add("AssumeRoleOptions.MFASerial", "is set but there is no token source")
