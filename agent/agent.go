@@ -264,9 +264,30 @@ func (a *Agent) healthy(context.Context) error {
 // as hung; a fetch itself is bounded by the engine's fetch timeout.
 const overdue = 2 * time.Minute
 
+// notifyStatus asks for the status line to be sent to systemd. It never
+// waits: it runs inside a refresher's change callback, and systemd may be
+// slow to read its socket; sendStatus sends the latest line aside.
 func (a *Agent) notifyStatus() {
 	if a.ready.Load() {
-		platform.Status(a.statusLine())
+		select {
+		case a.d.statusDue <- struct{}{}:
+		default: // one is due already; it will read the state then
+		}
+	}
+}
+
+// sendStatus sends the current generation's status line to systemd each
+// time one is due, until ctx ends.
+func (d *daemon) sendStatus(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.statusDue:
+			if a := d.cur.Load(); a != nil {
+				platform.Status(a.statusLine())
+			}
+		}
 	}
 }
 

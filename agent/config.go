@@ -28,6 +28,9 @@ type Config struct {
 	MQTT     MQTTConfig     `toml:"mqtt"`
 	State    StateConfig    `toml:"state"`
 	Log      LogConfig      `toml:"log"`
+
+	// Workloads map local programs to the credentials they get (workload.go).
+	Workloads []WorkloadConfig `toml:"workload"`
 	// Greengrass is set when the device runs AWS IoT Greengrass too.
 	Greengrass GreengrassConfig `toml:"greengrass"`
 	// Provision is what `tether provision` needs (identity.go).
@@ -91,6 +94,9 @@ type RoleConfig struct {
 	SourceIdentity    string            `toml:"source_identity"`
 	AllowUIDs         []int             `toml:"allow_uids"`
 	AllowGIDs         []int             `toml:"allow_gids"`
+
+	// workload is set on the role session of a [[workload]] (scopedRole).
+	workload string
 }
 
 // ServeConfig is how local programs reach the credentials.
@@ -100,6 +106,8 @@ type ServeConfig struct {
 	AllowGIDs         []int  `toml:"allow_gids"`
 	ContainerEndpoint string `toml:"container_endpoint"`
 	TokenFile         string `toml:"token_file"`
+	// IMDSEndpoint is the optional IMDSv2-compatible endpoint's address.
+	IMDSEndpoint string `toml:"imds_endpoint"`
 }
 
 // MQTTConfig is the device's one MQTT v5 session to AWS IoT Core.

@@ -89,6 +89,9 @@ func kindMatches(t reflect.Type, v *unstable.Node) (string, bool) {
 	if t == reflect.TypeFor[Duration]() {
 		return `a duration string such as "90s", "15m" or "1h"`, v.Kind == unstable.String
 	}
+	if t.Kind() == reflect.Pointer {
+		return kindMatches(t.Elem(), v)
+	}
 	if reflect.PointerTo(t).Implements(textUnmarshaler) {
 		return "a string", v.Kind == unstable.String
 	}

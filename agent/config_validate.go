@@ -125,6 +125,7 @@ func (c *Config) validate(v *validator) {
 	v.options("", refreshKeys, refreshOptions(c).Validate())
 
 	c.validateRoles(v)
+	c.validateWorkloads(v)
 	c.validateLifecycle(v)
 
 	s := &c.Serve
@@ -138,6 +139,11 @@ func (c *Config) validate(v *validator) {
 	if s.ContainerEndpoint != "" {
 		if _, err := addr.ParseLoopback(s.ContainerEndpoint); err != nil {
 			v.fail("serve.container_endpoint", "%v", err)
+		}
+	}
+	if s.IMDSEndpoint != "" {
+		if _, err := addr.ParseLocal(s.IMDSEndpoint); err != nil {
+			v.fail("serve.imds_endpoint", "%v", err)
 		}
 	}
 	if !filepath.IsAbs(s.TokenFile) {

@@ -91,7 +91,7 @@ func FuzzSocketAPI(f *testing.F) {
 		}
 		// The peer is root, as SO_PEERCRED would report it.
 		req = req.WithContext(context.WithValue(req.Context(), peerKey{}, &Peer{UID: 0, GID: 0}))
-		a := &api{roles: func() roleSet { return roles }, allow: func() AllowList { return allow },
+		a := &api{roles: func() roleSet { return roles }, roleFor: (&Agent{roles: roles}).roleFor, allow: func() AllowList { return allow },
 			status: func() Status { return Status{} }, log: slog.New(slog.DiscardHandler)}
 		w := httptest.NewRecorder()
 		a.routes().ServeHTTP(w, req)

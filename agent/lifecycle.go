@@ -48,6 +48,9 @@ type daemon struct {
 	// tokens, connections over the limits), rate-limited.
 	refusals *slog.Logger
 	errc     chan error
+	// statusDue carries a request for a status line to systemd (see
+	// notifyStatus).
+	statusDue chan struct{}
 }
 
 // Agent is one generation: a configuration with what it opened.
@@ -66,6 +69,8 @@ type Agent struct {
 	setSealer bool
 	db        *store.DB
 	roles     roleSet
+	// workloads finds the [[workload]] of a peer (workload.go).
+	workloads *workloadSet
 	// inherit holds the previous generation's refreshers by cache key, to
 	// seed this one's from memory.
 	inherit map[string]*credprovider.Refresher
@@ -79,6 +84,8 @@ type Agent struct {
 	// container and token are the container endpoint's, when configured.
 	container *endpoint
 	token     []byte
+	// imds is the IMDS endpoint's, when configured (imds.go).
+	imds *imdsEndpoint
 	// borrowed marks what belongs to the previous generation until this one
 	// takes over; close leaves it alone.
 	borrowed borrowed
@@ -90,6 +97,8 @@ type Agent struct {
 	endStreams        context.CancelFunc
 	endRun            context.CancelFunc
 	wg                sync.WaitGroup
+	// imdsAPI is set by launch too.
+	imdsAPI http.Handler
 
 	started time.Time
 	ready   atomic.Bool
@@ -97,7 +106,7 @@ type Agent struct {
 	rot *rotator
 }
 
-type borrowed struct{ id, db, outbox, mqtt, container bool }
+type borrowed struct{ id, db, outbox, mqtt, container, imds bool }
 
 // endpoint is the container endpoint's socket and server; the server is
 // started by the first generation that launches with it.
@@ -105,6 +114,18 @@ type endpoint struct {
 	addr string
 	ln   net.Listener
 	srv  *http.Server
+}
+
+// close stops the endpoint's server, or closes its socket when no server
+// started.
+func (e *endpoint) close() {
+	if e.srv == nil {
+		e.ln.Close()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	shutdown(ctx, e.srv)
 }
 
 // Run runs the agent with cfg until ctx is done. SIGHUP (opts.Reload) re-reads
@@ -127,7 +148,10 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	reqCtx, endRequests := context.WithCancel(context.Background())
 	defer endRequests()
 	d := &daemon{opts: opts, log: log, reqCtx: reqCtx, errc: make(chan error, 4),
-		refusals: slog.New(platform.RateLimit(log.Handler(), time.Second, 10))}
+		refusals: slog.New(platform.RateLimit(log.Handler(), time.Second, 10)), statusDue: make(chan struct{}, 1)}
+	statusCtx, endStatus := context.WithCancel(ctx)
+	defer endStatus()
+	go d.sendStatus(statusCtx)
 
 	a, err := start(ctx, d, cfg, nil)
 	if err != nil {
@@ -145,8 +169,9 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	unixSrv.ConnContext = connContext
 	go d.serve(unixSrv, newLimitListener(ln, ucredOf, d.refusals))
 	a.serveContainer()
+	a.serveIMDS()
 	platform.Ready(a.statusLine())
-	log.Info("tether is ready", "socket", ln.Addr().String(), "container_endpoint", cfg.Serve.ContainerEndpoint, "thing", cfg.Identity.ThingName)
+	log.Info("tether is ready", "socket", ln.Addr().String(), "container_endpoint", cfg.Serve.ContainerEndpoint, "imds_endpoint", cfg.Serve.IMDSEndpoint, "thing", cfg.Identity.ThingName)
 	go trimResident(ctx, log)
 
 	var runErr error
@@ -305,6 +330,9 @@ func start(ctx context.Context, d *daemon, cfg *Config, prev *Agent) (_ *Agent, 
 			return nil, err
 		}
 	}
+	if err := a.openIMDS(prev); err != nil {
+		return nil, err
+	}
 	a.rot = newRotator(a)
 	return a, nil
 }
@@ -422,6 +450,7 @@ func (a *Agent) reload(ctx context.Context) (*Agent, error) {
 	next.launch(ctx)
 	a.d.cur.Store(next)
 	next.serveContainer()
+	next.serveIMDS()
 	next.ready.Store(true)
 	a.ready.Store(false)
 	a.retire()
@@ -488,6 +517,7 @@ func (a *Agent) launch(ctx context.Context) {
 		status: a.Status,
 		log:    a.d.refusals,
 	}
+	api.roleFor = a.roleFor
 	if a.outbox != nil {
 		api.mqtt, api.streams = a.session, a.streams
 	}
@@ -496,8 +526,11 @@ func (a *Agent) launch(ctx context.Context) {
 	go func() { defer a.wg.Done(); a.rot.run(runCtx) }()
 	a.api = api.routes()
 	if a.container != nil {
-		c := &containerAPI{roles: roles, allow: api.allow, token: a.token, log: a.d.refusals}
+		c := &containerAPI{roleFor: a.roleFor, allow: api.allow, token: a.token, log: a.d.refusals}
 		a.containerAPI = c.routes()
+	}
+	if a.imds != nil {
+		a.imdsAPI = a.imdsRoutes(roles, api.allow)
 	}
 	if iv, err := platform.WatchdogInterval(); err != nil {
 		a.log.Warn("watchdog disabled", "err", err)
@@ -514,10 +547,16 @@ func (a *Agent) serveContainer() {
 	if a.container == nil || a.container.srv != nil {
 		return
 	}
-	srv := a.d.newServer(func(a *Agent) http.Handler { return a.containerAPI })
+	a.serveTCP(a.container, a.container.ln, func(a *Agent) http.Handler { return a.containerAPI })
+}
+
+// serveTCP starts e's server on ln (e's socket, or a listener around it)
+// with the limits of a loopback TCP endpoint, for the handler pick chooses.
+func (a *Agent) serveTCP(e *endpoint, ln net.Listener, pick func(*Agent) http.Handler) {
+	srv := a.d.newServer(pick)
 	srv.ConnContext = connContext
-	a.container.srv = srv
-	go a.d.serve(srv, newLimitListener(a.container.ln, tcpPeer, a.d.refusals))
+	e.srv = srv
+	go a.d.serve(srv, newLimitListener(ln, tcpPeer, a.d.refusals))
 }
 
 // retire waits, at most 10 s, for the requests a is answering, after
@@ -545,6 +584,7 @@ func (a *Agent) handOver(next *Agent) {
 		outbox:    next.outbox == a.outbox,
 		mqtt:      next.session() == a.session(),
 		container: next.container == a.container,
+		imds:      next.imds == a.imds,
 	}
 }
 
@@ -554,14 +594,9 @@ func (a *Agent) close() {
 	a.closed = true
 	a.closing.Unlock()
 	if a.container != nil && !a.borrowed.container {
-		if a.container.srv != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			shutdown(ctx, a.container.srv)
-			cancel()
-		} else {
-			a.container.ln.Close()
-		}
+		a.container.close()
 	}
+	a.closeIMDS()
 	if !a.borrowed.mqtt {
 		a.stopSession()
 	}
@@ -599,32 +634,29 @@ func (a *Agent) stopSession() {
 }
 
 // gate counts the requests a generation answers, so it can be retired once
-// they are done.
+// they are done. Every request enters and leaves it, so it takes no lock:
+// the count and the closed flag share one word.
 type gate struct {
-	mu     sync.Mutex
-	n      int
-	closed bool
-	idle   chan struct{}
+	state atomic.Int64 // requests in flight, plus gateClosed once closed
+	mu    sync.Mutex   // serialises close
+	idle  chan struct{}
+	once  sync.Once
 }
+
+const gateClosed = 1 << 62
 
 // enter admits a request, unless the gate is closed.
 func (g *gate) enter() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
+	if g.state.Add(1)&gateClosed != 0 {
+		g.leave()
 		return false
 	}
-	g.n++
 	return true
 }
 
 func (g *gate) leave() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.n--
-	if g.n == 0 && g.idle != nil {
-		close(g.idle)
-		g.idle = nil
+	if g.state.Add(-1) == gateClosed {
+		g.once.Do(func() { close(g.idle) })
 	}
 }
 
@@ -632,12 +664,13 @@ func (g *gate) leave() {
 func (g *gate) close() <-chan struct{} {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.closed = true
-	ch := make(chan struct{})
-	if g.n == 0 {
-		close(ch)
-	} else {
-		g.idle = ch
+	if g.idle == nil {
+		// Written before the flag is set: a leave that sees the flag sees
+		// the channel.
+		g.idle = make(chan struct{})
+		if g.state.Or(gateClosed) == 0 {
+			g.once.Do(func() { close(g.idle) })
+		}
 	}
-	return ch
+	return g.idle
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tetherd/tether/platform"
 )
 
 // Peer is the process on the other end of a Unix socket connection, as the
@@ -23,6 +25,14 @@ type Peer struct {
 	// Groups are the peer's supplementary groups, read from /proc at connect
 	// time; empty when /proc is not readable.
 	Groups []uint32
+	// Unit is the systemd unit the peer runs in, read from its cgroup at
+	// connect time (Unix socket peers); "" when it runs in none or /proc
+	// does not say.
+	Unit string
+	// CgroupID is the cgroup v2 id of a TCP peer's socket, from sock_diag;
+	// its unit is looked up only when a [[workload]] needs it (see
+	// peerUnit).
+	CgroupID uint64
 }
 
 type peerKey struct{}
@@ -67,7 +77,13 @@ func peerFromConn(c net.Conn) (*Peer, error) {
 		}
 	}
 	if p.PID > 0 {
-		p.Groups = procGroups(p.PID, p.UID, p.GID)
+		cg, err := platform.ProcessCgroup(int(p.PID))
+		var same bool
+		// Read after the cgroup: a pid reused in between has other ids.
+		p.Groups, same = procGroups(p.PID, p.UID, p.GID)
+		if err == nil && same {
+			p.Unit = platform.UnitOfCgroup(cg)
+		}
 	}
 	return p, nil
 }
@@ -75,11 +91,12 @@ func peerFromConn(c net.Conn) (*Peer, error) {
 // procGroups reads the supplementary groups of pid, so allow_gids can name
 // a group the client is a member of and not only its primary group. The
 // process must still have the uid and gid the kernel recorded for the
-// connection; otherwise (it exited and the pid was reused) no groups count.
-func procGroups(pid int32, uid, gid uint32) []uint32 {
+// connection; otherwise (it exited and the pid was reused) no groups count,
+// and same is false.
+func procGroups(pid int32, uid, gid uint32) (groups []uint32, same bool) {
 	f, err := os.Open("/proc/" + strconv.Itoa(int(pid)) + "/status")
 	if err != nil {
-		return nil
+		return nil, false
 	}
 	defer f.Close()
 	var gs []uint32
@@ -102,9 +119,9 @@ func procGroups(pid int32, uid, gid uint32) []uint32 {
 		}
 	}
 	if !sameUID || !sameGID {
-		return nil
+		return nil, false
 	}
-	return gs
+	return gs, true
 }
 
 // connContext stores the peer of each accepted Unix connection in the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,10 +22,16 @@ const mfaTimeout = 30 * time.Second
 // buildExtraRoles adds the [[role]] sections, each built from its source and
 // refreshed like the device role.
 func (a *Agent) buildExtraRoles(device aws.CredentialsProvider) error {
+	a.workloads = newWorkloadSet()
 	return buildRoleProviders(a.cfg, device, func(r *RoleConfig, p aws.CredentialsProvider) (aws.CredentialsProvider, error) {
 		rl, err := a.addRole(r.Name, a.roleKey(r), p, r.Source, AllowList{UIDs: r.AllowUIDs, GIDs: r.AllowGIDs})
 		if err != nil {
 			return nil, err
+		}
+		if r.workload != "" {
+			rl.workload = r.workload
+			i := slices.IndexFunc(a.cfg.Workloads, func(w WorkloadConfig) bool { return w.Name == r.workload })
+			a.workloads.add(&a.cfg.Workloads[i], rl)
 		}
 		return rl.ref, nil
 	})
@@ -38,7 +45,8 @@ func (a *Agent) buildExtraRoles(device aws.CredentialsProvider) error {
 func buildRoleProviders(cfg *Config, device aws.CredentialsProvider, add func(*RoleConfig, aws.CredentialsProvider) (aws.CredentialsProvider, error)) error {
 	built := map[string]aws.CredentialsProvider{DeviceRole: device}
 	profiles := map[string]aws.CredentialsProvider{}
-	pending := append([]RoleConfig(nil), cfg.Roles...)
+	// Workloads' sessions of a role are built from the same source.
+	pending := append(append([]RoleConfig(nil), cfg.Roles...), cfg.scopedRoles()...)
 	for len(pending) > 0 {
 		var next []RoleConfig
 		for _, r := range pending {

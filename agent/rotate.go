@@ -364,17 +364,9 @@ func (r *rotator) prove(ctx context.Context, rec *store.Rotation) error {
 		return fmt.Errorf("pending identity: %w", err)
 	}
 	defer pend.Close()
-	roots, err := brokerRoots(cfg)
-	if err != nil {
-		return err
-	}
-	// Its own client id: the device's would take the agent's session over.
-	conn, err := fleetprov.Dial(ctx, fleetprov.DialConfig{Endpoint: cfg.MQTT.Endpoint, Port: cfg.MQTT.Port,
-		ClientID: cfg.MQTT.ClientID + "-rotation", Certificate: pend.Certificate(), RootCAs: roots})
-	if err != nil {
+	if err := r.dial(ctx, pend); err != nil {
 		return fmt.Errorf("the broker refuses the new certificate: %w", err)
 	}
-	conn.Close()
 	p, err := NewDeviceProvider(cfg, pend)
 	if err != nil {
 		return err
@@ -536,16 +528,10 @@ func (r *rotator) fallback(ctx context.Context, rec *store.Rotation) bool {
 	if rl := r.a.roles[DeviceRole]; rl != nil {
 		dev = rl.ref
 	}
-	if refused(dev) && rec.PreviousCertificatePEM != "" {
-		r.log.Error("the credentials provider refuses the new certificate; going back to the previous one", "certificate_id", rec.CertificateID)
-		if err := writeFileAtomic(id.Certificate, []byte(rec.PreviousCertificatePEM), 0o644); err != nil {
-			r.log.Error("rollback failed", "err", err)
-			return false
+	if rec.PreviousCertificatePEM != "" {
+		if who := r.refusedBy(ctx, dev, rec); who != "" {
+			return r.revert(ctx, rec, who)
 		}
-		r.announceRetired(ctx, rec.CertificateID, "refused after the switch")
-		r.schedule(rec, errors.New("the new certificate was refused after the switch; rolled back to the previous one"), true)
-		r.switched <- struct{}{}
-		return true
 	}
 	if time.Now().Before(rec.FallbackUntil) {
 		return false
@@ -570,6 +556,85 @@ func (r *rotator) fallback(ctx context.Context, rec *store.Rotation) bool {
 	}
 	r.log.Info("rotation finished: the previous key is removed")
 	return false
+}
+
+// brokerRefusals is how many connection attempts in a row the broker must
+// refuse the new certificate for before the fallback watch believes it.
+const brokerRefusals = 2
+
+// refusedBy names who refuses the new certificate after the switch ("" when
+// nobody does): the credentials provider (401/403 with no valid credentials
+// left), or the broker (brokerRefusals attempts in a row refused for the
+// identity, while the previous identity still connects: a broker that
+// refuses both is not a reason to go back).
+func (r *rotator) refusedBy(ctx context.Context, dev *credprovider.Refresher, rec *store.Rotation) string {
+	if refused(dev) {
+		return "the credentials provider"
+	}
+	s := r.a.session()
+	if s == nil {
+		return ""
+	}
+	st := s.Status()
+	if st.IdentityRefused < brokerRefusals {
+		return ""
+	}
+	if err := r.previousConnects(ctx, rec); err != nil {
+		r.log.Warn("the broker refuses the new certificate, but the previous one does not connect either; keeping the new one",
+			"certificate_id", rec.CertificateID, "broker_error", st.LastError, "previous_error", err)
+		return ""
+	}
+	return "the broker"
+}
+
+// previousConnects connects to the broker once with the previous identity
+// (the certificate kept beside the current one, its key still in the
+// store).
+func (r *rotator) previousConnects(ctx context.Context, rec *store.Rotation) error {
+	prevCert := r.a.cfg.Identity.Certificate + ".prev"
+	if _, err := os.Stat(prevCert); err != nil {
+		if err := writeFileAtomic(prevCert, []byte(rec.PreviousCertificatePEM), 0o644); err != nil {
+			return fmt.Errorf("fallback certificate: %w", err)
+		}
+	}
+	prev, err := hsm.Open(ctx, prevCert, cmp.Or(rec.PreviousKey, r.a.cfg.Identity.PrivateKey))
+	if err != nil {
+		return fmt.Errorf("previous identity: %w", err)
+	}
+	defer prev.Close()
+	return r.dial(ctx, prev)
+}
+
+// dial makes one MQTT connection to the broker with ident, under its own
+// client id (the device's would take the agent's session over).
+func (r *rotator) dial(ctx context.Context, ident *hsm.Identity) error {
+	cfg := r.a.cfg
+	roots, err := brokerRoots(cfg)
+	if err != nil {
+		return err
+	}
+	conn, err := fleetprov.Dial(ctx, fleetprov.DialConfig{Endpoint: cfg.MQTT.Endpoint, Port: cfg.MQTT.Port,
+		ClientID: cfg.MQTT.ClientID + "-rotation", Certificate: ident.Certificate(), RootCAs: roots})
+	if err != nil {
+		return err
+	}
+	conn.Close()
+	return nil
+}
+
+// revert puts the previous certificate back after who refused the new one
+// during the fallback period, has the cloud deactivate the new one, and
+// ends the generation so the next one runs the previous identity.
+func (r *rotator) revert(ctx context.Context, rec *store.Rotation, who string) bool {
+	r.log.Error(who+" refuses the new certificate; going back to the previous one", "certificate_id", rec.CertificateID)
+	if err := writeFileAtomic(r.a.cfg.Identity.Certificate, []byte(rec.PreviousCertificatePEM), 0o644); err != nil {
+		r.log.Error("rollback failed", "err", err)
+		return false
+	}
+	r.announceRetired(ctx, rec.CertificateID, "refused after the switch")
+	r.schedule(rec, fmt.Errorf("%s refused the new certificate after the switch; rolled back to the previous one", who), true)
+	r.switched <- struct{}{}
+	return true
 }
 
 // removePrevious deletes the previous key: from the PEM file (keeping the

@@ -50,6 +50,9 @@ type role struct {
 	source Source
 	// allow narrows the socket's allow list for this role.
 	allow AllowList
+	// workload is set on a [[workload]]'s session of a role: served only
+	// to the programs the workload picks (see roleFor).
+	workload string
 	// answer is the last credentials encoded, reused while they are the
 	// ones the provider returns: a local program may ask for them
 	// thousands of times between two refreshes.
@@ -107,9 +110,11 @@ type roleSet map[string]*role
 
 // api serves the Unix socket: credentials, status and the MQTT endpoints.
 type api struct {
-	roles  func() roleSet
-	allow  func() AllowList
-	status func() Status
+	roles func() roleSet
+	// roleFor decides which credentials a peer gets (workload.go).
+	roleFor func(*Peer, string) (*role, error)
+	allow   func() AllowList
+	status  func() Status
 	// mqtt returns the MQTT session, nil while it restarts; mqtt itself is
 	// nil when [mqtt] is not configured.
 	mqtt func() *mqtt.Session
@@ -124,7 +129,7 @@ type api struct {
 func (a *api) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/credentials", func(w http.ResponseWriter, r *http.Request) {
-		a.credentials(w, r, DeviceRole)
+		a.credentials(w, r, "")
 	})
 	mux.HandleFunc("GET /v1/credentials/{role}", func(w http.ResponseWriter, r *http.Request) {
 		a.credentials(w, r, r.PathValue("role"))
@@ -202,17 +207,35 @@ func (a *api) refuse(w http.ResponseWriter, r *http.Request, p *Peer) {
 		"uid "+uid+" (gid "+gid+") is not in the allow list; add it to serve.allow_uids or allow_gids (or the role's own lists)")
 }
 
+// credentials serves the role name ("" for the peer's default) to the peer,
+// as roleFor decides.
 func (a *api) credentials(w http.ResponseWriter, r *http.Request, name string) {
-	rl, ok := a.roles()[name]
-	if !ok {
-		writeError(w, http.StatusNotFound, "unknown_role", "no role "+strconv.Quote(name)+" is configured; add a [[role]] with that name")
-		return
-	}
-	if p := peerFrom(r.Context()); !rl.allow.Empty() && !rl.allow.Allows(p) {
-		a.refuse(w, r, p)
+	p := peerFrom(r.Context())
+	rl, err := a.roleFor(p, name)
+	if err != nil {
+		refuseRole(w, r, a.log, p, err, a.refuse)
 		return
 	}
 	serveCredentials(w, r, rl)
+}
+
+// refuseRole answers a roleFor refusal: peer_not_allowed as the endpoint
+// words it (refuse), others in the API's error shape; a refused workload is
+// logged and keeps no connection.
+func refuseRole(w http.ResponseWriter, r *http.Request, log *slog.Logger, p *Peer, err error, refuse func(http.ResponseWriter, *http.Request, *Peer)) {
+	rf, ok := err.(*refusal)
+	switch {
+	case !ok:
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+	case rf.Code == "peer_not_allowed":
+		refuse(w, r, p)
+	default:
+		if rf.Status == http.StatusForbidden && p != nil {
+			log.Warn("refused a workload a role it is not mapped to", "uid", p.UID, "unit", p.Unit, "path", r.URL.Path)
+			w.Header().Set("Connection", "close")
+		}
+		writeError(w, rf.Status, rf.Code, rf.Message)
+	}
 }
 
 // serveCredentials answers one role's credentials, or 503 with Retry-After
@@ -290,7 +313,8 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 // containerAPI is the optional loopback endpoint that AWS SDKs reach through
 // AWS_CONTAINER_CREDENTIALS_FULL_URI and AWS_CONTAINER_AUTHORIZATION_TOKEN.
 type containerAPI struct {
-	roles func() roleSet
+	// roleFor decides which credentials a peer gets (workload.go).
+	roleFor func(*Peer, string) (*role, error)
 	// allow is the global allow list, applied to the owner of the TCP peer
 	// (see tcpPeer) as the socket applies it to its peers.
 	allow func() AllowList
@@ -301,7 +325,7 @@ type containerAPI struct {
 func (c *containerAPI) routes() http.Handler {
 	mux := http.NewServeMux()
 	device := func(w http.ResponseWriter, r *http.Request) {
-		c.serve(w, r, DeviceRole)
+		c.serve(w, r, "")
 	}
 	// The Greengrass Token Exchange Service path, so components written for
 	// Greengrass find their credentials here too.
@@ -324,16 +348,7 @@ func (c *containerAPI) routes() http.Handler {
 // missing or wrong token.
 func (c *containerAPI) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if len(r.Header.Values("X-Forwarded-For")) > 0 || len(r.Header.Values("Forwarded")) > 0 {
-			c.log.Warn("container endpoint refused a forwarded request", "remote", r.RemoteAddr)
-			w.Header().Set("Connection", "close")
-			writeError(w, http.StatusForbidden, "forwarded", "forwarded requests are refused; call the endpoint directly from this device")
-			return
-		}
-		if !loopbackHost(r.Host) {
-			c.log.Warn("container endpoint refused a non-loopback Host", "remote", r.RemoteAddr)
-			w.Header().Set("Connection", "close")
-			writeError(w, http.StatusForbidden, "bad_host", "the Host header must be a loopback address (127.0.0.1, ::1 or localhost)")
+		if refuseIndirect(w, r, c.log, "container endpoint") {
 			return
 		}
 		got := r.Header.Get("Authorization")
@@ -353,14 +368,13 @@ func (c *containerAPI) guard(next http.Handler) http.Handler {
 	})
 }
 
+// serve serves the role name ("" for the peer's default) to the peer, as
+// roleFor decides.
 func (c *containerAPI) serve(w http.ResponseWriter, r *http.Request, name string) {
-	rl, ok := c.roles()[name]
-	if !ok {
-		writeError(w, http.StatusNotFound, "unknown_role", "no role "+strconv.Quote(name)+" is configured")
-		return
-	}
-	if p := peerFrom(r.Context()); !rl.allow.Empty() && !rl.allow.Allows(p) {
-		c.refusePeer(w, r, p)
+	p := peerFrom(r.Context())
+	rl, err := c.roleFor(p, name)
+	if err != nil {
+		refuseRole(w, r, c.log, p, err, c.refusePeer)
 		return
 	}
 	serveCredentials(w, r, rl)
@@ -369,14 +383,44 @@ func (c *containerAPI) serve(w http.ResponseWriter, r *http.Request, name string
 // refusePeer answers 403 to a TCP peer whose owner is outside an allow list,
 // or unknown while one applies.
 func (c *containerAPI) refusePeer(w http.ResponseWriter, r *http.Request, p *Peer) {
-	uid := "unknown"
-	if p != nil {
-		uid = strconv.FormatUint(uint64(p.UID), 10)
-	}
-	c.log.Warn("container endpoint refused a local peer", "uid", uid, "remote", r.RemoteAddr, "path", r.URL.Path)
+	c.log.Warn("container endpoint refused a local peer", "uid", peerUID(p), "remote", r.RemoteAddr, "path", r.URL.Path)
 	w.Header().Set("Connection", "close")
-	writeError(w, http.StatusForbidden, "peer_not_allowed",
-		"the program calling (uid "+uid+") is not in the allow list; add its uid or group to serve.allow_uids or allow_gids (or the role's own lists)")
+	writeError(w, http.StatusForbidden, "peer_not_allowed", refusedMessage(p))
+}
+
+// refuseIndirect answers 403, and returns true, to a request that did not
+// come straight from a local program: a forwarded one, or one whose Host is
+// neither loopback nor the address the endpoint listens on (DNS
+// rebinding). what names the endpoint in the log.
+func refuseIndirect(w http.ResponseWriter, r *http.Request, log *slog.Logger, what string) bool {
+	if len(r.Header.Values("X-Forwarded-For")) > 0 || len(r.Header.Values("Forwarded")) > 0 {
+		log.Warn(what+" refused a forwarded request", "remote", r.RemoteAddr)
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusForbidden, "forwarded", "forwarded requests are refused; call the endpoint directly from this device")
+		return true
+	}
+	if !loopbackHost(r.Host) && !listenHost(r) {
+		log.Warn(what+" refused a non-loopback Host", "remote", r.RemoteAddr)
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusForbidden, "bad_host", "the Host header must be a loopback address (127.0.0.1, ::1 or localhost)")
+		return true
+	}
+	return false
+}
+
+// listenHost reports whether r's Host is the address r reached the
+// endpoint at (an address on the loopback interface, like 169.254.169.254).
+func listenHost(r *http.Request) bool {
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.Equal(local.IP)
 }
 
 func loopbackHost(hostport string) bool {

@@ -121,6 +121,10 @@ func NewAssumeRole(source aws.CredentialsProvider, opts AssumeRoleOptions) (*Ass
 	if opts.Duration == 0 {
 		opts.Duration = DefaultRoleDuration
 	}
+	if opts.Policy != "" {
+		// Sent as STS measures it; Validate checked it packs.
+		opts.Policy, _ = PackPolicy(opts.Policy)
+	}
 	client, err := opts.client(source)
 	if err != nil {
 		return nil, fmt.Errorf("role %s: %w", opts.RoleARN, err)

@@ -112,5 +112,16 @@ func validMFASerial(s string) bool { return nameOf(s, 9, 256, "+=/:,.@-") }
 // validExternalID: 2-1000 of letters, digits and +=,.@:/-_.
 func validExternalID(s string) bool { return nameOf(s, 2, 1000, "+=,.@:/-") }
 
-// validSourceIdentity: 2-64 of letters, digits and +=,.@-_.
-func validSourceIdentity(s string) bool { return nameOf(s, 2, 64, "+=,.@-") }
+// validTag reports whether s is a session tag key or value STS accepts:
+// minLen to maxLen characters (as STS counts them), each a letter, a
+// number, a space or one of _.:/=+-@ (tagRune).
+func validTag(s string, minLen, maxLen int) bool {
+	n := 0
+	for _, r := range s {
+		if !tagRune(r) {
+			return false
+		}
+		n++
+	}
+	return n >= minLen && n <= maxLen
+}

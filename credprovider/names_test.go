@@ -26,7 +26,9 @@ func TestNameRulesMatchAWSPatterns(t *testing.T) {
 			[]string{"arn:aws:iam::aws:policy/ReadOnlyAccess", "arn:aws-cn:iam::123456789012:policy/p/q"}},
 		{"MFA serial", `^[\w+=/:,.@-]{9,256}$`, validMFASerial, []string{"arn:aws:iam::123456789012:mfa/op", "GAHT12345678"}},
 		{"external id", `^[\w+=,.@:/-]{2,1000}$`, validExternalID, []string{"ext-id:1/2"}},
-		{"source identity", `^[\w+=,.@-]{2,64}$`, validSourceIdentity, []string{"operator@example.com"}},
+		{"source identity", `^[\w+=,.@-]{2,64}$`, ValidSourceIdentity, []string{"operator@example.com"}},
+		{"tag key", `^[\p{L}\p{Z}\p{N}_.:/=+\-@]{1,128}$`, func(s string) bool { return validTag(s, 1, MaxTagKeyLength) }, []string{"unit", "Projekt Größe", "a:b/c=d+e-f@g_h.i", "名前"}},
+		{"tag value", `^[\p{L}\p{Z}\p{N}_.:/=+\-@]{0,256}$`, func(s string) bool { return validTag(s, 0, MaxTagValueLength) }, []string{"telemetry.service", "x y"}},
 	}
 	// Near misses of each form, checked against every rule.
 	tricky := []string{"eu-1", "eu--west-1", "eu-west-12", "e-west-1", "eu-west-", "-eu-west-1", "eu-west1",
@@ -34,7 +36,7 @@ func TestNameRulesMatchAWSPatterns(t *testing.T) {
 		"arn:awsX:iam::123456789012:role/x", "arn:aws-:iam::123456789012:role/x", "arn:aws:iam:123456789012:role/x",
 		"arn:aws:iam::aws:role/x", "arn:aws:iam::123456789012:policy/x", "arn:aws:iam::123456789012:user/x",
 		"arn:aws:sts::123456789012:role/x", "arn:aws:iam::123456789012:role/x:y", "arn:aws:iam::123456789012:role/role/x"}
-	strays := []string{"", " ", "\n", "é", "*", "#", "%", "A", "a", "0", "_", ":", "/", "-", "aws", "\x00"}
+	strays := []string{"", " ", "\n", "é", "\xff", "\u00a0", "²", "!", "\u200b", "*", "#", "%", "A", "a", "0", "_", ":", "/", "-", "aws", "\x00"}
 	for _, r := range rules {
 		re := regexp.MustCompile(r.pattern)
 		inputs := append([]string(nil), tricky...)

@@ -1,12 +1,16 @@
 package credprovider
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
+	"sort"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/tetherd/tether/platform/endpoint"
 )
@@ -57,6 +61,112 @@ const (
 	MaxTagKeyLength       = 128
 	MaxTagValueLength     = 256
 )
+
+// ValidSourceIdentity reports whether s is a SourceIdentity STS accepts:
+// 2-64 of letters, digits and +=,.@-_.
+func ValidSourceIdentity(s string) bool { return nameOf(s, 2, 64, "+=,.@-") }
+
+// SourceIdentityOf makes a SourceIdentity (and RoleSessionName) of any
+// text, such as a systemd unit or a thing name: every character STS does not
+// accept there becomes '_', and the result is cut to 64 characters.
+func SourceIdentityOf(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("_+=,.@-", c) >= 0:
+		default:
+			b[i] = '_'
+		}
+	}
+	return string(b[:min(len(b), 64)])
+}
+
+// TagValueOf makes a session tag value of any text: every character STS does
+// not accept in a tag becomes '_', and the result is cut to
+// MaxTagValueLength characters.
+func TagValueOf(s string) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range s {
+		if n == MaxTagValueLength {
+			break
+		}
+		if !tagRune(r) {
+			r = '_'
+		}
+		b.WriteRune(r)
+		n++
+	}
+	return b.String()
+}
+
+func tagRune(r rune) bool {
+	return unicode.IsLetter(r) || unicode.In(r, unicode.Z) || unicode.IsNumber(r) || strings.ContainsRune("_.:/=+-@", r)
+}
+
+// tags checks session tags against STS's grammar and limits: at most
+// MaxSessionTags, keys unique regardless of case and not in the reserved
+// aws: namespace.
+func (l *optionErrors) tags(field string, tags map[string]string, transitive []string) {
+	if len(tags) > MaxSessionTags {
+		l.add(field+"Tags", "has %d tags; STS accepts at most %d", len(tags), MaxSessionTags)
+	}
+	folded := map[string]string{}
+	for _, k := range sortedKeys(tags) {
+		v := tags[k]
+		switch {
+		case !validTag(k, 1, MaxTagKeyLength):
+			l.add(field+"Tags", "key %q: keys are 1-%d of letters, numbers, spaces and _.:/=+-@", k, MaxTagKeyLength)
+		case strings.HasPrefix(strings.ToLower(k), "aws:"):
+			l.add(field+"Tags", "key %q: the aws: prefix is reserved for AWS", k)
+		case !validTag(v, 0, MaxTagValueLength):
+			l.add(field+"Tags", "tag %q: values are at most %d of letters, numbers, spaces and _.:/=+-@", k, MaxTagValueLength)
+		}
+		if prev, dup := folded[strings.ToLower(k)]; dup {
+			l.add(field+"Tags", "keys %q and %q differ only in case, which STS counts as the same key", prev, k)
+		}
+		folded[strings.ToLower(k)] = k
+	}
+	for _, k := range transitive {
+		if _, ok := tags[k]; !ok {
+			l.add(field+"TransitiveTagKeys", "%q is not one of the tag keys", k)
+		}
+	}
+}
+
+func sortedKeys(m map[string]string) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// PackPolicy returns a session policy document as STS measures it: the
+// JSON without insignificant white space. It refuses a document that is
+// not JSON, longer than MaxSessionPolicyBytes characters packed, or holding
+// characters STS does not accept (it takes U+0020-U+00FF, tab, LF and CR).
+// Errors are *OptionError for Field "Policy".
+func PackPolicy(doc string) (string, error) {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, []byte(doc)); err != nil {
+		return "", &OptionError{Field: "Policy", Issue: "is not valid JSON; give an IAM policy document"}
+	}
+	packed := buf.String()
+	n := 0
+	for _, r := range packed {
+		if r > 0xff || (r < 0x20 && r != '\t' && r != '\n' && r != '\r') {
+			return "", &OptionError{Field: "Policy", Issue: fmt.Sprintf("holds %q, which STS does not accept in a policy (only U+0020-U+00FF, tab, LF, CR)", r)}
+		}
+		n++
+	}
+	if n > MaxSessionPolicyBytes {
+		return "", &OptionError{Field: "Policy", Issue: fmt.Sprintf("is %d characters without white space; STS accepts at most %d", n, MaxSessionPolicyBytes)}
+	}
+	return packed, nil
+}
 
 // Validate checks the options as NewIoT does, except the device certificate,
 // which a caller checking a configuration file has not opened yet: endpoint,
@@ -140,10 +250,8 @@ func (l *optionErrors) role(typ, arn, session string, d time.Duration) {
 // policies checks session policies against what STS accepts.
 func (l *optionErrors) policies(typ, policy string, arns []string) {
 	if policy != "" {
-		if !json.Valid([]byte(policy)) {
-			l.add(typ+".Policy", "is not valid JSON; give an IAM policy document")
-		} else if len(policy) > MaxSessionPolicyBytes {
-			l.add(typ+".Policy", "is %d bytes; STS accepts at most %d", len(policy), MaxSessionPolicyBytes)
+		if _, err := PackPolicy(policy); err != nil {
+			l.addAs(typ+".Policy", err)
 		}
 	}
 	if len(arns) > MaxPolicyARNs {
@@ -168,20 +276,8 @@ func (o AssumeRoleOptions) Validate() error {
 		l.add("AssumeRoleOptions.ExternalID", "is not valid (2-1000 of letters, digits and +=,.@:/-)")
 	}
 	l.policies("AssumeRoleOptions", o.Policy, o.PolicyARNs)
-	if len(o.Tags) > MaxSessionTags {
-		l.add("AssumeRoleOptions.Tags", "has %d tags; STS accepts at most %d", len(o.Tags), MaxSessionTags)
-	}
-	for k, v := range o.Tags {
-		if k == "" || len(k) > MaxTagKeyLength || len(v) > MaxTagValueLength {
-			l.add("AssumeRoleOptions.Tags", "tag %q: keys are 1-%d characters, values at most %d", k, MaxTagKeyLength, MaxTagValueLength)
-		}
-	}
-	for _, k := range o.TransitiveTagKeys {
-		if _, ok := o.Tags[k]; !ok {
-			l.add("AssumeRoleOptions.TransitiveTagKeys", "%q is not one of the tag keys", k)
-		}
-	}
-	if o.SourceIdentity != "" && !validSourceIdentity(o.SourceIdentity) {
+	l.tags("AssumeRoleOptions.", o.Tags, o.TransitiveTagKeys)
+	if o.SourceIdentity != "" && !ValidSourceIdentity(o.SourceIdentity) {
 		l.add("AssumeRoleOptions.SourceIdentity", "%q is not valid (2-64 of letters, digits and +=,.@-)", o.SourceIdentity)
 	}
 	switch {

@@ -73,6 +73,17 @@ func TestAssumeRoleOptionsValidate(t *testing.T) {
 		{"not a policy ARN", func(o *credprovider.AssumeRoleOptions) { o.PolicyARNs = []string{roleA} }, "AssumeRoleOptions.PolicyARNs"},
 		{"51 tags", func(o *credprovider.AssumeRoleOptions) { o.Tags, o.TransitiveTagKeys = tags, nil }, "AssumeRoleOptions.Tags"},
 		{"long tag value", func(o *credprovider.AssumeRoleOptions) { o.Tags = map[string]string{"site": strings.Repeat("v", 257)} }, "AssumeRoleOptions.Tags"},
+		{"tag key grammar", func(o *credprovider.AssumeRoleOptions) {
+			o.Tags, o.TransitiveTagKeys = map[string]string{"a,b": "v"}, nil
+		}, "AssumeRoleOptions.Tags"},
+		{"tag value grammar", func(o *credprovider.AssumeRoleOptions) { o.Tags = map[string]string{"site": `a\x2db`} }, "AssumeRoleOptions.Tags"},
+		{"aws: tag key", func(o *credprovider.AssumeRoleOptions) {
+			o.Tags, o.TransitiveTagKeys = map[string]string{"AWS:x": "v"}, nil
+		}, "AssumeRoleOptions.Tags"},
+		{"tag keys differing in case", func(o *credprovider.AssumeRoleOptions) {
+			o.Tags, o.TransitiveTagKeys = map[string]string{"Site": "a", "site": "b"}, nil
+		}, "AssumeRoleOptions.Tags"},
+		{"policy character", func(o *credprovider.AssumeRoleOptions) { o.Policy = `{"Sid":"☃"}` }, "AssumeRoleOptions.Policy"},
 		{"external id", func(o *credprovider.AssumeRoleOptions) { o.ExternalID = "x" }, "AssumeRoleOptions.ExternalID"},
 		{"source identity", func(o *credprovider.AssumeRoleOptions) { o.SourceIdentity = "a b" }, "AssumeRoleOptions.SourceIdentity"},
 		{"MFA serial", func(o *credprovider.AssumeRoleOptions) { o.MFASerial = "short" }, "AssumeRoleOptions.MFASerial"},
@@ -88,6 +99,9 @@ func TestAssumeRoleOptionsValidate(t *testing.T) {
 			assert.Equal(t, []string{tc.field}, fields(t, err), "NewAssumeRole refuses what Validate refuses")
 		})
 	}
+	spaced := ok
+	spaced.Policy = "{\"Statement\": " + strings.Repeat(" ", 3000) + `"x"}`
+	assert.NoError(t, spaced.Validate(), "white space does not count towards the policy's size")
 	all := credprovider.AssumeRoleOptions{RoleARN: "x", SessionName: "y"}
 	assert.ElementsMatch(t, []string{"STSOptions.Region", "AssumeRoleOptions.RoleARN", "AssumeRoleOptions.SessionName"}, fields(t, all.Validate()))
 }
@@ -126,4 +140,24 @@ func TestIoTOptionsValidate(t *testing.T) {
 	var oe *credprovider.OptionError
 	require.True(t, errors.As(err, &oe))
 	assert.Contains(t, oe.Issue, "certificate 2")
+}
+
+// TestIdentifiersOf ensures that any text, a systemd unit with escapes or a
+// thing name with colons, becomes a SourceIdentity and a tag value that STS
+// accepts.
+func TestIdentifiersOf(t *testing.T) {
+	for _, tc := range []struct{ in, si, tag string }{
+		{"uploader.service", "uploader.service", "uploader.service"},
+		{`dev-sda\x2d1.mount`, "dev-sda_x2d1.mount", "dev-sda_x2d1.mount"},
+		{"thing:a", "thing_a", "thing:a"},
+		{"a b,c", "a_b,c", "a b_c"},
+		{strings.Repeat("x", 300), strings.Repeat("x", 64), strings.Repeat("x", 256)},
+	} {
+		si, tag := credprovider.SourceIdentityOf(tc.in), credprovider.TagValueOf(tc.in)
+		assert.Equal(t, tc.si, si, tc.in)
+		assert.Equal(t, tc.tag, tag, tc.in)
+		o := credprovider.AssumeRoleOptions{STSOptions: credprovider.STSOptions{Region: "eu-west-1"}, RoleARN: roleA,
+			SessionName: si, SourceIdentity: si, Tags: map[string]string{"k": tag}}
+		assert.NoError(t, o.Validate(), tc.in)
+	}
 }

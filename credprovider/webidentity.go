@@ -48,6 +48,9 @@ func NewWebIdentity(opts WebIdentityOptions) (*WebIdentity, error) {
 	if opts.Duration == 0 {
 		opts.Duration = DefaultRoleDuration
 	}
+	if opts.Policy != "" {
+		opts.Policy, _ = PackPolicy(opts.Policy)
+	}
 	client, err := opts.client(nil)
 	if err != nil {
 		return nil, fmt.Errorf("role %s: %w", opts.RoleARN, err)

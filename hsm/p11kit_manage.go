@@ -1,6 +1,7 @@
 package hsm
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -188,4 +189,58 @@ func keygenArgs(ctx context.Context, uri string, kt KeyType) (*URI, error) {
 		return nil, fmt.Errorf("keygen: key type %q: want ec-p256, ec-p384 or rsa-2048", kt)
 	}
 	return u, nil
+}
+
+// deleteKeysArgs parses and checks DeleteKeys's arguments, for both
+// backends.
+func deleteKeysArgs(ctx context.Context, uri string) (*URI, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	u, err := ParseURI(uri)
+	if err != nil {
+		return nil, err
+	}
+	if u.Object == "" && len(u.ID) == 0 {
+		return nil, fmt.Errorf("delete keys %s: the URI names no key", u)
+	}
+	return u, nil
+}
+
+// rpcDeleteKeys is DeleteKeys over p11-kit's RPC; see DeleteKeys.
+func rpcDeleteKeys(ctx context.Context, u *URI, keep []byte, o options) error {
+	pin, err := u.readPIN(o.getenv)
+	if err != nil {
+		return err
+	}
+	s, err := rpcOpen(ctx, u, pin)
+	if err != nil {
+		return fmt.Errorf("delete keys: %w", err)
+	}
+	defer s.close()
+	if !s.rw {
+		return fmt.Errorf("delete keys %s: token %s is read-only", u, s.tok)
+	}
+	for _, class := range []uint64{p11rpc.CKO_PRIVATE_KEY, p11rpc.CKO_PUBLIC_KEY} {
+		tmpl := []p11rpc.Attribute{p11rpc.Ulong(p11rpc.CKA_CLASS, class)}
+		if u.Object != "" {
+			tmpl = append(tmpl, p11rpc.String(p11rpc.CKA_LABEL, u.Object))
+		}
+		if len(u.ID) > 0 {
+			tmpl = append(tmpl, p11rpc.Bytes(p11rpc.CKA_ID, u.ID))
+		}
+		hs, err := s.c.FindAll(s.sh, tmpl, maxObjects)
+		if err != nil {
+			return fmt.Errorf("token %s: C_FindObjects: %w", s.tok, err)
+		}
+		for _, h := range hs {
+			if keep != nil && bytes.Equal(rpcDescribe(s.c, s.sh, h).ID, keep) {
+				continue
+			}
+			if err := s.c.DestroyObject(s.sh, h); err != nil {
+				return fmt.Errorf("token %s: C_DestroyObject: %w", s.tok, err)
+			}
+		}
+	}
+	return nil
 }

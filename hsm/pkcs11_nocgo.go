@@ -4,7 +4,6 @@ package hsm
 
 import (
 	"context"
-	"errors"
 )
 
 // PKCS11Available reports whether this build can use pkcs11: keys. A
@@ -24,8 +23,13 @@ func openPKCS11(ctx context.Context, u *URI, o options) (keyBackend, error) {
 	return openP11Kit(ctx, u, o)
 }
 
-// DeleteKeys needs the cgo PKCS#11 build (crypto11); through p11-kit the
-// previous key of a rotation stays in the token, unused.
-func DeleteKeys(context.Context, string, []byte, ...Option) error {
-	return errors.New("deleting token keys needs the cgo PKCS#11 build (tether-pkcs11-linux-*); the previous key stays in the token, unused")
+// DeleteKeys destroys the key pairs the URI names, except those whose
+// CKA_ID is keep; see the cgo build. Here the module is reached through
+// p11-kit.
+func DeleteKeys(ctx context.Context, uri string, keep []byte, opts ...Option) error {
+	u, err := deleteKeysArgs(ctx, uri)
+	if err != nil {
+		return err
+	}
+	return rpcDeleteKeys(ctx, u, keep, buildOptions(opts))
 }

@@ -16,16 +16,13 @@ import (
 // an abandoned rotation its pending one. Secret keys (the state sealer) are
 // never touched.
 func DeleteKeys(ctx context.Context, uri string, keep []byte, opts ...Option) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	o := buildOptions(opts)
-	u, err := ParseURI(uri)
+	u, err := deleteKeysArgs(ctx, uri)
 	if err != nil {
 		return err
 	}
-	if u.Object == "" && len(u.ID) == 0 {
-		return fmt.Errorf("delete keys %s: the URI names no key", u)
+	o := buildOptions(opts)
+	if u.viaP11Kit() {
+		return rpcDeleteKeys(ctx, u, keep, o)
 	}
 	pin, err := u.readPIN(o.getenv)
 	if err != nil {

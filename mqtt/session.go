@@ -104,22 +104,26 @@ const (
 
 // Status is a snapshot for `tether status`.
 type Status struct {
-	State       State             `json:"state"`
-	Since       time.Time         `json:"since"`
-	Endpoint    string            `json:"endpoint"`
-	ClientID    string            `json:"client_id"`
-	Connects    uint64            `json:"connects"`   // successful connections
-	Reconnects  uint64            `json:"reconnects"` // connects after the first
-	Attempts    uint64            `json:"attempts"`   // failed connection attempts
-	Failures    int               `json:"failures"`   // consecutive failures driving the backoff
-	LastError   string            `json:"last_error,omitempty"`
-	LastErrorAt time.Time         `json:"last_error_at,omitzero"`
-	Inflight    int               `json:"inflight"`    // QoS 1 messages sent, not yet acknowledged
-	Rejected    uint64            `json:"rejected"`    // messages the broker refused (moved to the dead letters)
-	Subscribers int               `json:"subscribers"` // local subscribers
-	Dropped     uint64            `json:"dropped"`     // messages dropped for slow local subscribers
-	Outbox      store.OutboxStats `json:"outbox"`
-	OldestAge   time.Duration     `json:"oldest_age"` // age of the oldest queued message
+	State      State     `json:"state"`
+	Since      time.Time `json:"since"`
+	Endpoint   string    `json:"endpoint"`
+	ClientID   string    `json:"client_id"`
+	Connects   uint64    `json:"connects"`   // successful connections
+	Reconnects uint64    `json:"reconnects"` // connects after the first
+	Attempts   uint64    `json:"attempts"`   // failed connection attempts
+	Failures   int       `json:"failures"`   // consecutive failures driving the backoff
+	// IdentityRefused counts the consecutive connection attempts the broker
+	// answered by refusing the device's certificate (see IdentityRefused);
+	// 0 once a connection is up or an attempt failed otherwise.
+	IdentityRefused int               `json:"identity_refused,omitempty"`
+	LastError       string            `json:"last_error,omitempty"`
+	LastErrorAt     time.Time         `json:"last_error_at,omitzero"`
+	Inflight        int               `json:"inflight"`    // QoS 1 messages sent, not yet acknowledged
+	Rejected        uint64            `json:"rejected"`    // messages the broker refused (moved to the dead letters)
+	Subscribers     int               `json:"subscribers"` // local subscribers
+	Dropped         uint64            `json:"dropped"`     // messages dropped for slow local subscribers
+	Outbox          store.OutboxStats `json:"outbox"`
+	OldestAge       time.Duration     `json:"oldest_age"` // age of the oldest queued message
 }
 
 // Session is one MQTT v5 session. It is safe for concurrent use.
@@ -139,6 +143,7 @@ type Session struct {
 	connects    uint64
 	attempts    uint64
 	failures    int
+	refused     int // consecutive attempts refused for the identity
 	lastErr     error
 	lastErrAt   time.Time
 	rejects     uint64
@@ -305,6 +310,11 @@ func (s *Session) onConnectError(err error) {
 	s.mu.Lock()
 	s.attempts++
 	s.failures++
+	if IdentityRefused(err) {
+		s.refused++
+	} else {
+		s.refused = 0
+	}
 	s.lastErr, s.lastErrAt = err, time.Now()
 	if s.state != StateDisconnected && s.state != StateClosed {
 		s.state, s.since = StateDisconnected, time.Now()
@@ -317,6 +327,7 @@ func (s *Session) onConnectError(err error) {
 func (s *Session) onUp(cm *autopaho.ConnectionManager, ca *paho.Connack) {
 	s.mu.Lock()
 	s.connects++
+	s.refused = 0
 	s.state, s.since, s.upAt = StateConnected, time.Now(), time.Now()
 	filters := make([]string, 0, len(s.subs))
 	for f := range s.subs {
@@ -425,17 +436,18 @@ func (s *Session) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Status{
-		State:      s.state,
-		Since:      s.since,
-		Endpoint:   s.endpoint,
-		ClientID:   s.clientID,
-		Connects:   s.connects,
-		Reconnects: max(s.connects, 1) - 1,
-		Attempts:   s.attempts,
-		Failures:   s.failures,
-		Rejected:   s.rejects,
-		Dropped:    s.dropped,
-		Outbox:     ob,
+		State:           s.state,
+		Since:           s.since,
+		Endpoint:        s.endpoint,
+		ClientID:        s.clientID,
+		Connects:        s.connects,
+		Reconnects:      max(s.connects, 1) - 1,
+		Attempts:        s.attempts,
+		Failures:        s.failures,
+		IdentityRefused: s.refused,
+		Rejected:        s.rejects,
+		Dropped:         s.dropped,
+		Outbox:          ob,
 	}
 	if s.lastErr != nil {
 		st.LastError, st.LastErrorAt = s.lastErr.Error(), s.lastErrAt

@@ -37,6 +37,7 @@ var packageFiles = []string{
 	"/usr/share/doc/tether/packaging.md",
 	"/usr/share/doc/tether/examples/pkcs11-pin.conf",
 	"/usr/share/doc/tether/examples/tpm2.conf",
+	"/usr/share/doc/tether/examples/local-endpoints.conf",
 	"/usr/share/man/man1/tether.1.gz",
 }
 

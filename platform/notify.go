@@ -2,7 +2,10 @@ package platform
 
 import (
 	"fmt"
+	"net"
+	"os"
 	"strings"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 )
@@ -10,13 +13,36 @@ import (
 // Notify sends one sd_notify message made of the given assignments (e.g.
 // "READY=1", "STATUS=..."). sent is false, with a nil error, when the process
 // was not started with NOTIFY_SOCKET, i.e. not by systemd as Type=notify.
+//
+// The write gives up after notifyTimeout: $NOTIFY_SOCKET is a datagram
+// socket, and once its queue is full (net.unix.max_dgram_qlen, 10 messages
+// by default) a sender blocks until the reader catches up. A service manager
+// (or a test harness) that stops reading must not stop the agent: it would
+// otherwise hang in a status line, deaf to SIGTERM.
 func Notify(assignments ...string) (sent bool, err error) {
-	sent, err = daemon.SdNotify(false, strings.Join(assignments, "\n"))
-	if err != nil {
+	name := os.Getenv("NOTIFY_SOCKET")
+	if name == "" {
+		return false, nil
+	}
+	fail := func(err error) (bool, error) {
 		return false, fmt.Errorf("systemd notify %s: %w", strings.Join(keys(assignments), ","), err)
 	}
-	return sent, nil
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		return fail(err)
+	}
+	defer conn.Close()
+	if err := conn.SetWriteDeadline(time.Now().Add(notifyTimeout)); err != nil {
+		return fail(err)
+	}
+	if _, err := conn.Write([]byte(strings.Join(assignments, "\n"))); err != nil {
+		return fail(err)
+	}
+	return true, nil
 }
+
+// notifyTimeout bounds one sd_notify write (see Notify).
+const notifyTimeout = time.Second
 
 // keys names the assignments for an error without repeating their values.
 func keys(assignments []string) []string {

@@ -131,6 +131,21 @@ func TestNotifyDeadSocketIsAnError(t *testing.T) {
 	assert.Contains(t, err.Error(), "STOPPING")
 }
 
+// TestNotifyNeverBlocks ensures that a $NOTIFY_SOCKET whose reader stopped
+// reading cannot hang the caller: once the socket's queue is full, Notify
+// returns an error instead of waiting for the reader.
+func TestNotifyNeverBlocks(t *testing.T) {
+	notifySocket(t, false) // never read
+	for i := range 1024 {
+		if err := Status("line " + strconv.Itoa(i)); err != nil {
+			assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
+			assert.Contains(t, err.Error(), "STATUS")
+			return
+		}
+	}
+	t.Fatal("1024 messages were queued on a socket nobody reads; the queue limit was not reached")
+}
+
 // TestWatchdogInterval ensures that WatchdogInterval reads $WATCHDOG_USEC when $WATCHDOG_PID is this process or unset, and refuses garbage.
 func TestWatchdogInterval(t *testing.T) {
 	pid := strconv.Itoa(os.Getpid())

@@ -35,8 +35,8 @@ type Env struct {
 	// NotifySocket is the datagram socket NOTIFY_SOCKET names.
 	NotifySocket string
 
-	t      testing.TB // the test New was given, failed by the methods
-	notify *net.UnixConn
+	t      testing.TB  // the test New was given, failed by the methods
+	notify chan string // datagrams read from NotifySocket
 	base   string
 }
 
@@ -101,14 +101,32 @@ func (e *Env) WriteConfig(extra string, edits ...string) {
 	}
 }
 
+// listenNotify opens NOTIFY_SOCKET and reads it all the time, as systemd
+// does: the socket's queue holds 10 datagrams, and an agent whose status
+// lines nobody reads would see its sd_notify writes refused.
 func (e *Env) listenNotify() {
 	e.NotifySocket = filepath.Join(e.Dir, "notify.sock")
 	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: e.NotifySocket, Net: "unixgram"})
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.t.Cleanup(func() { c.Close() })
-	e.notify = c
+	e.notify = make(chan string, 1024)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			select {
+			case e.notify <- string(buf[:n]):
+			default: // nobody waits for this many: keep the oldest
+			}
+		}
+	}()
+	e.t.Cleanup(func() { c.Close(); <-done })
 	e.t.Setenv("NOTIFY_SOCKET", e.NotifySocket)
 }
 
@@ -116,15 +134,15 @@ func (e *Env) listenNotify() {
 // it. It fails the test after 30 s.
 func (e *Env) WaitNotify(want string) string {
 	e.t.Helper()
-	buf := make([]byte, 4096)
-	e.notify.SetReadDeadline(time.Now().Add(30 * time.Second))
+	timeout := time.After(30 * time.Second)
 	for {
-		n, err := e.notify.Read(buf)
-		if err != nil {
-			e.t.Fatalf("agenttest: waiting for %q on NOTIFY_SOCKET: %v", want, err)
-		}
-		if msg := string(buf[:n]); strings.Contains(msg, want) {
-			return msg
+		select {
+		case msg := <-e.notify:
+			if strings.Contains(msg, want) {
+				return msg
+			}
+		case <-timeout:
+			e.t.Fatalf("agenttest: no %q on NOTIFY_SOCKET within 30 s", want)
 		}
 	}
 }

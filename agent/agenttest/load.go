@@ -2,6 +2,7 @@ package agenttest
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -40,6 +41,22 @@ func Load(tb testing.TB, socket, path string, clients int, d time.Duration, n in
 // an SDK's credential provider does; the client side is kept lean (one
 // prepared request, http.ReadResponse) so that it costs the machine little.
 func RunLoad(socket, path string, clients int, d time.Duration, n int) (LoadResult, error) {
+	return RunLoadTarget(LoadTarget{Network: "unix", Address: socket, Path: path}, clients, d, n)
+}
+
+// LoadTarget is where a load run sends its GET requests.
+type LoadTarget struct {
+	// Network is "unix" or "tcp"; Address the socket's path or host:port.
+	Network, Address string
+	Path             string
+	// Header is sent with each request (a token, for example).
+	Header http.Header
+}
+
+// RunLoadTarget is RunLoad for any target: a Unix socket, or a TCP
+// endpoint such as the container or IMDS endpoint, whose Host header is
+// the address.
+func RunLoadTarget(t LoadTarget, clients int, d time.Duration, n int) (LoadResult, error) {
 	var left atomic.Int64
 	left.Store(int64(n))
 	if n <= 0 {
@@ -51,12 +68,19 @@ func RunLoad(socket, path string, clients int, d time.Duration, n int) (LoadResu
 		errs []error
 		wg   sync.WaitGroup
 	)
-	req := []byte("GET " + path + " HTTP/1.1\r\nHost: tether\r\nUser-Agent: tether-load\r\n\r\n")
+	host := "tether"
+	if t.Network == "tcp" {
+		host = t.Address
+	}
+	var req bytes.Buffer
+	req.WriteString("GET " + t.Path + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: tether-load\r\n")
+	t.Header.Write(&req)
+	req.WriteString("\r\n")
 	start := time.Now()
 	deadline := start.Add(d)
 	for range clients {
 		wg.Go(func() {
-			mine, err := client(socket, req, deadline, &left)
+			mine, err := client(t.Network, t.Address, req.Bytes(), deadline, &left)
 			mu.Lock()
 			defer mu.Unlock()
 			lat = append(lat, mine...)
@@ -68,7 +92,7 @@ func RunLoad(socket, path string, clients int, d time.Duration, n int) (LoadResu
 	wg.Wait()
 	elapsed := time.Since(start)
 	if len(lat) == 0 {
-		return LoadResult{}, errors.Join(append(errs, fmt.Errorf("agenttest: no request to %s succeeded", socket))...)
+		return LoadResult{}, errors.Join(append(errs, fmt.Errorf("agenttest: no request to %s succeeded", t.Address))...)
 	}
 	slices.Sort(lat)
 	return LoadResult{
@@ -81,8 +105,8 @@ func RunLoad(socket, path string, clients int, d time.Duration, n int) (LoadResu
 
 // client sends req over one connection until deadline or until left runs
 // out, and returns each request's latency.
-func client(socket string, req []byte, deadline time.Time, left *atomic.Int64) ([]time.Duration, error) {
-	conn, err := net.Dial("unix", socket)
+func client(network, address string, req []byte, deadline time.Time, left *atomic.Int64) ([]time.Duration, error) {
+	conn, err := net.Dial(network, address)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +128,7 @@ func client(socket string, req []byte, deadline time.Time, left *atomic.Int64) (
 			return lat, err
 		}
 		if resp.StatusCode != http.StatusOK {
-			return lat, fmt.Errorf("agenttest: GET on %s: status %d", socket, resp.StatusCode)
+			return lat, fmt.Errorf("agenttest: GET on %s: status %d", address, resp.StatusCode)
 		}
 		lat = append(lat, time.Since(t0))
 	}

@@ -13,7 +13,9 @@
 //
 // Every successful AssumeRole issues new credentials for the role, which the
 // server then accepts in turn, so a chain device role → role A → role B is
-// checked end to end.
+// checked end to end. A session keeps the source identity and tags it was
+// given, and every call records the context of the session that signed it,
+// as CloudTrail does: a test can ask which program made a call.
 package ststest
 
 import (
@@ -24,12 +26,14 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/xml"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,6 +66,12 @@ type Role struct {
 	// WebIdentityTokens are the tokens AssumeRoleWithWebIdentity accepts for
 	// this role.
 	WebIdentityTokens []string
+	// DenyTagSession and DenySetSourceIdentity stand for a trust policy
+	// that does not grant sts:TagSession or sts:SetSourceIdentity: an
+	// AssumeRole that passes tags or a source identity is then refused with
+	// AccessDenied, as AWS refuses it.
+	DenyTagSession        bool
+	DenySetSourceIdentity bool
 }
 
 // Call records one request.
@@ -78,12 +88,33 @@ type Call struct {
 	Issued string
 	// ErrorCode is the error answered, "" on success.
 	ErrorCode string
+
+	// What an AssumeRole asked for the new session, decoded from Params:
+	// its session tags, their transitive keys, source identity and inline
+	// session policy.
+	Tags              map[string]string
+	TransitiveTagKeys []string
+	SourceIdentity    string
+	Policy            string
+
+	// Session is the context of the session that signed the request, as
+	// CloudTrail records it in userIdentity.sessionContext (zero for a
+	// user's long-term credentials or an unsigned request).
+	Session Session
+}
+
+// Session is what a role session carries besides its credentials: the
+// source identity it was given (or inherited) and its session tags.
+type Session struct {
+	SourceIdentity string
+	Tags           map[string]string
 }
 
 // principal is a set of credentials the server accepts.
 type principal struct {
-	creds aws.Credentials
-	arn   string
+	creds   aws.Credentials
+	arn     string
+	session Session
 }
 
 // Option configures a Server.
@@ -207,6 +238,18 @@ func (s *Server) Calls() []Call {
 	return append([]Call(nil), s.calls...)
 }
 
+// CallsSignedBy returns the requests signed with the credentials whose
+// access key ID is akid: what CloudTrail lists for that session.
+func (s *Server) CallsSignedBy(akid string) []Call {
+	var out []Call
+	for _, c := range s.Calls() {
+		if c.AccessKeyID == akid {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // CallsFor returns the successful AssumeRole* calls for roleARN.
 func (s *Server) CallsFor(roleARN string) []Call {
 	var out []Call
@@ -305,7 +348,7 @@ func (s *Server) serve(r *http.Request, body []byte, form url.Values, call *Call
 	if aerr != nil {
 		return nil, aerr
 	}
-	call.AccessKeyID, call.Caller = p.creds.AccessKeyID, p.arn
+	call.AccessKeyID, call.Caller, call.Session = p.creds.AccessKeyID, p.arn, p.session
 	if call.Action == "GetCallerIdentity" {
 		return callerIdentity(p), nil
 	}
@@ -355,8 +398,14 @@ func (s *Server) verify(r *http.Request, body []byte, now time.Time) (*principal
 	u := *r.URL
 	u.Scheme, u.Host = "http", r.Host
 	req, _ := http.NewRequest(r.Method, u.String(), bytes.NewReader(body))
-	req.ContentLength = r.ContentLength
-	for _, h := range strings.Split(fields["SignedHeaders"], ";") {
+	signedHeaders := strings.Split(fields["SignedHeaders"], ";")
+	// The SDK's signer signs Content-Length whenever it is set; botocore,
+	// for one, does not sign it.
+	req.ContentLength = 0
+	if slices.Contains(signedHeaders, "content-length") {
+		req.ContentLength = r.ContentLength
+	}
+	for _, h := range signedHeaders {
 		switch h {
 		case "host", "content-length", "x-amz-date", "x-amz-security-token":
 			// The signer derives these from the request, time and credentials.
@@ -453,11 +502,57 @@ func (s *Server) assumeRole(p *principal, form url.Values, now time.Time, call *
 	if strings.Contains(p.arn, ":assumed-role/") && d > time.Hour {
 		return nil, sender(400, "ValidationError", "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining.")
 	}
-	c, user := s.issue(arn, session, now.Add(d))
+	next, aerr := sessionOf(form, p, r, call)
+	if aerr != nil {
+		return nil, aerr
+	}
+	c, user := s.issue(arn, session, now.Add(d), next)
 	call.Issued = c.AccessKeyId
 	return &assumeRoleResponse{Xmlns: ns, Result: assumeRoleResult{
-		SourceIdentity: form.Get("SourceIdentity"), AssumedRoleUser: user, Credentials: c,
+		SourceIdentity: next.SourceIdentity, AssumedRoleUser: user, Credentials: c,
 	}, Meta: meta()}, nil
+}
+
+// sessionOf reads the tags, source identity and policy an AssumeRole asks
+// for into call, and returns the new session's context, refusing what AWS
+// refuses: tags or a source identity the role's trust policy does not
+// allow, a source identity other than the caller's (it is fixed for a
+// chain's life), more than 50 tags, a policy that is not JSON.
+func sessionOf(form url.Values, p *principal, r *Role, call *Call) (Session, *apiError) {
+	for i := 1; ; i++ {
+		k := form.Get(fmt.Sprintf("Tags.member.%d.Key", i))
+		if k == "" {
+			break
+		}
+		if call.Tags == nil {
+			call.Tags = map[string]string{}
+		}
+		call.Tags[k] = form.Get(fmt.Sprintf("Tags.member.%d.Value", i))
+	}
+	for i := 1; form.Get(fmt.Sprintf("TransitiveTagKeys.member.%d", i)) != ""; i++ {
+		call.TransitiveTagKeys = append(call.TransitiveTagKeys, form.Get(fmt.Sprintf("TransitiveTagKeys.member.%d", i)))
+	}
+	call.SourceIdentity, call.Policy = form.Get("SourceIdentity"), form.Get("Policy")
+	denied := func(action string) *apiError {
+		return sender(403, "AccessDenied", "User: %s is not authorized to perform: %s on resource: %s", p.arn, action, r.ARN)
+	}
+	switch {
+	case len(call.Tags) > 0 && r.DenyTagSession:
+		return Session{}, denied("sts:TagSession")
+	case call.SourceIdentity != "" && r.DenySetSourceIdentity:
+		return Session{}, denied("sts:SetSourceIdentity")
+	case len(call.Tags) > 50:
+		return Session{}, sender(400, "ValidationError", "Member must have length less than or equal to 50")
+	case call.Policy != "" && !json.Valid([]byte(call.Policy)):
+		return Session{}, sender(400, "MalformedPolicyDocument", "The policy is not in the valid JSON format.")
+	case p.session.SourceIdentity != "" && call.SourceIdentity != "" && call.SourceIdentity != p.session.SourceIdentity:
+		return Session{}, sender(400, "InvalidParameterValue", "SourceIdentity cannot be changed: the session was given %s", p.session.SourceIdentity)
+	}
+	next := Session{SourceIdentity: call.SourceIdentity, Tags: call.Tags}
+	if next.SourceIdentity == "" {
+		next.SourceIdentity = p.session.SourceIdentity
+	}
+	return next, nil
 }
 
 func (s *Server) assumeWithWebIdentity(form url.Values, now time.Time, call *Call) (any, *apiError) {
@@ -480,7 +575,7 @@ func (s *Server) assumeWithWebIdentity(form url.Values, now time.Time, call *Cal
 	if aerr != nil {
 		return nil, aerr
 	}
-	c, user := s.issue(arn, session, now.Add(d))
+	c, user := s.issue(arn, session, now.Add(d), Session{})
 	call.Issued = c.AccessKeyId
 	return &webIdentityResponse{Xmlns: ns, Result: webIdentityResult{
 		AssumedRoleUser: user, Credentials: c, SubjectFromWebIdentityToken: "ststest-subject", Audience: "sts.amazonaws.com", Provider: "ststest",
@@ -488,7 +583,7 @@ func (s *Server) assumeWithWebIdentity(form url.Values, now time.Time, call *Cal
 }
 
 // issue makes credentials for a session of roleARN and accepts them from now on.
-func (s *Server) issue(roleARN, session string, expires time.Time) (xmlCredentials, assumedRoleUser) {
+func (s *Server) issue(roleARN, session string, expires time.Time, ctx Session) (xmlCredentials, assumedRoleUser) {
 	account, name := Account, roleARN
 	if parts := strings.SplitN(roleARN, ":", 6); len(parts) == 6 {
 		account, name = parts[4], strings.TrimPrefix(parts[5], "role/")
@@ -504,7 +599,9 @@ func (s *Server) issue(roleARN, session string, expires time.Time) (xmlCredentia
 		Arn:           fmt.Sprintf("arn:aws:sts::%s:assumed-role/%s/%s", account, name, session),
 		AssumedRoleID: "AROA" + strings.ToUpper(hex.EncodeToString([]byte(name)))[:min(16, 2*len(name))] + ":" + session,
 	}
-	s.AddCredentials(c, user.Arn)
+	s.mu.Lock()
+	s.principals[c.AccessKeyID] = &principal{creds: c, arn: user.Arn, session: ctx}
+	s.mu.Unlock()
 	return xmlCredentials{AccessKeyId: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.SessionToken,
 		Expiration: c.Expires.Format(time.RFC3339)}, user
 }

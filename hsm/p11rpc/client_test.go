@@ -212,6 +212,28 @@ func TestRemoteSoftHSM(t *testing.T) {
 		require.NoError(t, err, "the operation stays active after CKR_BUFFER_TOO_SMALL")
 	})
 
+	// Ensures that C_DestroyObject removes a token key for good (rotation
+	// removes the previous key this way) and that a destroyed handle is
+	// refused, not reused.
+	t.Run("destroy key pair", func(t *testing.T) {
+		priv, _ := ecPair(t, c, sh, "doomed")
+		tmpl := []p11rpc.Attribute{p11rpc.String(p11rpc.CKA_LABEL, "doomed")}
+		hs, err := c.FindAll(sh, tmpl, 10)
+		require.NoError(t, err)
+		require.Len(t, hs, 2, "the private and the public half")
+		for _, h := range hs {
+			require.NoError(t, c.DestroyObject(sh, h))
+		}
+		hs, err = c.FindAll(sh, tmpl, 10)
+		require.NoError(t, err)
+		assert.Empty(t, hs)
+		err = c.DestroyObject(sh, priv)
+		require.ErrorIs(t, err, p11rpc.CKR_OBJECT_HANDLE_INVALID)
+		assert.False(t, p11rpc.IsTransport(err), "a refused call leaves the connection usable")
+		_, err = c.GetSlotList(false)
+		require.NoError(t, err)
+	})
+
 	t.Run("AES-ECB", func(t *testing.T) {
 		// An extractable key, only here, to check the ciphertext against Go.
 		key, err := c.GenerateKey(sh, p11rpc.Mechanism{Type: p11rpc.CKM_AES_KEY_GEN}, []p11rpc.Attribute{

@@ -66,6 +66,56 @@ func ParseLoopback(s string) (Endpoint, error) {
 	return e, nil
 }
 
+// ParseLocal parses an address to listen on that only this host reaches: a
+// loopback IP address with a port, or an address assigned to this host's
+// loopback interface, like 169.254.169.254:80 once
+// `ip addr add 169.254.169.254/32 dev lo` has put it there. Whether an
+// address is on the loopback interface is read from this host, now.
+func ParseLocal(s string) (Endpoint, error) {
+	e, err := Parse(s)
+	if err != nil {
+		return Endpoint{}, err
+	}
+	ip := net.ParseIP(e.Host)
+	if ip != nil && e.Port != 0 && !ip.IsLoopback() {
+		on, err := OnLoopbackInterface(ip)
+		if err != nil {
+			return Endpoint{}, fmt.Errorf("%q: %w", s, err)
+		}
+		if on {
+			return e, nil
+		}
+	}
+	if ip == nil || e.Port == 0 || !ip.IsLoopback() {
+		return Endpoint{}, fmt.Errorf("%q must be a loopback address with a port, like 127.0.0.1:1338, or an address on the loopback interface (ip addr add 169.254.169.254/32 dev lo)", s)
+	}
+	return e, nil
+}
+
+// OnLoopbackInterface reports whether ip is assigned to one of this host's
+// loopback interfaces.
+func OnLoopbackInterface(ip net.IP) (bool, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return false, fmt.Errorf("cannot list this host's interfaces (a service needs AF_NETLINK in RestrictAddressFamilies): %w", err)
+	}
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagLoopback == 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			return false, fmt.Errorf("cannot list the addresses of %s: %w", ifc.Name, err)
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
 func validHostname(h string) bool {
 	if len(h) > 253 {
 		return false

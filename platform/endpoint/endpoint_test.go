@@ -1,6 +1,7 @@
 package endpoint_test
 
 import (
+	"net"
 	"strings"
 	"testing"
 
@@ -56,4 +57,28 @@ func TestParseLoopback(t *testing.T) {
 		_, err := endpoint.ParseLoopback(bad)
 		assert.ErrorContains(t, err, "loopback", bad)
 	}
+}
+
+// TestParseLocal ensures that a listen address for the IMDS endpoint is a
+// loopback address, or one the loopback interface holds, with a port.
+func TestParseLocal(t *testing.T) {
+	for _, ok := range []string{"127.0.0.1:1338", "[::1]:1338"} {
+		e, err := endpoint.ParseLocal(ok)
+		assert.NoError(t, err, ok)
+		assert.Equal(t, ok, e.String())
+	}
+	for _, bad := range []string{"0.0.0.0:80", "localhost:1338", "127.0.0.1", "192.0.2.1:80", "[::]:80"} {
+		_, err := endpoint.ParseLocal(bad)
+		assert.ErrorContains(t, err, "dev lo", bad)
+	}
+	if on, err := endpoint.OnLoopbackInterface(net.ParseIP("169.254.169.254")); err == nil && !on {
+		_, err := endpoint.ParseLocal("169.254.169.254:80")
+		assert.ErrorContains(t, err, "ip addr add 169.254.169.254/32 dev lo")
+	}
+	on, err := endpoint.OnLoopbackInterface(net.ParseIP("127.0.0.1"))
+	assert.NoError(t, err)
+	assert.True(t, on)
+	on, err = endpoint.OnLoopbackInterface(net.ParseIP("192.0.2.1"))
+	assert.NoError(t, err)
+	assert.False(t, on)
 }

@@ -29,10 +29,15 @@ func buildSockload(b *testing.B) string {
 
 // sockload runs the load generator against socket and returns what it measured.
 func sockload(b *testing.B, bin, socket, path string, clients int, d time.Duration, n int) agenttest.LoadResult {
-	out, err := exec.Command(bin, "-socket", socket, "-path", path, "-clients", strconv.Itoa(clients),
-		"-duration", d.String(), "-n", strconv.Itoa(n)).Output()
+	return sockloadArgs(b, bin, "-socket", socket, "-path", path, "-clients", strconv.Itoa(clients),
+		"-duration", d.String(), "-n", strconv.Itoa(n))
+}
+
+// sockloadArgs runs the load generator with args (see softhsm-test/sockload).
+func sockloadArgs(b *testing.B, bin string, args ...string) agenttest.LoadResult {
+	out, err := exec.Command(bin, args...).Output()
 	if err != nil {
-		b.Fatalf("sockload on %s: %v", socket, err)
+		b.Fatalf("sockload %v: %v", args, err)
 	}
 	var r agenttest.LoadResult
 	if err := json.Unmarshal(out, &r); err != nil {

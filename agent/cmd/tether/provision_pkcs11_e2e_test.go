@@ -3,7 +3,6 @@
 package main
 
 import (
-	"regexp"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -48,9 +47,4 @@ func TestProvisionIntoSoftHSM(t *testing.T) {
 			assert.Equal(t, 1, active)
 		})
 	}
-}
-
-// countPrivate counts the private keys `tether hsm list` shows.
-func countPrivate(list string) int {
-	return len(regexp.MustCompile(`(?m)^\s*private +label=`).FindAllString(list, -1))
 }

@@ -20,6 +20,21 @@ import (
 	"github.com/tetherd/tether/credprovider/ststest"
 )
 
+// deviceLookup is a ststest lookup for the device role of the agent on
+// *socket, as arn: the simulator keeps no secrets, so it asks the agent for
+// the credentials that must have signed each request.
+func deviceLookup(socket *string, arn string) func(string) (aws.Credentials, string, bool) {
+	return func(akid string) (aws.Credentials, string, bool) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := agent.FetchCredentials(ctx, *socket, agent.DeviceRole)
+		if err != nil || c.AccessKeyID != akid {
+			return aws.Credentials{}, "", false
+		}
+		return aws.Credentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.Token}, arn, true
+	}
+}
+
 // TestRoleThroughCredentialProcess ensures that the AWS CLI gets an assumed role's credentials through tether credential-process --role.
 //
 // Debian's AWS CLI gets an assumed
@@ -31,18 +46,7 @@ func TestRoleThroughCredentialProcess(t *testing.T) {
 	require.NoError(t, err, "/usr/bin/aws missing: install the Debian package awscli (make deps)")
 	const roleARN = "arn:aws:iam::123456789012:role/telemetry"
 	var socket string
-	srv := ststest.NewServer(ststest.WithRegion("eu-west-1"), ststest.WithLookup(func(akid string) (aws.Credentials, string, bool) {
-		// The simulator keeps no secrets: ask the agent for the device
-		// role's credentials, the ones it must have signed with.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c, err := agent.FetchCredentials(ctx, socket, agent.DeviceRole)
-		if err != nil || c.AccessKeyID != akid {
-			return aws.Credentials{}, "", false
-		}
-		return aws.Credentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.Token},
-			"arn:aws:sts::123456789012:assumed-role/gateway/gw-0001", true
-	}))
+	srv := ststest.NewServer(ststest.WithRegion("eu-west-1"), ststest.WithLookup(deviceLookup(&socket, "arn:aws:sts::123456789012:assumed-role/gateway/gw-0001")))
 	t.Cleanup(srv.Close)
 	srv.AddRole(ststest.Role{ARN: roleARN})
 
@@ -75,10 +79,18 @@ func TestRoleThroughCredentialProcess(t *testing.T) {
 // TestConfigCheckRoleErrors ensures that config check reports a role's source loop and out-of-range duration, one line each.
 func TestConfigCheckRoleErrors(t *testing.T) {
 	e := agenttest.New(t, time.Hour, "[[role]]\nname = \"loop\"\nsource = \"role:loop\"\nrole_arn = \"arn:aws:iam::123456789012:role/x\"\nduration = \"20h\"\n")
+	stderr := checkRefuses(t, e, 2)
+	assert.Contains(t, stderr, "role[0].source: role \"loop\" is its own source")
+	assert.Contains(t, stderr, "role[0].duration: 20h0m0s is out of range")
+}
+
+// checkRefuses runs tether config check on e's configuration, which must
+// exit 2 with n lines on stderr, and returns them.
+func checkRefuses(t *testing.T, e *agenttest.Env, n int) string {
+	t.Helper()
 	code, _, stderr := tether(t, []string{"AWS_CONFIG_FILE=/dev/null"}, "config", "check", "-c", e.Config)
 	assert.Equal(t, 2, code)
 	lines := strings.Split(strings.TrimSpace(stderr), "\n")
-	assert.Len(t, lines, 2, stderr)
-	assert.Contains(t, stderr, "role[0].source: role \"loop\" is its own source")
-	assert.Contains(t, stderr, "role[0].duration: 20h0m0s is out of range")
+	assert.Len(t, lines, n, stderr)
+	return stderr
 }

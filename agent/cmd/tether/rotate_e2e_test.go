@@ -1,10 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"math/big"
 	"os"
 	"os/exec"
 	"strings"
@@ -45,8 +45,9 @@ func provisionedWith(t *testing.T, key string) *fleet {
 func startAgentEnv(t *testing.T, f *fleet, env ...string) (*exec.Cmd, <-chan struct{}) {
 	t.Helper()
 	cmd := exec.Command(tetherBin, "run", "-c", f.Config)
-	cmd.Env = append(os.Environ(), env...)
-	var stderr bytes.Buffer
+	// GOTRACEBACK=all: a SIGQUIT (below) dumps every goroutine.
+	cmd.Env = append(append(os.Environ(), "GOTRACEBACK=all"), env...)
+	var stderr lockedBuffer
 	cmd.Stderr = &stderr
 	if p := os.Getenv("TETHER_TEST_AGENT_LOG"); p != "" {
 		lf, err := os.Create(p)
@@ -62,9 +63,16 @@ func startAgentEnv(t *testing.T, f *fleet, env ...string) (*exec.Cmd, <-chan str
 		select {
 		case <-exited:
 		case <-time.After(20 * time.Second):
-			t.Errorf("the agent did not stop within 20 s of SIGTERM; killed")
-			cmd.Process.Kill()
-			<-exited
+			// This agent's own pid (never a search by name): SIGQUIT makes
+			// the Go runtime dump its goroutines into the log below.
+			t.Errorf("the agent did not stop within 20 s of SIGTERM; its goroutines are dumped and it is killed")
+			cmd.Process.Signal(syscall.SIGQUIT)
+			select {
+			case <-exited:
+			case <-time.After(5 * time.Second):
+				cmd.Process.Kill()
+				<-exited
+			}
 		}
 		if t.Failed() {
 			t.Logf("agent log:\n%s", stderr.String())
@@ -366,5 +374,50 @@ func TestRotationFallsBack(t *testing.T) {
 	cert, _ := os.ReadFile(f.cert)
 	assert.Equal(t, oldCert, cert)
 	_, err := agent.FetchCredentials(context.Background(), f.Socket, "")
+	require.NoError(t, err)
+}
+
+// TestRotationFallsBackOnBrokerRefusal ensures that when only the broker
+// refuses the new certificate after the switch (here: its CRL revokes it
+// and it restarts, so the session must connect again) while the credentials
+// provider still takes it and the previous certificate still connects, the
+// agent goes back to the previous identity, whose MQTT session connects and
+// whose credentials it serves.
+func TestRotationFallsBackOnBrokerRefusal(t *testing.T) {
+	f := newFleetLifetime(t, "", time.Hour)
+	f.writeConfigWith(strings.Replace(rotationSettings, `fallback          = "0s"`, `fallback = "1h"`, 1), "")
+	code, _, stderr := tether(t, nil, "provision", "-c", f.Config)
+	require.Equal(t, 0, code, stderr)
+	oldCert, _ := os.ReadFile(f.cert)
+	oldID := fleetprovtest.CertificateID(mustParseCert(t, oldCert))
+	startAgentEnv(t, f)
+	waitStatus(t, f.Socket, func(st *agent.Status) bool { return st.MQTT != nil && st.MQTT.State == "connected" })
+	code, _, stderr = tether(t, nil, "identity", "rotate", "--socket", f.Socket)
+	require.Equal(t, 0, code, stderr)
+	waitStatus(t, f.Socket, func(s *agent.Status) bool {
+		return s.Rotation != nil && s.Rotation.Phase == "fallback" && s.Identity.CertificateID != oldID &&
+			s.MQTT != nil && s.MQTT.State == "connected"
+	})
+	newCert, err := os.ReadFile(f.cert)
+	require.NoError(t, err)
+	require.NoError(t, f.broker.RefuseCertificates([]*big.Int{mustParseCert(t, newCert).SerialNumber}))
+	require.NoError(t, f.broker.Stop())
+	require.NoError(t, f.broker.Start())
+	waitStatus(t, f.Socket, func(s *agent.Status) bool { return s.MQTT != nil && s.MQTT.IdentityRefused >= 2 })
+	// The credentials provider still serves the new certificate: only the
+	// broker's refusal can send the agent back.
+	assert.True(t, status(t, f.Socket).Roles[0].Valid)
+	// The rotator looks each minute during the fallback, or at once when asked.
+	code, _, stderr = tether(t, nil, "identity", "rotate", "--socket", f.Socket)
+	require.Equal(t, 0, code, stderr)
+	var st *agent.Status
+	waitStatusFor(t, f.Socket, time.Minute, func(s *agent.Status) bool {
+		st = s
+		return s.Identity.CertificateID == oldID && s.MQTT != nil && s.MQTT.State == "connected" && len(s.Roles) > 0 && s.Roles[0].Valid
+	})
+	assert.Contains(t, st.Rotation.LastError, "the broker refused the new certificate after the switch; rolled back")
+	cert, _ := os.ReadFile(f.cert)
+	assert.Equal(t, oldCert, cert)
+	_, err = agent.FetchCredentials(context.Background(), f.Socket, "")
 	require.NoError(t, err)
 }

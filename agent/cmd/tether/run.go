@@ -72,12 +72,14 @@ func notBefore() time.Time {
 }
 
 // tuneMemory trades a little CPU for a smaller, steadier footprint, which
-// matters more on a gateway: collect at half the default heap growth and
-// return memory to the system early once the Go runtime holds 16 MiB.
-// GOGC and GOMEMLIMIT in the environment still win.
+// matters more on a gateway: collect at half the default heap growth while
+// idle (the default while busy, see gcTuner) and return memory to the
+// system early once the Go runtime holds 16 MiB. GOGC and GOMEMLIMIT in
+// the environment still win.
 func tuneMemory() {
 	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(50)
+		debug.SetGCPercent(gcIdle)
+		newGCTuner().arm()
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(16 << 20)

@@ -1,0 +1,177 @@
+package agent
+
+import (
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/tetherd/tether/credprovider"
+	"github.com/tetherd/tether/credprovider/imds"
+)
+
+// The optional IMDSv2-compatible endpoint (serve.imds_endpoint), for tools
+// and old SDKs that know only the EC2 instance metadata service. The
+// protocol is package imds's; this file wires it to the agent's peers and
+// roles, with the container endpoint's checks: the allow lists apply to the
+// owner of the TCP peer (sock_diag), forwarded requests and foreign Host
+// headers are refused, and the listener's limits are the same.
+
+// imdsEndpoint is the IMDS endpoint's socket and server and the session
+// tokens it issued, which live as long as the socket: across reloads, so
+// programs holding a token keep using it.
+type imdsEndpoint struct {
+	endpoint
+	tokens *imds.Tokens
+}
+
+// openIMDS listens on serve.imds_endpoint, or takes the running
+// generation's socket and tokens when the address is the same.
+func (a *Agent) openIMDS(prev *Agent) error {
+	ep := a.cfg.Serve.IMDSEndpoint
+	if ep == "" {
+		return nil
+	}
+	if prev != nil && prev.imds != nil && prev.imds.addr == ep {
+		a.imds, a.borrowed.imds = prev.imds, true
+		return nil
+	}
+	ln, err := net.Listen("tcp", ep)
+	if err != nil {
+		return runtimeFailure("serve.imds_endpoint: cannot listen on %s: %w; choose a free loopback port", ep, unwrapSyscall(err))
+	}
+	a.imds = &imdsEndpoint{endpoint: endpoint{addr: ep, ln: ln}, tokens: imds.NewTokens(imds.TokenOptions{})}
+	if err := sockDiagUsable(); err != nil && !(AllowList{UIDs: a.cfg.Serve.AllowUIDs, GIDs: a.cfg.Serve.AllowGIDs}).Empty() {
+		a.log.Warn("the owners of TCP peers cannot be found, so the allow lists refuse every IMDS and container endpoint client; under systemd install the local-endpoints.conf drop-in", "err", err)
+	}
+	return nil
+}
+
+// imdsRoutes builds the IMDS endpoint's handler for this generation.
+func (a *Agent) imdsRoutes(roles func() roleSet, allow func() AllowList) http.Handler {
+	src := &imdsSource{roles: roles, log: a.d.refusals}
+	h := &imds.Handler{Tokens: a.imds.tokens, Source: src, Region: a.cfg.AWS.Region}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !fromThisHost(r) {
+			// Only an address on lo that the network can reach, under the
+			// weak host model, lets such a peer connect at all.
+			src.log.Warn("IMDS endpoint refused a peer from another host", "remote", r.RemoteAddr)
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusForbidden, "not_local", "the IMDS endpoint serves programs on this device only")
+			return
+		}
+		if refuseIndirect(w, r, src.log, "IMDS endpoint") {
+			return
+		}
+		if p := peerFrom(r.Context()); !allow().Allows(p) {
+			src.refuse(w, r, p)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// serveIMDS starts the IMDS endpoint's server, unless a previous generation
+// started it on the same socket; a must be current. Every connection
+// answers with an IP TTL of 1, as EC2's IMDSv2 does.
+func (a *Agent) serveIMDS() {
+	if a.imds == nil || a.imds.srv != nil {
+		return
+	}
+	a.serveTCP(&a.imds.endpoint, imds.HopLimitListener(a.imds.ln, 1), func(a *Agent) http.Handler { return a.imdsAPI })
+}
+
+// closeIMDS stops the IMDS endpoint unless the next generation took it.
+func (a *Agent) closeIMDS() {
+	if a.imds != nil && !a.borrowed.imds {
+		a.imds.close()
+	}
+}
+
+// fromThisHost reports whether r came from a socket on this host (see
+// localPeer).
+func fromThisHost(r *http.Request) bool {
+	local, ok1 := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr)
+	remote, err := net.ResolveTCPAddr("tcp", r.RemoteAddr)
+	return ok1 && err == nil && localPeer(local, remote)
+}
+
+// imdsSource answers package imds's questions from the agent's roles.
+type imdsSource struct {
+	roles func() roleSet
+	log   *slog.Logger
+}
+
+// Owner binds tokens to the uid of the program that asked for them.
+func (s *imdsSource) Owner(r *http.Request) string {
+	if p := peerFrom(r.Context()); p != nil {
+		return strconv.FormatUint(uint64(p.UID), 10)
+	}
+	return "unknown"
+}
+
+// Role is the role served to the peer of r: the device role.
+func (s *imdsSource) Role(r *http.Request) (string, error) {
+	p := peerFrom(r.Context())
+	name := imdsRole(p)
+	rl, ok := s.roles()[name]
+	if !ok {
+		return "", &imds.Error{Status: http.StatusNotFound, Message: "no role " + strconv.Quote(name) + " is configured"}
+	}
+	if !rl.allow.Empty() && !rl.allow.Allows(p) {
+		s.logRefusal(r, p)
+		return "", &imds.Error{Status: http.StatusForbidden, Message: refusedMessage(p)}
+	}
+	return name, nil
+}
+
+// imdsRole chooses the role a peer gets at the IMDS endpoint.
+func imdsRole(*Peer) string { return DeviceRole }
+
+// Credentials are the role's current ones, never expired ones: 503 with
+// Retry-After while there are none.
+func (s *imdsSource) Credentials(r *http.Request, name string) (aws.Credentials, time.Time, error) {
+	rl, ok := s.roles()[name]
+	if !ok {
+		return aws.Credentials{}, time.Time{}, &imds.Error{Status: http.StatusNotFound, Message: "no role " + strconv.Quote(name) + " is configured"}
+	}
+	c, err := rl.ref.Retrieve(r.Context())
+	if err != nil {
+		retry := 5 * time.Second
+		if d := rl.retryAfter(); d > 0 {
+			retry = d
+		}
+		// The reason may quote a helper's output: it is in `tether status`.
+		return aws.Credentials{}, time.Time{}, &imds.Error{Status: http.StatusServiceUnavailable, RetryAfter: retry,
+			Message: "no valid credentials for role " + strconv.Quote(name) + " yet; `tether status` says why"}
+	}
+	if !c.CanExpire {
+		// As toJSON: SDKs read a zero Expiration as expired.
+		c.Expires = time.Now().Add(credprovider.DefaultAdvisoryWindow)
+	}
+	return c, rl.ref.Status().LastRefresh, nil
+}
+
+func (s *imdsSource) refuse(w http.ResponseWriter, r *http.Request, p *Peer) {
+	s.logRefusal(r, p)
+	w.Header().Set("Connection", "close")
+	writeError(w, http.StatusForbidden, "peer_not_allowed", refusedMessage(p))
+}
+
+func (s *imdsSource) logRefusal(r *http.Request, p *Peer) {
+	s.log.Warn("IMDS endpoint refused a local peer", "uid", peerUID(p), "remote", r.RemoteAddr, "path", r.URL.Path)
+}
+
+func peerUID(p *Peer) string {
+	if p == nil {
+		return "unknown"
+	}
+	return strconv.FormatUint(uint64(p.UID), 10)
+}
+
+func refusedMessage(p *Peer) string {
+	return "the program calling (uid " + peerUID(p) + ") is not in the allow list; add its uid or group to serve.allow_uids or allow_gids (or the role's own lists)"
+}
