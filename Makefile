@@ -174,3 +174,7 @@ test-release: deps
 
 clean:
 	rm -rf bin dist .demo
+
+# print-VAR prints a variable (softhsm-test/bench.sh builds with COLDFLAGS).
+print-%:
+	@echo '$($*)'
