@@ -23,6 +23,7 @@ const mfaTimeout = 30 * time.Second
 // refreshed like the device role.
 func (a *Agent) buildExtraRoles(device aws.CredentialsProvider) error {
 	a.workloads = newWorkloadSet()
+	a.warnHiddenPeers()
 	return buildRoleProviders(a.cfg, device, func(r *RoleConfig, p aws.CredentialsProvider) (aws.CredentialsProvider, error) {
 		rl, err := a.addRole(r.Name, a.roleKey(r), p, r.Source, AllowList{UIDs: r.AllowUIDs, GIDs: r.AllowGIDs})
 		if err != nil {

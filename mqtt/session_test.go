@@ -239,7 +239,7 @@ func TestRestartStorm(t *testing.T) {
 			_, err := fmt.Sscanf(m.Topic, "storm/%d", &p)
 			require.NoError(t, err)
 			_, err = fmt.Sscanf(string(m.Payload), "%d", &i)
-			require.NoError(t, err)
+			require.NoError(t, err, "message on %s with payload %q", m.Topic, m.Payload)
 			k := key{p, i}
 			if seen[k] > 0 {
 				dups++

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -93,12 +94,14 @@ type Handler struct {
 	// instance identity document, at IdentityDocumentPath; "" leaves both
 	// not found. Nothing else of the document is known off EC2.
 	Region string
+
+	last atomic.Pointer[answer]
 }
 
 // ServeHTTP implements http.Handler. Answers are text/plain, as the
 // service's are, except the credentials' JSON.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Cache-Control", "no-store")
+	w.Header()["Cache-Control"] = headerNoStore
 	if r.URL.Path == TokenPath {
 		h.token(w, r)
 		return
@@ -200,16 +203,38 @@ func (h *Handler) credentials(w http.ResponseWriter, r *http.Request, name strin
 		fail(w, err)
 		return
 	}
-	b, err := json.MarshalIndent(NewCredentials(c, updated), "", "  ")
-	if err != nil {
-		text(w, http.StatusInternalServerError, "cannot encode the credentials")
-		return
+	a := h.last.Load()
+	if a == nil || a.creds != c || !a.updated.Equal(updated) {
+		b, err := json.MarshalIndent(NewCredentials(c, updated), "", "  ")
+		if err != nil {
+			text(w, http.StatusInternalServerError, "cannot encode the credentials")
+			return
+		}
+		a = &answer{creds: c, updated: updated, body: b, length: []string{strconv.Itoa(len(b))}}
+		h.last.Store(a)
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	hd := w.Header()
+	hd["Content-Type"] = headerJSON
+	hd["Content-Length"] = a.length
 	w.WriteHeader(http.StatusOK)
-	w.Write(b)
+	w.Write(a.body)
 }
+
+// answer is the last credentials encoded: a program may ask for them
+// thousands of times between two refreshes, and encoding them was a sixth
+// of what a request cost.
+type answer struct {
+	creds   aws.Credentials
+	updated time.Time
+	body    []byte
+	length  []string // Content-Length
+}
+
+// Header values shared so that no answer allocates them.
+var (
+	headerJSON    = []string{"application/json"}
+	headerNoStore = []string{"no-store"}
+)
 
 func fail(w http.ResponseWriter, err error) {
 	var e *Error

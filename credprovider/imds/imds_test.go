@@ -209,6 +209,25 @@ func TestCredentials(t *testing.T) {
 	assert.Equal(t, "no credentials yet", w.Body.String())
 }
 
+// TestCredentialsFollowRefresh ensures that the answer, encoded once per
+// set of credentials, changes as soon as the source's credentials do.
+func TestCredentialsFollowRefresh(t *testing.T) {
+	h, src := newHandler(clocktest.New(t0))
+	hdr := map[string]string{imds.TokenHeader: token(t, h, "0", 60), "Test-Owner": "0"}
+	key := func() string {
+		w := do(h, http.MethodGet, imds.CredentialsPath+"device", hdr)
+		require.Equal(t, http.StatusOK, w.Code)
+		require.Equal(t, strconv.Itoa(w.Body.Len()), w.Header().Get("Content-Length"))
+		var got map[string]string
+		require.NoError(t, json.Unmarshal(w.Body.Bytes(), &got))
+		return got["AccessKeyId"] + " " + got["Expiration"]
+	}
+	assert.Equal(t, "ASIAEXAMPLE 2026-12-02T05:00:00Z", key())
+	assert.Equal(t, "ASIAEXAMPLE 2026-12-02T05:00:00Z", key())
+	src.creds.AccessKeyID, src.creds.Expires = "ASIANEXT", t0.Add(2*time.Hour)
+	assert.Equal(t, "ASIANEXT 2026-12-02T06:00:00Z", key())
+}
+
 // TestHopLimitListener ensures that accepted connections send with an IP
 // TTL of 1.
 func TestHopLimitListener(t *testing.T) {
