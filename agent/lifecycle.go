@@ -71,6 +71,7 @@ type Agent struct {
 	setSealer bool
 	db        *store.DB
 	roles     roleSet
+	iot       *credprovider.IoT // the device role's provider
 	// workloads finds the [[workload]] of a peer (workload.go).
 	workloads *workloadSet
 	// inherit holds the previous generation's refreshers by cache key, to

@@ -136,6 +136,17 @@ func profileCredentials(profile, region string) (aws.CredentialsProvider, error)
 	if cfg.Credentials == nil {
 		return nil, fmt.Errorf("profile %q resolves to no credentials", profile)
 	}
+	// A sign-in that expired is named with its profile and the fix, not
+	// with the SDK's chain of wrapped messages.
+	if sc, err := config.LoadSharedConfigProfile(ctx, profile); err == nil {
+		key := sc.SSOSessionName
+		if key == "" {
+			key = sc.SSOStartURL
+		}
+		if key != "" {
+			return credprovider.WithSSOLogin(cfg.Credentials, credprovider.SSOProfile{Name: profile, CacheKey: key}), nil
+		}
+	}
 	return cfg.Credentials, nil
 }
 

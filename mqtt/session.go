@@ -46,6 +46,15 @@ const (
 	ALPNProtocol = "x-amzn-mqtt-ca"
 )
 
+// NextProtos is the ALPN a connection to the broker's port offers: AWS IoT
+// Core takes MQTT on port 443 only with "x-amzn-mqtt-ca".
+func NextProtos(port int) []string {
+	if port == 443 {
+		return []string{ALPNProtocol}
+	}
+	return nil
+}
+
 // Config configures a Session.
 type Config struct {
 	// Endpoint is the broker host, or host:port (then Port is ignored),
@@ -171,7 +180,7 @@ func New(ctx context.Context, cfg Config) (*Session, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	host, port := splitEndpoint(cfg.Endpoint, cfg.Port)
+	host, port := SplitEndpoint(cfg.Endpoint, cfg.Port)
 	clientID := cmpOr(cfg.ClientID, cfg.ThingName)
 	setDefault(&cfg.KeepAlive, DefaultKeepAlive)
 	setDefault(&cfg.SessionExpiry, DefaultSessionExpiry)
@@ -189,24 +198,7 @@ func New(ctx context.Context, cfg Config) (*Session, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 
-	tlsCfg := &tls.Config{
-		RootCAs:              cfg.RootCAs,
-		ServerName:           cmpOr(cfg.ServerName, host),
-		GetClientCertificate: cfg.GetClientCertificate,
-		MinVersion:           tls.VersionTLS12,
-	}
-	if tlsCfg.GetClientCertificate == nil {
-		cert := cfg.Certificate
-		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
-		// A fixed identity: a reconnect may resume the TLS session (no
-		// certificate chain, no signature by the device key) where the
-		// broker allows it. A GetClientCertificate may change identities
-		// unseen by a resumed session, so it gets full handshakes.
-		tlsCfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
-	}
-	if port == 443 {
-		tlsCfg.NextProtos = []string{ALPNProtocol}
-	}
+	tlsCfg := cfg.tlsConfig(host, port)
 	endpoint := net.JoinHostPort(host, strconv.Itoa(port))
 	u := &url.URL{Scheme: "mqtts", Host: endpoint}
 
@@ -260,6 +252,28 @@ func New(ctx context.Context, cfg Config) (*Session, error) {
 	return s, nil
 }
 
+// tlsConfig is how the session, and ProbeConnect, meet the broker at host
+// and port.
+func (cfg *Config) tlsConfig(host string, port int) *tls.Config {
+	tlsCfg := &tls.Config{
+		RootCAs:              cfg.RootCAs,
+		ServerName:           cmpOr(cfg.ServerName, host),
+		GetClientCertificate: cfg.GetClientCertificate,
+		MinVersion:           tls.VersionTLS12,
+	}
+	if tlsCfg.GetClientCertificate == nil {
+		cert := cfg.Certificate
+		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+		// A fixed identity: a reconnect may resume the TLS session (no
+		// certificate chain, no signature by the device key) where the
+		// broker allows it. A GetClientCertificate may change identities
+		// unseen by a resumed session, so it gets full handshakes.
+		tlsCfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+	}
+	tlsCfg.NextProtos = NextProtos(port)
+	return tlsCfg
+}
+
 func setDefault(d *time.Duration, v time.Duration) {
 	if *d <= 0 {
 		*d = v
@@ -273,9 +287,9 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-// splitEndpoint returns the host and port of a validated Config.Endpoint; a
+// SplitEndpoint returns the host and port of a validated Config.Endpoint; a
 // port in it wins over Config.Port, and DefaultPort stands in for none.
-func splitEndpoint(ep string, port int) (string, int) {
+func SplitEndpoint(ep string, port int) (string, int) {
 	e, _ := endpoint.Parse(ep)
 	if e.Port != 0 {
 		port = e.Port
