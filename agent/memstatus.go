@@ -18,8 +18,9 @@ type MemoryStatus struct {
 	HeapUnused uint64 `json:"heap_unused"`
 	// Stacks is the goroutines' and the runtime's threads' stacks.
 	Stacks uint64 `json:"stacks"`
-	// Metadata is the runtime's own structures: spans, per-P caches, GC and
-	// page allocator state, profiling buckets and the rest.
+	// Metadata is what the runtime has mapped for its own structures:
+	// spans, per-P caches, GC and page allocator state, profiling buckets
+	// and the rest (mapped, of which only the pages touched are resident).
 	Metadata uint64 `json:"metadata"`
 	// Goroutines is the number of goroutines.
 	Goroutines uint64 `json:"goroutines"`

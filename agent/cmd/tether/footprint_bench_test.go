@@ -211,7 +211,7 @@ func memoryRun(b *testing.B, pid, basePid int, socket, load string, n int) {
 	b.ReportMetric(mb(st.Memory.HeapInUse), "idle-heap-in-use-MB")
 	b.ReportMetric(mb(st.Memory.HeapFree+st.Memory.HeapUnused), "idle-heap-free-MB")
 	b.ReportMetric(mb(st.Memory.Stacks), "idle-stacks-MB")
-	b.ReportMetric(mb(st.Memory.Metadata), "idle-runtime-metadata-MB")
+	b.ReportMetric(mb(st.Memory.Metadata), "idle-runtime-metadata-mapped-MB")
 	b.ReportMetric(float64(st.Memory.Goroutines), "idle-goroutines")
 	b.ReportMetric(mb(st.Memory.Mapped), "idle-go-mapped-MB")
 	b.ReportMetric(bm.pss/1024, "bare-server-pss-MB")
