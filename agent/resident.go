@@ -55,9 +55,14 @@ func idleTrimDue(lastTrim, prev, now usage) bool {
 // measure what the trim saves.
 func trimEnabled() bool { return os.Getenv("TETHER_TRIM") != "off" }
 
-// trimResident runs platform.TrimResident at trimAfter and then whenever
-// idleTrimDue, until ctx ends.
+// trimResident runs platform.TrimResident at trimAfter and then, looking
+// every idleTrimPeriod, whenever idleTrimDue, until ctx ends.
 func trimResident(ctx context.Context, log *slog.Logger) {
+	trimResidentEvery(ctx, log, trimAfter, idleTrimPeriod)
+}
+
+// trimResidentEvery is trimResident with its schedule as arguments.
+func trimResidentEvery(ctx context.Context, log *slog.Logger, after []time.Duration, period time.Duration) {
 	if !trimEnabled() {
 		return
 	}
@@ -82,7 +87,7 @@ func trimResident(ctx context.Context, log *slog.Logger) {
 	}
 	var waited time.Duration
 	var last usage
-	for _, d := range trimAfter {
+	for _, d := range after {
 		if !sleep(d - waited) {
 			return
 		}
@@ -90,7 +95,7 @@ func trimResident(ctx context.Context, log *slog.Logger) {
 		last = trim()
 	}
 	prev := last
-	for sleep(idleTrimPeriod) {
+	for sleep(period) {
 		now, err := readUsage()
 		if err != nil {
 			log.Debug("could not read resource usage; no more idle trims", "err", err)

@@ -1,6 +1,11 @@
 package agent
 
 import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -48,5 +53,77 @@ func TestReadUsage(t *testing.T) {
 	}
 	if after.faults-before.faults < 512 || after.cpu < before.cpu {
 		t.Errorf("touching 8 MiB: faults %d → %d, cpu %v → %v", before.faults, after.faults, before.cpu, after.cpu)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer for a logger and a test reading it at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) trims() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Count(l.b.String(), "trimmed resident memory")
+}
+
+// TestTrimResidentAfterWork ensures that the trim loop trims at start-up,
+// then again at the first quiet period after pages were faulted back in,
+// and not while nothing came back.
+func TestTrimResidentAfterWork(t *testing.T) {
+	logs := &lockedBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		trimResidentEvery(ctx, log, []time.Duration{0}, 20*time.Millisecond)
+	}()
+	defer func() { cancel(); <-done }()
+	waitTrims := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); logs.trims() < n; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d trims, want %d; log:\n%s", logs.trims(), n, logs.b.String())
+			}
+		}
+	}
+	waitTrims(1)
+	// Quiet, nothing faulted back: a few periods without a trim.
+	time.Sleep(100 * time.Millisecond)
+	if n := logs.trims(); n != 1 {
+		t.Fatalf("%d trims while idle, want 1", n)
+	}
+	// Work that faults pages in (8 MiB of fresh heap), then quiet.
+	b := make([]byte, 8<<20)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	waitTrims(2)
+}
+
+// TestTrimResidentOff ensures that TETHER_TRIM=off turns every trim off.
+func TestTrimResidentOff(t *testing.T) {
+	t.Setenv("TETHER_TRIM", "off")
+	logs := &lockedBuffer{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		trimResidentEvery(context.Background(), slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), []time.Duration{0}, time.Millisecond)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the trim loop runs with TETHER_TRIM=off")
+	}
+	if n := logs.trims(); n != 0 {
+		t.Fatalf("%d trims with TETHER_TRIM=off", n)
 	}
 }
