@@ -1,11 +1,9 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -56,29 +54,14 @@ func TestReadUsage(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer for a logger and a test reading it at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) trims() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), "trimmed resident memory")
-}
+// trims counts the trims in a trim loop's log.
+func trims(logs *logBuffer) int { return strings.Count(logs.String(), "trimmed resident memory") }
 
 // TestTrimResidentAfterWork ensures that the trim loop trims at start-up,
 // then again at the first quiet period after pages were faulted back in,
 // and not while nothing came back.
 func TestTrimResidentAfterWork(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &logBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -89,16 +72,16 @@ func TestTrimResidentAfterWork(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	waitTrims := func(n int) {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); logs.trims() < n; time.Sleep(5 * time.Millisecond) {
+		for deadline := time.Now().Add(10 * time.Second); trims(logs) < n; time.Sleep(5 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("%d trims, want %d; log:\n%s", logs.trims(), n, logs.b.String())
+				t.Fatalf("%d trims, want %d; log:\n%s", trims(logs), n, logs.String())
 			}
 		}
 	}
 	waitTrims(1)
 	// Quiet, nothing faulted back: a few periods without a trim.
 	time.Sleep(100 * time.Millisecond)
-	if n := logs.trims(); n != 1 {
+	if n := trims(logs); n != 1 {
 		t.Fatalf("%d trims while idle, want 1", n)
 	}
 	// Work that faults pages in (8 MiB of fresh heap), then quiet.
@@ -112,7 +95,7 @@ func TestTrimResidentAfterWork(t *testing.T) {
 // TestTrimResidentOff ensures that TETHER_TRIM=off turns every trim off.
 func TestTrimResidentOff(t *testing.T) {
 	t.Setenv("TETHER_TRIM", "off")
-	logs := &lockedBuffer{}
+	logs := &logBuffer{}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -123,7 +106,7 @@ func TestTrimResidentOff(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the trim loop runs with TETHER_TRIM=off")
 	}
-	if n := logs.trims(); n != 0 {
+	if n := trims(logs); n != 0 {
 		t.Fatalf("%d trims with TETHER_TRIM=off", n)
 	}
 }
