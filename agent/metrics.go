@@ -86,7 +86,8 @@ type refusals struct {
 	socket, container, imds refusalCounts
 }
 
-// credentialsFamilies: per role, from the Refresher's Status.
+// The families of each role (from its Refresher's Status), of the device
+// certificate and of the local endpoints' refusals.
 var (
 	famRoleValid = openmetrics.Family{Name: "tether_credentials_valid", Type: openmetrics.TypeGauge,
 		Help: "1 while the role has credentials it may serve, 0 otherwise"}
@@ -182,7 +183,7 @@ func (a *Agent) metrics(f openmetrics.Format) ([]byte, error) {
 		{"socket", true, &a.d.refused.socket, []refusalReason{refusedNotAllowed, refusedRoleNotAllowed, refusedWorkloadRole, refusedUnknownPeer, refusedOverLimit}},
 		{"container", a.container != nil, &a.d.refused.container, []refusalReason{refusedNotAllowed, refusedRoleNotAllowed, refusedWorkloadRole, refusedUnknownPeer, refusedOverLimit,
 			refusedForwarded, refusedBadHost, refusedBadToken}},
-		{"imds", a.imds != nil, &a.d.refused.imds, []refusalReason{refusedNotAllowed, refusedRoleNotAllowed, refusedUnknownPeer, refusedOverLimit,
+		{"imds", a.imds != nil, &a.d.refused.imds, []refusalReason{refusedNotAllowed, refusedRoleNotAllowed, refusedWorkloadRole, refusedUnknownPeer, refusedOverLimit,
 			refusedForwarded, refusedBadHost, refusedNotLocal}},
 	} {
 		if !ep.on {

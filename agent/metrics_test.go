@@ -253,3 +253,41 @@ func TestAgentMetricsContainerRefusals(t *testing.T) {
 	assert.Equal(t, 0.0, metric(fams, "tether_peers_refused", `tether_peers_refused_total{endpoint="socket",reason="not_allowed"}`))
 	assert.Equal(t, -1.0, metric(fams, "tether_mqtt_connected", "tether_mqtt_connected"), "no [mqtt]: no MQTT metrics")
 }
+
+// BenchmarkMetrics: one GET /v1/metrics through the socket, against GET
+// /v1/status (the JSON an operator's `tether status` reads) on the same
+// agent, alternately in the same run; reported as time per scrape, the
+// ratio between them and the size of the exposition.
+func BenchmarkMetrics(b *testing.B) {
+	h := newHarness(b, time.Hour, "")
+	h.start()
+	c := SocketClient(h.Socket)
+	defer c.CloseIdleConnections()
+	get := func(path string) int {
+		resp, err := c.Get("http://tether" + path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b.Fatalf("%s: %s", path, resp.Status)
+		}
+		return int(n)
+	}
+	var metricsTime, statusTime time.Duration
+	size, n := 0, 0
+	for b.Loop() {
+		t0 := time.Now()
+		size = get("/v1/metrics")
+		t1 := time.Now()
+		get("/v1/status")
+		metricsTime += t1.Sub(t0)
+		statusTime += time.Since(t1)
+		n++
+	}
+	b.ReportMetric(float64(metricsTime.Microseconds())/float64(n), "metrics-µs/scrape")
+	b.ReportMetric(float64(statusTime.Microseconds())/float64(n), "status-µs/request")
+	b.ReportMetric(float64(metricsTime)/float64(statusTime), "ratio-to-status")
+	b.ReportMetric(float64(size), "metrics-bytes")
+}
