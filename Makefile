@@ -90,7 +90,7 @@ test: deps lint
 	$(MAKE) test-tpm-static
 
 ## test-systemd: the .deb in a Debian 12 root booted with systemd (nspawn): install,
-## socket, reload, restart, watchdog, hardening, PIN, upgrade, purge; skips when not root
+## socket, reload, restart, watchdog, hardening, PIN, upgrade, purge, workloads; skips when not root
 test-systemd: deps
 	@./packaging/test-systemd.sh
 
@@ -99,7 +99,7 @@ test-systemd: deps
 ## (plain go test) replays the committed corpora.
 FUZZTIME     ?= 10m
 FUZZ_TARGETS := ./agent:FuzzParseConfig ./agent:FuzzSocketAPI ./agent/greengrass:FuzzParse \
-                ./hsm:FuzzParseURI ./credprovider:FuzzIoTResponse \
+                ./hsm:FuzzParseURI ./credprovider:FuzzIoTResponse ./credprovider/imds:FuzzHandler \
                 ./mqtt:FuzzTopicAgainstMosquitto ./mqtt:FuzzFilterAgainstMosquitto
 fuzz:
 	@./softhsm-test/deps.sh

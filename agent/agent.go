@@ -68,7 +68,7 @@ func (a *Agent) buildRoles() error {
 	if err != nil {
 		return err
 	}
-	a.roles = roleSet{}
+	a.roles, a.iot = roleSet{}, iot
 	leaf := sha256.Sum256(a.id.Leaf().Raw)
 	dev, err := a.addRole(DeviceRole, deviceCredentialsKey(cfg, leaf), iot, Source{}, AllowList{})
 	if err != nil {

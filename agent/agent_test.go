@@ -76,6 +76,22 @@ func (h *harness) get(path string) (int, []byte, http.Header) {
 	return resp.StatusCode, b, resp.Header
 }
 
+// validRoles lists the roles /v1/status shows, in its order, failing the
+// test for each that has no valid credentials.
+func (h *harness) validRoles() []string {
+	h.t.Helper()
+	code, body, _ := h.get("/v1/status")
+	require.Equal(h.t, http.StatusOK, code)
+	var st Status
+	require.NoError(h.t, json.Unmarshal(body, &st))
+	var names []string
+	for _, r := range st.Roles {
+		names = append(names, r.Name)
+		assert.True(h.t, r.Valid, r.Name)
+	}
+	return names
+}
+
 func (h *harness) credentials(path string) Credentials {
 	h.t.Helper()
 	code, body, _ := h.get(path)

@@ -35,11 +35,11 @@ type APIError struct {
 
 func (e *APIError) Error() string { return e.Message }
 
-// FetchCredentials asks the agent at socket for a role's credentials
-// ("" or DeviceRole: the device role).
+// FetchCredentials asks the agent at socket for a role's credentials (""
+// for the caller's default: its [[workload]]'s role, else the device role).
 func FetchCredentials(ctx context.Context, socket, role string) (*Credentials, error) {
 	path := "/v1/credentials"
-	if role != "" && role != DeviceRole {
+	if role != "" {
 		path += "/" + url.PathEscape(role)
 	}
 	var c Credentials

@@ -186,19 +186,11 @@ func (c *Config) validateRoles(v *validator) {
 	for i := range c.Roles {
 		r := &c.Roles[i]
 		key := fmt.Sprintf("role.%d", i)
-		switch {
-		case r.Name == "":
-			v.fail(key+".name", "missing; every [[role]] needs a name (it is the path /v1/credentials/NAME)")
-		case !roleNameRE().MatchString(r.Name):
-			v.fail(key+".name", "%q is not a valid role name (1-64 of a-z A-Z 0-9 _ -)", r.Name)
-		case r.Name == DeviceRole:
+		if r.Name == DeviceRole {
 			v.fail(key+".name", "\"device\" is the IoT role alias's own name; choose another")
-		default:
-			if j, dup := byName[r.Name]; dup {
-				v.fail(key+".name", "%q is already the name of role[%d]", r.Name, j)
-			}
-			byName[r.Name] = i
+			continue
 		}
+		v.name(key, "role", r.Name, "it is the path /v1/credentials/NAME", i, byName)
 	}
 	for i := range c.Roles {
 		r := &c.Roles[i]
@@ -233,6 +225,23 @@ func (c *Config) validateRoles(v *validator) {
 			seen[src] = true
 			cur = c.Roles[j].Source
 		}
+	}
+}
+
+// name checks the name of the i-th [[kind]] at key: given (why says what it
+// is for), 1-64 of a-z A-Z 0-9 _ - (a URL path segment), and not the name of
+// an earlier one in seen, where it is recorded.
+func (v *validator) name(key, kind, name, why string, i int, seen map[string]int) {
+	switch {
+	case name == "":
+		v.fail(key+".name", "missing; every [[%s]] needs a name (%s)", kind, why)
+	case !roleNameRE().MatchString(name):
+		v.fail(key+".name", "%q is not a valid %s name (1-64 of a-z A-Z 0-9 _ -)", name, kind)
+	default:
+		if j, dup := seen[name]; dup {
+			v.fail(key+".name", "%q is already the name of %s[%d]", name, kind, j)
+		}
+		seen[name] = i
 	}
 }
 

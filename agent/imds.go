@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -51,22 +52,24 @@ func (a *Agent) openIMDS(prev *Agent) error {
 }
 
 // imdsRoutes builds the IMDS endpoint's handler for this generation.
-func (a *Agent) imdsRoutes(roles func() roleSet, allow func() AllowList) http.Handler {
-	src := &imdsSource{roles: roles, log: a.d.refusals}
+func (a *Agent) imdsRoutes(allow func() AllowList) http.Handler {
+	src := &imdsSource{roleFor: a.roleFor, log: a.d.refusals, refused: &a.d.refused.imds}
 	h := &imds.Handler{Tokens: a.imds.tokens, Source: src, Region: a.cfg.AWS.Region}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !fromThisHost(r) {
 			// Only an address on lo that the network can reach, under the
 			// weak host model, lets such a peer connect at all.
+			src.refused.count(refusedNotLocal, nil)
 			src.log.Warn("IMDS endpoint refused a peer from another host", "remote", r.RemoteAddr)
 			w.Header().Set("Connection", "close")
 			writeError(w, http.StatusForbidden, "not_local", "the IMDS endpoint serves programs on this device only")
 			return
 		}
-		if refuseIndirect(w, r, src.log, "IMDS endpoint") {
+		if refuseIndirect(w, r, src.log, src.refused, "IMDS endpoint") {
 			return
 		}
 		if p := peerFrom(r.Context()); !allow().Allows(p) {
+			src.refused.count(refusedNotAllowed, p)
 			src.refuse(w, r, p)
 			return
 		}
@@ -81,7 +84,7 @@ func (a *Agent) serveIMDS() {
 	if a.imds == nil || a.imds.srv != nil {
 		return
 	}
-	a.serveTCP(&a.imds.endpoint, imds.HopLimitListener(a.imds.ln, 1), func(a *Agent) http.Handler { return a.imdsAPI })
+	a.serveTCP(&a.imds.endpoint, imds.HopLimitListener(a.imds.ln, 1), &a.d.refused.imds, func(a *Agent) http.Handler { return a.imdsAPI })
 }
 
 // closeIMDS stops the IMDS endpoint unless the next generation took it.
@@ -99,10 +102,12 @@ func fromThisHost(r *http.Request) bool {
 	return ok1 && err == nil && localPeer(local, remote)
 }
 
-// imdsSource answers package imds's questions from the agent's roles.
+// imdsSource answers package imds's questions with the agent's one rule
+// for which credentials a peer gets (roleFor).
 type imdsSource struct {
-	roles func() roleSet
-	log   *slog.Logger
+	roleFor func(*Peer, string) (*role, error)
+	log     *slog.Logger
+	refused *refusalCounts
 }
 
 // Owner binds tokens to the uid of the program that asked for them.
@@ -113,30 +118,46 @@ func (s *imdsSource) Owner(r *http.Request) string {
 	return "unknown"
 }
 
-// Role is the role served to the peer of r: the device role.
+// Role is the name of the role the peer of r gets by default: its
+// [[workload]]'s role, else the device role. A workload's session is
+// listed under its role's name, as EC2 lists an instance profile's role.
 func (s *imdsSource) Role(r *http.Request) (string, error) {
-	p := peerFrom(r.Context())
-	name := imdsRole(p)
-	rl, ok := s.roles()[name]
-	if !ok {
-		return "", &imds.Error{Status: http.StatusNotFound, Message: "no role " + strconv.Quote(name) + " is configured"}
+	rl, err := s.resolve(r, "")
+	if err != nil {
+		return "", err
 	}
-	if !rl.allow.Empty() && !rl.allow.Allows(p) {
-		s.logRefusal(r, p)
-		return "", &imds.Error{Status: http.StatusForbidden, Message: refusedMessage(p)}
-	}
-	return name, nil
+	return strings.TrimSuffix(rl.name, "/"+rl.workload), nil
 }
 
-// imdsRole chooses the role a peer gets at the IMDS endpoint.
-func imdsRole(*Peer) string { return DeviceRole }
-
-// Credentials are the role's current ones, never expired ones: 503 with
-// Retry-After while there are none.
-func (s *imdsSource) Credentials(r *http.Request, name string) (aws.Credentials, time.Time, error) {
-	rl, ok := s.roles()[name]
+// resolve is roleFor for the peer of r, its refusals in package imds's
+// terms.
+func (s *imdsSource) resolve(r *http.Request, name string) (*role, error) {
+	p := peerFrom(r.Context())
+	rl, err := s.roleFor(p, name)
+	if err == nil {
+		return rl, nil
+	}
+	s.refused.countRole(err, p)
+	rf, ok := err.(*refusal)
 	if !ok {
-		return aws.Credentials{}, time.Time{}, &imds.Error{Status: http.StatusNotFound, Message: "no role " + strconv.Quote(name) + " is configured"}
+		return nil, &imds.Error{Status: http.StatusInternalServerError, Message: "internal error"}
+	}
+	if rf.Status == http.StatusForbidden {
+		s.logRefusal(r, p)
+	}
+	msg := rf.Message
+	if rf.Code == "peer_not_allowed" {
+		msg = refusedMessage(p)
+	}
+	return nil, &imds.Error{Status: rf.Status, Message: msg}
+}
+
+// Credentials are the current ones of the role the peer gets under name,
+// never expired ones: 503 with Retry-After while there are none.
+func (s *imdsSource) Credentials(r *http.Request, name string) (aws.Credentials, time.Time, error) {
+	rl, err := s.resolve(r, name)
+	if err != nil {
+		return aws.Credentials{}, time.Time{}, err
 	}
 	c, err := rl.ref.Retrieve(r.Context())
 	if err != nil {

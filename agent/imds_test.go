@@ -87,6 +87,11 @@ func TestIMDSEndpoint(t *testing.T) {
 	} {
 		assert.Equal(t, tc.code, tc.body, tc.name)
 	}
+	// The refusals are counted under their reasons (docs/metrics.md).
+	fams := h.scrape()
+	for reason, want := range map[string]float64{"forwarded": 1, "bad_host": 1, "not_allowed": 1, "not_local": 0} {
+		assert.Equal(t, want, metric(fams, "tether_peers_refused", `tether_peers_refused_total{endpoint="imds",reason="`+reason+`"}`), reason)
+	}
 	// A uid in the allow list gets a token of its own.
 	code, other := put(65533, "60")
 	require.Equal(t, "200", code, other)

@@ -47,7 +47,9 @@ type daemon struct {
 	// refusals logs what local clients can cause at will (refused peers,
 	// tokens, connections over the limits), rate-limited.
 	refusals *slog.Logger
-	errc     chan error
+	// refused counts the endpoints' refusals for GET /v1/metrics.
+	refused refusals
+	errc    chan error
 	// statusDue carries a request for a status line to systemd (see
 	// notifyStatus).
 	statusDue chan struct{}
@@ -69,6 +71,7 @@ type Agent struct {
 	setSealer bool
 	db        *store.DB
 	roles     roleSet
+	iot       *credprovider.IoT // the device role's provider
 	// workloads finds the [[workload]] of a peer (workload.go).
 	workloads *workloadSet
 	// inherit holds the previous generation's refreshers by cache key, to
@@ -167,7 +170,9 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	a.ready.Store(true)
 	unixSrv := d.newServer(func(a *Agent) http.Handler { return a.api })
 	unixSrv.ConnContext = connContext
-	go d.serve(unixSrv, newLimitListener(ln, ucredOf, d.refusals))
+	uln := newLimitListener(ln, ucredOf, d.refusals)
+	uln.overLimit = &d.refused.socket[refusedOverLimit]
+	go d.serve(unixSrv, uln)
 	a.serveContainer()
 	a.serveIMDS()
 	platform.Ready(a.statusLine())
@@ -512,10 +517,12 @@ func (a *Agent) launch(ctx context.Context) {
 	}
 	roles := func() roleSet { return a.roles }
 	api := &api{
-		roles:  roles,
-		allow:  func() AllowList { return AllowList{UIDs: a.cfg.Serve.AllowUIDs, GIDs: a.cfg.Serve.AllowGIDs} },
-		status: a.Status,
-		log:    a.d.refusals,
+		roles:   roles,
+		allow:   func() AllowList { return AllowList{UIDs: a.cfg.Serve.AllowUIDs, GIDs: a.cfg.Serve.AllowGIDs} },
+		status:  a.Status,
+		metrics: a.metrics,
+		refused: &a.d.refused.socket,
+		log:     a.d.refusals,
 	}
 	api.roleFor = a.roleFor
 	if a.outbox != nil {
@@ -526,11 +533,11 @@ func (a *Agent) launch(ctx context.Context) {
 	go func() { defer a.wg.Done(); a.rot.run(runCtx) }()
 	a.api = api.routes()
 	if a.container != nil {
-		c := &containerAPI{roleFor: a.roleFor, allow: api.allow, token: a.token, log: a.d.refusals}
+		c := &containerAPI{roleFor: a.roleFor, allow: api.allow, token: a.token, log: a.d.refusals, refused: &a.d.refused.container}
 		a.containerAPI = c.routes()
 	}
 	if a.imds != nil {
-		a.imdsAPI = a.imdsRoutes(roles, api.allow)
+		a.imdsAPI = a.imdsRoutes(api.allow)
 	}
 	if iv, err := platform.WatchdogInterval(); err != nil {
 		a.log.Warn("watchdog disabled", "err", err)
@@ -547,16 +554,19 @@ func (a *Agent) serveContainer() {
 	if a.container == nil || a.container.srv != nil {
 		return
 	}
-	a.serveTCP(a.container, a.container.ln, func(a *Agent) http.Handler { return a.containerAPI })
+	a.serveTCP(a.container, a.container.ln, &a.d.refused.container, func(a *Agent) http.Handler { return a.containerAPI })
 }
 
 // serveTCP starts e's server on ln (e's socket, or a listener around it)
-// with the limits of a loopback TCP endpoint, for the handler pick chooses.
-func (a *Agent) serveTCP(e *endpoint, ln net.Listener, pick func(*Agent) http.Handler) {
+// with the limits of a loopback TCP endpoint, for the handler pick chooses;
+// refused counts the connections over them.
+func (a *Agent) serveTCP(e *endpoint, ln net.Listener, refused *refusalCounts, pick func(*Agent) http.Handler) {
 	srv := a.d.newServer(pick)
 	srv.ConnContext = connContext
 	e.srv = srv
-	go a.d.serve(srv, newLimitListener(ln, tcpPeer, a.d.refusals))
+	tln := newLimitListener(ln, tcpPeer, a.d.refusals)
+	tln.overLimit = &refused[refusedOverLimit]
+	go a.d.serve(srv, tln)
 }
 
 // retire waits, at most 10 s, for the requests a is answering, after

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -38,13 +39,15 @@ const unknownUID = ^uint32(0)
 // it accepts; peer tells their owner.
 type limitListener struct {
 	net.Listener
-	peer    func(net.Conn) (*Peer, error)
-	log     *slog.Logger // rate-limited
-	total   int
-	perUID  map[uint32]int
-	mu      sync.Mutex
-	maxAll  int
-	maxEach int
+	peer func(net.Conn) (*Peer, error)
+	log  *slog.Logger // rate-limited
+	// overLimit counts the connections closed over a limit; nil: not counted.
+	overLimit *atomic.Uint64
+	total     int
+	perUID    map[uint32]int
+	mu        sync.Mutex
+	maxAll    int
+	maxEach   int
 }
 
 func newLimitListener(ln net.Listener, peer func(net.Conn) (*Peer, error), log *slog.Logger) *limitListener {
@@ -98,6 +101,9 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		n := l.perUID[uid]
 		l.mu.Unlock()
 		if over {
+			if l.overLimit != nil {
+				l.overLimit.Add(1)
+			}
 			c.Close()
 			who := "unknown"
 			if uid != unknownUID {

@@ -23,6 +23,7 @@ const mfaTimeout = 30 * time.Second
 // refreshed like the device role.
 func (a *Agent) buildExtraRoles(device aws.CredentialsProvider) error {
 	a.workloads = newWorkloadSet()
+	a.warnHiddenPeers()
 	return buildRoleProviders(a.cfg, device, func(r *RoleConfig, p aws.CredentialsProvider) (aws.CredentialsProvider, error) {
 		rl, err := a.addRole(r.Name, a.roleKey(r), p, r.Source, AllowList{UIDs: r.AllowUIDs, GIDs: r.AllowGIDs})
 		if err != nil {
@@ -134,6 +135,17 @@ func profileCredentials(profile, region string) (aws.CredentialsProvider, error)
 	}
 	if cfg.Credentials == nil {
 		return nil, fmt.Errorf("profile %q resolves to no credentials", profile)
+	}
+	// A sign-in that expired is named with its profile and the fix, not
+	// with the SDK's chain of wrapped messages.
+	if sc, err := config.LoadSharedConfigProfile(ctx, profile); err == nil {
+		key := sc.SSOSessionName
+		if key == "" {
+			key = sc.SSOStartURL
+		}
+		if key != "" {
+			return credprovider.WithSSOLogin(cfg.Credentials, credprovider.SSOProfile{Name: profile, CacheKey: key}), nil
+		}
 	}
 	return cfg.Credentials, nil
 }

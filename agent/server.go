@@ -17,6 +17,7 @@ import (
 
 	"github.com/tetherd/tether/credprovider"
 	"github.com/tetherd/tether/mqtt"
+	"github.com/tetherd/tether/platform/openmetrics"
 )
 
 // DeviceRole is the name of the role the IoT role alias gives: the one
@@ -115,6 +116,10 @@ type api struct {
 	roleFor func(*Peer, string) (*role, error)
 	allow   func() AllowList
 	status  func() Status
+	// metrics writes GET /v1/metrics (metrics.go); refused counts the
+	// peers this endpoint refuses.
+	metrics func(openmetrics.Format) ([]byte, error)
+	refused *refusalCounts
 	// mqtt returns the MQTT session, nil while it restarts; mqtt itself is
 	// nil when [mqtt] is not configured.
 	mqtt func() *mqtt.Session
@@ -146,6 +151,9 @@ func (a *api) routes() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, st)
 	})
+	mux.HandleFunc("GET /v1/metrics", func(w http.ResponseWriter, r *http.Request) {
+		serveMetrics(w, r, a.metrics)
+	})
 	withMQTT := func(h func(*mqtt.Session, http.ResponseWriter, *http.Request)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			if a.mqtt == nil {
@@ -175,9 +183,9 @@ func (a *api) routes() http.Handler {
 	mux.HandleFunc("/v1/mqtt/", withMQTT(func(_ *mqtt.Session, w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+"; see POST /v1/mqtt/publish, GET /v1/mqtt/subscribe")
 	}))
-	getOnly(mux, "/v1/credentials", "/v1/credentials/{role}", "/v1/status")
+	getOnly(mux, "/v1/credentials", "/v1/credentials/{role}", "/v1/status", "/v1/metrics")
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+"; see GET /v1/credentials, /v1/credentials/{role}, /v1/status")
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+"; see GET /v1/credentials, /v1/credentials/{role}, /v1/status, /v1/metrics")
 	})
 	return a.checkPeer(mux)
 }
@@ -188,6 +196,7 @@ func (a *api) checkPeer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := peerFrom(r.Context())
 		if !a.allow().Allows(p) {
+			a.refused.count(refusedNotAllowed, p)
 			a.refuse(w, r, p)
 			return
 		}
@@ -213,6 +222,7 @@ func (a *api) credentials(w http.ResponseWriter, r *http.Request, name string) {
 	p := peerFrom(r.Context())
 	rl, err := a.roleFor(p, name)
 	if err != nil {
+		a.refused.countRole(err, p)
 		refuseRole(w, r, a.log, p, err, a.refuse)
 		return
 	}
@@ -320,6 +330,8 @@ type containerAPI struct {
 	allow func() AllowList
 	token []byte
 	log   *slog.Logger
+	// refused counts the peers this endpoint refuses.
+	refused *refusalCounts
 }
 
 func (c *containerAPI) routes() http.Handler {
@@ -348,12 +360,13 @@ func (c *containerAPI) routes() http.Handler {
 // missing or wrong token.
 func (c *containerAPI) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if refuseIndirect(w, r, c.log, "container endpoint") {
+		if refuseIndirect(w, r, c.log, c.refused, "container endpoint") {
 			return
 		}
 		got := r.Header.Get("Authorization")
 		got = strings.TrimPrefix(got, "Bearer ")
 		if subtle.ConstantTimeCompare([]byte(got), c.token) != 1 {
+			c.refused.count(refusedBadToken, nil)
 			c.log.Warn("container endpoint refused a request without the right token", "remote", r.RemoteAddr)
 			w.Header().Set("Connection", "close")
 			writeError(w, http.StatusUnauthorized, "bad_token",
@@ -361,6 +374,7 @@ func (c *containerAPI) guard(next http.Handler) http.Handler {
 			return
 		}
 		if p := peerFrom(r.Context()); c.allow != nil && !c.allow().Allows(p) {
+			c.refused.count(refusedNotAllowed, p)
 			c.refusePeer(w, r, p)
 			return
 		}
@@ -374,6 +388,7 @@ func (c *containerAPI) serve(w http.ResponseWriter, r *http.Request, name string
 	p := peerFrom(r.Context())
 	rl, err := c.roleFor(p, name)
 	if err != nil {
+		c.refused.countRole(err, p)
 		refuseRole(w, r, c.log, p, err, c.refusePeer)
 		return
 	}
@@ -392,14 +407,16 @@ func (c *containerAPI) refusePeer(w http.ResponseWriter, r *http.Request, p *Pee
 // come straight from a local program: a forwarded one, or one whose Host is
 // neither loopback nor the address the endpoint listens on (DNS
 // rebinding). what names the endpoint in the log.
-func refuseIndirect(w http.ResponseWriter, r *http.Request, log *slog.Logger, what string) bool {
+func refuseIndirect(w http.ResponseWriter, r *http.Request, log *slog.Logger, refused *refusalCounts, what string) bool {
 	if len(r.Header.Values("X-Forwarded-For")) > 0 || len(r.Header.Values("Forwarded")) > 0 {
+		refused.count(refusedForwarded, nil)
 		log.Warn(what+" refused a forwarded request", "remote", r.RemoteAddr)
 		w.Header().Set("Connection", "close")
 		writeError(w, http.StatusForbidden, "forwarded", "forwarded requests are refused; call the endpoint directly from this device")
 		return true
 	}
 	if !loopbackHost(r.Host) && !listenHost(r) {
+		refused.count(refusedBadHost, nil)
 		log.Warn(what+" refused a non-loopback Host", "remote", r.RemoteAddr)
 		w.Header().Set("Connection", "close")
 		writeError(w, http.StatusForbidden, "bad_host", "the Host header must be a loopback address (127.0.0.1, ::1 or localhost)")

@@ -1,9 +1,11 @@
 package agent
 
 import (
+	"errors"
 	"sort"
 	"time"
 
+	"github.com/tetherd/tether/credprovider"
 	"github.com/tetherd/tether/mqtt"
 	"github.com/tetherd/tether/store"
 )
@@ -22,6 +24,9 @@ type Status struct {
 	Memory MemoryStatus `json:"memory"`
 	// Rotation is the certificate rotation's state (rotate.go).
 	Rotation *RotationStatus `json:"rotation,omitempty"`
+	// ServerClock is the credentials endpoint's clock as its last answer
+	// dated it, for `tether doctor` to compare without logging in again.
+	ServerClock *credprovider.ServerClock `json:"server_clock,omitempty"`
 }
 
 // IdentityStatus describes the device identity.
@@ -44,9 +49,12 @@ type RoleStatus struct {
 	LastRefresh *time.Time `json:"last_refresh,omitempty"`
 	NextRefresh *time.Time `json:"next_refresh,omitempty"`
 	LastError   string     `json:"last_error,omitempty"`
-	Refreshes   int        `json:"refreshes"`
-	Failures    int        `json:"failures"`
-	ClockError  string     `json:"clock_error,omitempty"`
+	// Fix says what to do about LastError, when tether knows (an expired
+	// SSO sign-in: the command to run).
+	Fix        string `json:"fix,omitempty"`
+	Refreshes  int    `json:"refreshes"`
+	Failures   int    `json:"failures"`
+	ClockError string `json:"clock_error,omitempty"`
 }
 
 // Status reports the agent's state.
@@ -79,11 +87,20 @@ func (a *Agent) Status() Status {
 			Expires: timePtr(rs.Expires), LastRefresh: timePtr(rs.LastRefresh), NextRefresh: timePtr(rs.NextRefresh)}
 		if rs.LastError != nil {
 			r.LastError = rs.LastError.Error()
+			var sso *credprovider.SSOLoginError
+			if errors.As(rs.LastError, &sso) {
+				r.LastError, r.Fix = sso.Error(), sso.Fix()
+			}
 		}
 		if rs.ClockError != nil {
 			r.ClockError = rs.ClockError.Error()
 		}
 		st.Roles = append(st.Roles, r)
+	}
+	if a.iot != nil {
+		if c, ok := a.iot.ServerClock(); ok {
+			st.ServerClock = &c
+		}
 	}
 	st.Store = a.db.Health()
 	st.Rotation = a.rot.status()

@@ -160,17 +160,7 @@ func (c *Config) validateWorkloads(v *validator) {
 	for i := range c.Workloads {
 		w := &c.Workloads[i]
 		key := fmt.Sprintf("workload.%d", i)
-		switch {
-		case w.Name == "":
-			v.fail(key+".name", "missing; every [[workload]] needs a name (it names the program in CloudTrail)")
-		case !roleNameRE().MatchString(w.Name):
-			v.fail(key+".name", "%q is not a valid workload name (1-64 of a-z A-Z 0-9 _ -)", w.Name)
-		default:
-			if j, dup := names[w.Name]; dup {
-				v.fail(key+".name", "%q is already the name of workload[%d]", w.Name, j)
-			}
-			names[w.Name] = i
-		}
+		v.name(key, "workload", w.Name, "it names the program in CloudTrail", i, names)
 
 		n := 0
 		for _, set := range []bool{w.Unit != "", w.UID != nil, w.GID != nil} {
@@ -275,6 +265,18 @@ func (v *validator) policyFile(key, path string) string {
 		v.fail(key, "%s is empty; write the session policy (JSON) into it", path)
 	}
 	return string(b[:n])
+}
+
+// warnHiddenPeers says, when [[workload]]s are configured, what keeps the
+// agent from telling local programs apart (the hardened unit without the
+// workloads.conf drop-in): those programs would get what unmapped ones get.
+func (a *Agent) warnHiddenPeers() {
+	if len(a.cfg.Workloads) == 0 {
+		return
+	}
+	if err := platform.PeersHidden(); err != nil {
+		a.log.Warn("[[workload]]s cannot tell local programs apart; under systemd install the workloads.conf drop-in (docs/workloads.md)", "err", err)
+	}
 }
 
 // workload is a [[workload]] as a generation holds it.
@@ -412,4 +414,10 @@ func (a *Agent) roleFor(p *Peer, name string) (*role, error) {
 		return nil, &refusal{Status: http.StatusForbidden, Code: "peer_not_allowed", Message: "the role's own allow lists leave this peer out"}
 	}
 	return rl, nil
+}
+
+// servedAs is the role name rl answers to: for a workload's session, its
+// [[role]]'s name (the name an IMDS listing shows), else its own.
+func (rl *role) servedAs() string {
+	return strings.TrimSuffix(rl.name, "/"+rl.workload)
 }

@@ -49,6 +49,14 @@ func program(t *testing.T, g *cgrouptest.Group, uid int, env []string, argv ...s
 	return stdout.String()
 }
 
+// shareSocket lets other users reach the agent's socket, as its group would.
+func shareSocket(t *testing.T, h *harness) {
+	t.Helper()
+	require.NoError(t, os.Chmod(filepath.Dir(h.Dir), 0o755))
+	require.NoError(t, os.Chmod(h.Dir, 0o755))
+	require.NoError(t, os.Chmod(h.Socket, 0o666))
+}
+
 // curlSocket is curl asking the agent's socket for path; it prints the body
 // and then the status code on a line of its own.
 func curlSocket(socket, path string) []string {
@@ -67,13 +75,14 @@ func curlAnswer(t *testing.T, out string) (int, map[string]string) {
 	return code, body
 }
 
-// issuedTo returns the AssumeRole call that made the session of workload
+// issuedTo returns the last AssumeRole call that made a session of workload
 // ("": the role's own, untagged).
 func issuedTo(t *testing.T, srv *ststest.Server, workload string) ststest.Call {
 	t.Helper()
-	for _, c := range srv.CallsFor(testTelemetry) {
-		if c.Tags[TagWorkload] == workload {
-			return c
+	calls := srv.CallsFor(testTelemetry)
+	for i := len(calls) - 1; i >= 0; i-- {
+		if calls[i].Tags[TagWorkload] == workload {
+			return calls[i]
 		}
 	}
 	t.Fatalf("no AssumeRole for workload %s among %d calls", workload, len(srv.CallsFor(testTelemetry)))
@@ -87,7 +96,7 @@ func issuedTo(t *testing.T, srv *ststest.Server, workload string) ststest.Call {
 // the device; that the STS calls its credentials sign are recorded with that
 // context, as CloudTrail records them; that a unit wins over a uid; that a
 // workload is refused other roles; and that other programs get what they got
-// before, on the socket and on the container endpoint alike.
+// before, on the socket, the container endpoint and the IMDS endpoint alike.
 func TestAgentServesWorkloads(t *testing.T) {
 	if err := cgrouptest.Available(); err != nil {
 		t.Skipf("needs cgroups: %v", err)
@@ -99,7 +108,7 @@ func TestAgentServesWorkloads(t *testing.T) {
 	var socket string
 	srv := stsForAgent(t, &socket)
 	srv.AddRole(ststest.Role{ARN: testTelemetry})
-	port := fmt.Sprint(agenttest.FreePort(t))
+	port, imdsPort := fmt.Sprint(agenttest.FreePort(t)), fmt.Sprint(agenttest.FreePort(t))
 	extra := fmt.Sprintf(`
 [[role]]
 name         = "telemetry"
@@ -118,13 +127,10 @@ uid  = %d
 role = "telemetry"
 `, testTelemetry, srv.URL, uploaderPolicy, nobody)
 	h := newHarness(t, time.Hour, extra)
-	h.WriteConfig(extra, "[serve]\n", "[serve]\ncontainer_endpoint = \"127.0.0.1:"+port+"\"\n")
+	h.WriteConfig(extra, "[serve]\n", "[serve]\ncontainer_endpoint = \"127.0.0.1:"+port+"\"\nimds_endpoint = \"127.0.0.1:"+imdsPort+"\"\n")
 	socket = h.Socket
 	h.start()
-	// Let the other users reach the socket, as its group would.
-	require.NoError(t, os.Chmod(filepath.Dir(h.Dir), 0o755))
-	require.NoError(t, os.Chmod(h.Dir, 0o755))
-	require.NoError(t, os.Chmod(h.Socket, 0o666))
+	shareSocket(t, h)
 
 	// Every session is fetched at start, in the background.
 	require.Eventually(t, func() bool { return len(srv.CallsFor(testTelemetry)) == 3 }, 30*time.Second, 10*time.Millisecond)
@@ -225,16 +231,109 @@ print(c.access_key, arn)
 		}
 	})
 
-	t.Run("status lists each workload's session", func(t *testing.T) {
-		code, body, _ := h.get("/v1/status")
-		require.Equal(t, http.StatusOK, code)
-		var st Status
-		require.NoError(t, json.Unmarshal(body, &st))
-		var names []string
-		for _, r := range st.Roles {
-			names = append(names, r.Name)
-			assert.True(t, r.Valid, r.Name)
+	t.Run("boto3 on the IMDS endpoint", func(t *testing.T) {
+		// botocore's own IMDS provider (token PUT, the role's name, its
+		// credentials), then an STS call signed with what it got.
+		script := `
+import boto3
+s = boto3.Session()
+c = s.get_credentials()
+f = c.get_frozen_credentials()
+arn = s.client("sts", endpoint_url="` + srv.URL + `").get_caller_identity()["Arn"]
+print(c.method, f.access_key, arn)
+`
+		env := []string{"AWS_DEFAULT_REGION=eu-west-1", "AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:" + imdsPort + "/",
+			"AWS_REGION=eu-west-1", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null"}
+		for _, tc := range []struct {
+			name string
+			g    *cgrouptest.Group
+			uid  int
+			want string
+		}{
+			{"the unit, found by its socket's cgroup", uploader, nobody, "iam-role " + up.Issued + " arn:aws:sts::123456789012:assumed-role/telemetry/uploader@gw-0001"},
+			{"the uid, found by sock_diag", other, nobody, "iam-role " + batch.Issued + " arn:aws:sts::123456789012:assumed-role/telemetry/batch@gw-0001"},
+			{"others: the device role", other, -1, "iam-role " + device.AccessKeyID + " arn:aws:sts::123456789012:assumed-role/gateway/gw-0001"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				assert.Equal(t, tc.want, strings.TrimSpace(program(t, tc.g, tc.uid, env, "/usr/bin/python3", "-c", script)))
+			})
 		}
-		assert.Equal(t, []string{"device", "telemetry", "telemetry/batch", "telemetry/uploader"}, names)
+		// A workload's session is listed under its role's name, and no
+		// other role is served to it.
+		list := `import sys, urllib.request as u
+b = "http://127.0.0.1:` + imdsPort + `"
+tok = u.urlopen(u.Request(b + "/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})).read().decode()
+name = u.urlopen(u.Request(b + "/latest/meta-data/iam/security-credentials/", headers={"X-aws-ec2-metadata-token": tok})).read().decode()
+try:
+    u.urlopen(u.Request(b + "/latest/meta-data/iam/security-credentials/device", headers={"X-aws-ec2-metadata-token": tok}))
+    other = 200
+except u.HTTPError as e:
+    other = e.code
+print(name, other)
+`
+		assert.Equal(t, "telemetry 404", strings.TrimSpace(program(t, uploader, nobody, nil, "/usr/bin/python3", "-c", list)))
+		assert.Equal(t, "device 200", strings.TrimSpace(program(t, other, -1, nil, "/usr/bin/python3", "-c", list)))
 	})
+
+	t.Run("status lists each workload's session", func(t *testing.T) {
+		assert.Equal(t, []string{"device", "telemetry", "telemetry/batch", "telemetry/uploader"}, h.validRoles())
+	})
+}
+
+// TestWorkloadReload ensures that a reload applies a changed policy file at
+// once, with a new session whose policy STS receives, while a reload that
+// only re-indents the file keeps the session and its credentials; and that
+// a policy file made invalid is refused by the reload, the running session
+// served on.
+func TestWorkloadReload(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("runs curl as nobody, which needs root")
+	}
+	var socket string
+	srv := stsForAgent(t, &socket)
+	srv.AddRole(ststest.Role{ARN: testTelemetry})
+	h := newHarness(t, time.Hour, "")
+	policy := filepath.Join(h.Dir, "policy.json")
+	require.NoError(t, os.WriteFile(policy, []byte(`{"Version":"2012-10-17","Statement":[]}`), 0o644))
+	h.WriteConfig(fmt.Sprintf(`
+[[role]]
+name         = "telemetry"
+role_arn     = %q
+sts_endpoint = %q
+
+[[workload]]
+name        = "self"
+uid         = %d
+role        = "telemetry"
+policy_file = %q
+`, testTelemetry, srv.URL, nobody, policy))
+	socket = h.Socket
+	h.start()
+	shareSocket(t, h)
+	served := func() string {
+		code, body := curlAnswer(t, program(t, nil, nobody, nil, curlSocket(h.Socket, "/v1/credentials")...))
+		require.Equal(t, http.StatusOK, code)
+		return body["AccessKeyId"]
+	}
+	require.Eventually(t, func() bool { return len(srv.CallsFor(testTelemetry)) == 2 }, 30*time.Second, 10*time.Millisecond)
+	first := served()
+	assert.Equal(t, issuedTo(t, srv, "self").Issued, first)
+
+	require.NoError(t, os.WriteFile(policy, []byte("{\n  \"Version\": \"2012-10-17\",\n  \"Statement\": []\n}\n"), 0o644))
+	h.reloadAndWait()
+	assert.Equal(t, first, served(), "white space decides nothing")
+	assert.Len(t, srv.CallsFor(testTelemetry), 2)
+
+	narrower := `{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"*","Resource":"*"}]}`
+	require.NoError(t, os.WriteFile(policy, []byte(narrower), 0o644))
+	h.reloadAndWait()
+	second := served()
+	assert.NotEqual(t, first, second)
+	call := issuedTo(t, srv, "self")
+	assert.Equal(t, second, call.Issued)
+	assert.Equal(t, narrower, call.Policy)
+
+	require.NoError(t, os.WriteFile(policy, []byte(`{"Version":`), 0o644))
+	h.reloadAndWait()
+	assert.Equal(t, second, served(), "a broken policy file is refused; the running session is served")
 }

@@ -191,6 +191,7 @@ func TestRoleFor(t *testing.T) {
 				return
 			}
 			assert.Equal(t, tc.want, rl.name)
+			assert.Equal(t, strings.Split(tc.want, "/")[0], rl.servedAs())
 		})
 	}
 }

@@ -80,7 +80,22 @@ type IoT struct {
 	client                         *http.Client
 	getCert                        atomic.Pointer[func(*tls.CertificateRequestInfo) (*tls.Certificate, error)]
 	sessions                       *SessionCache
+	clock                          atomic.Pointer[ServerClock]
 }
+
+// ServerClock is the credentials endpoint's clock as the Date header of its
+// last answer told it: on a gateway without a battery-backed clock, the
+// first witness of what time it is.
+type ServerClock struct {
+	// Date is the answer's Date header (one-second resolution).
+	Date time.Time `json:"date"`
+	// Received is the local clock when the answer arrived.
+	Received time.Time `json:"received"`
+}
+
+// Skew is how far the local clock is ahead of the endpoint's (negative:
+// behind), give or take the Date header's second and the request's latency.
+func (c ServerClock) Skew() time.Duration { return c.Received.Sub(c.Date) }
 
 var _ aws.CredentialsProvider = (*IoT)(nil)
 
@@ -118,22 +133,11 @@ func NewIoT(opts IoTOptions) (*IoT, error) {
 		return nil, &OptionError{Field: "IoTOptions.Certificate", Issue: "no device certificate: set Certificate (certificate and private key) or GetClientCertificate"}
 	}
 
-	roots := opts.RootCAs
-	switch {
-	case roots != nil && opts.CAFile != "":
-		p.caDesc = "ca_file=" + opts.CAFile
-	case roots != nil:
-		p.caDesc = "ca_file=caller-supplied RootCAs"
-	case opts.CAFile != "":
-		var err error
-		if roots, err = LoadCAFile(opts.CAFile); err != nil {
-			return nil, err
-		}
-		p.caDesc = "ca_file=" + opts.CAFile
-	default:
-		roots = AmazonRootCAs()
-		p.caDesc = "ca_file=embedded Amazon Root CA 1 and 3"
+	roots, desc, err := opts.Roots()
+	if err != nil {
+		return nil, err
 	}
+	p.caDesc = desc
 
 	p.transport = &http.Transport{
 		Proxy: http.ProxyFromEnvironment,
@@ -168,6 +172,25 @@ func NewIoT(opts IoTOptions) (*IoT, error) {
 	return p, nil
 }
 
+// Roots returns the roots that verify the endpoint, by the rule RootCAs
+// documents, and describes them for errors ("ca_file=PATH"); the error is
+// LoadCAFile's.
+func (o IoTOptions) Roots() (*x509.CertPool, string, error) {
+	switch {
+	case o.RootCAs != nil && o.CAFile != "":
+		return o.RootCAs, "ca_file=" + o.CAFile, nil
+	case o.RootCAs != nil:
+		return o.RootCAs, "ca_file=caller-supplied RootCAs", nil
+	case o.CAFile != "":
+		roots, err := LoadCAFile(o.CAFile)
+		if err != nil {
+			return nil, "", err
+		}
+		return roots, "ca_file=" + o.CAFile, nil
+	}
+	return AmazonRootCAs(), "ca_file=embedded Amazon Root CA 1 and 3", nil
+}
+
 // SetCertificate replaces the device identity, e.g. after certificate
 // rotation, and closes idle connections so that the next request presents it.
 func (p *IoT) SetCertificate(cert tls.Certificate) {
@@ -179,6 +202,15 @@ func (p *IoT) SetCertificate(cert tls.Certificate) {
 	if p.transport != nil {
 		p.transport.CloseIdleConnections()
 	}
+}
+
+// ServerClock returns the endpoint's clock as its last answer (of any
+// status) dated it; false before any answer with a Date header.
+func (p *IoT) ServerClock() (ServerClock, bool) {
+	if c := p.clock.Load(); c != nil {
+		return *c, true
+	}
+	return ServerClock{}, false
 }
 
 // CloseIdleConnections closes the kept-alive connection, if any.
@@ -225,6 +257,9 @@ func (p *IoT) Retrieve(ctx context.Context) (aws.Credentials, error) {
 		return aws.Credentials{}, p.classify(ctx, err)
 	}
 	defer resp.Body.Close()
+	if d, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+		p.clock.Store(&ServerClock{Date: d, Received: time.Now()})
+	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
 		return aws.Credentials{}, p.classify(ctx, err)

@@ -166,6 +166,9 @@ type Status struct {
 	Failures int
 	// TotalFailures counts all failed attempts.
 	TotalFailures int
+	// FailuresByReason counts all failed attempts by ClassifyFailure's
+	// reason; its sum is TotalFailures.
+	FailuresByReason FailureCounts
 	// ClockError is a *ClockError while the clock reads before NotBefore.
 	ClockError error
 }
@@ -188,6 +191,7 @@ type Refresher struct {
 	refreshes   int
 	failures    int
 	total       int
+	reasons     FailureCounts
 	clockErr    *ClockError
 	seq         uint64
 
@@ -383,6 +387,7 @@ func (r *Refresher) fetch(ctx context.Context, f *flight) {
 	} else {
 		r.failures++
 		r.total++
+		r.reasons[ClassifyFailure(err)]++
 		r.lastErr = err
 		n := r.failures
 		var se *ServiceError
@@ -462,8 +467,8 @@ func (r *Refresher) newEntry(creds aws.Credentials, now time.Time, seeded bool, 
 	}
 	e.serveUntil = expires.Add(-window)
 	if !now.Before(e.serveUntil) {
-		return nil, fmt.Errorf("credprovider: credentials from %q expire at %s, within %v of now (%s): the provider handed out stale credentials or this machine's clock is ahead",
-			creds.Source, creds.Expires.UTC().Format(time.RFC3339), window, now.UTC().Format(time.RFC3339))
+		return nil, &staleError{fmt.Sprintf("credprovider: credentials from %q expire at %s, within %v of now (%s): the provider handed out stale credentials or this machine's clock is ahead",
+			creds.Source, creds.Expires.UTC().Format(time.RFC3339), window, now.UTC().Format(time.RFC3339))}
 	}
 	switch {
 	case lifetime <= 0:
@@ -665,6 +670,8 @@ func (r *Refresher) statusLocked(now time.Time) Status {
 		Refreshes:     r.refreshes,
 		Failures:      r.failures,
 		TotalFailures: r.total,
+
+		FailuresByReason: r.reasons,
 	}
 	// Judged afresh: a Status taken right after NTP stepped the clock
 	// must not still report it unsynchronised.

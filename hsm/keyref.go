@@ -24,6 +24,30 @@ func KeyFile(ref string) (file string, ok bool) {
 	return ref, true
 }
 
+// PINFile returns the file a pkcs11: or tpm: reference's pin-source names,
+// with the rule Open reads it by; "" when the PIN is a systemd credential,
+// written in the URI, or absent (and for PEM keys).
+func PINFile(ref string, getenv func(string) string) (string, error) {
+	var u URI
+	switch {
+	case IsURI(ref):
+		p, err := ParseKeyURI(ref)
+		if err != nil {
+			return "", err
+		}
+		u = *p
+	case tpm.IsURI(ref):
+		t, err := tpm.ParseURI(ref)
+		if err != nil {
+			return "", err
+		}
+		u.PINSource = t.PINSource
+	default:
+		return "", nil
+	}
+	return u.pinFile(getenv)
+}
+
 // WithKeyFile returns ref with its key file replaced by file (see KeyFile):
 // where a new key is staged beside the one ref names. Other references are
 // returned unchanged.

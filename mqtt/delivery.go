@@ -42,6 +42,7 @@ type delivery struct {
 	putSeq uint64               // the peeked message was Put into the session
 	wake   chan struct{}        // closed when there may be something after cursor
 	ids    map[uint16]uint64    // packet id → outbox sequence
+	enq    map[uint16]time.Time // packet id → when its message was enqueued (publish latency)
 	pkts   map[uint16][]byte    // packet id → serialised packet, for resends
 	order  []uint16             // packet ids in Put order
 	// What tells a poisonous message from a flaky network: when the
@@ -69,6 +70,7 @@ func newDelivery(ob *store.Outbox, s *Session) *delivery {
 		s:       s,
 		wake:    make(chan struct{}),
 		ids:     make(map[uint16]uint64),
+		enq:     make(map[uint16]time.Time),
 		pkts:    make(map[uint16][]byte),
 		strikes: make(map[uint64]int),
 	}
@@ -167,6 +169,7 @@ func (e *entry) Remove() error {
 	switch {
 	case e.m.QoS == 0:
 		d.ob.Ack(e.m.Seq)
+		d.s.observeLatency(e.m.Enqueued, time.Now())
 	case !put:
 		// paho refused it before it reached the session (e.g. the broker's
 		// maximum QoS is 0): retrying cannot help, so set it aside loudly.
@@ -204,6 +207,7 @@ func (c clientStore) Put(id uint16, typ byte, w io.WriterTo) error {
 	d.pkts[id] = buf.Bytes()
 	if typ == packets.PUBLISH && d.peeked != nil {
 		d.ids[id] = d.peeked.Seq
+		d.enq[id] = d.peeked.Enqueued
 		d.putSeq = d.peeked.Seq
 		d.putAt = time.Now()
 	}
@@ -225,11 +229,13 @@ func (c clientStore) Delete(id uint16) error {
 	d := c.d
 	d.mu.Lock()
 	seq, ok := d.ids[id]
+	enq := d.enq[id]
 	d.forget(id)
 	delete(d.strikes, seq)
 	d.mu.Unlock()
 	if ok {
 		d.ob.Ack(seq)
+		d.s.observeLatency(enq, time.Now())
 	}
 	return nil
 }
@@ -257,6 +263,7 @@ func (c clientStore) Reset() error {
 	d := c.d
 	d.mu.Lock()
 	d.ids = make(map[uint16]uint64)
+	d.enq = make(map[uint16]time.Time)
 	d.pkts = make(map[uint16][]byte)
 	d.order = nil
 	d.cursor = 0
@@ -268,6 +275,7 @@ func (c clientStore) Reset() error {
 // forget drops id from the session; d.mu must be held.
 func (d *delivery) forget(id uint16) {
 	delete(d.ids, id)
+	delete(d.enq, id)
 	delete(d.pkts, id)
 	if i := slices.Index(d.order, id); i >= 0 {
 		d.order = slices.Delete(d.order, i, i+1)

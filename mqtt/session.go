@@ -28,6 +28,7 @@ import (
 	"github.com/eclipse/paho.golang/paho/store/memory"
 
 	"github.com/tetherd/tether/platform/endpoint"
+	"github.com/tetherd/tether/platform/openmetrics"
 	"github.com/tetherd/tether/store"
 )
 
@@ -44,6 +45,15 @@ const (
 	// ALPNProtocol is what AWS IoT Core expects for MQTT with X.509 on port 443.
 	ALPNProtocol = "x-amzn-mqtt-ca"
 )
+
+// NextProtos is the ALPN a connection to the broker's port offers: AWS IoT
+// Core takes MQTT on port 443 only with "x-amzn-mqtt-ca".
+func NextProtos(port int) []string {
+	if port == 443 {
+		return []string{ALPNProtocol}
+	}
+	return nil
+}
 
 // Config configures a Session.
 type Config struct {
@@ -135,6 +145,8 @@ type Session struct {
 	cm       *autopaho.ConnectionManager
 	d        *delivery
 	cancel   context.CancelFunc
+	// latency is lock-free: the delivery path observes into it.
+	latency *openmetrics.Histogram
 
 	mu          sync.Mutex
 	state       State
@@ -168,7 +180,7 @@ func New(ctx context.Context, cfg Config) (*Session, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	host, port := splitEndpoint(cfg.Endpoint, cfg.Port)
+	host, port := SplitEndpoint(cfg.Endpoint, cfg.Port)
 	clientID := cmpOr(cfg.ClientID, cfg.ThingName)
 	setDefault(&cfg.KeepAlive, DefaultKeepAlive)
 	setDefault(&cfg.SessionExpiry, DefaultSessionExpiry)
@@ -186,24 +198,7 @@ func New(ctx context.Context, cfg Config) (*Session, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 
-	tlsCfg := &tls.Config{
-		RootCAs:              cfg.RootCAs,
-		ServerName:           cmpOr(cfg.ServerName, host),
-		GetClientCertificate: cfg.GetClientCertificate,
-		MinVersion:           tls.VersionTLS12,
-	}
-	if tlsCfg.GetClientCertificate == nil {
-		cert := cfg.Certificate
-		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
-		// A fixed identity: a reconnect may resume the TLS session (no
-		// certificate chain, no signature by the device key) where the
-		// broker allows it. A GetClientCertificate may change identities
-		// unseen by a resumed session, so it gets full handshakes.
-		tlsCfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
-	}
-	if port == 443 {
-		tlsCfg.NextProtos = []string{ALPNProtocol}
-	}
+	tlsCfg := cfg.tlsConfig(host, port)
 	endpoint := net.JoinHostPort(host, strconv.Itoa(port))
 	u := &url.URL{Scheme: "mqtts", Host: endpoint}
 
@@ -217,6 +212,7 @@ func New(ctx context.Context, cfg Config) (*Session, error) {
 		subs:     make(map[string]map[*Subscription]struct{}),
 		subIDs:   make(map[string]int),
 	}
+	s.latency, _ = openmetrics.NewHistogram(publishLatencyBounds...) // constant bounds, valid
 	s.d = newDelivery(cfg.Outbox, s)
 	ctx, s.cancel = context.WithCancel(ctx)
 	go s.d.relay(ctx)
@@ -256,6 +252,28 @@ func New(ctx context.Context, cfg Config) (*Session, error) {
 	return s, nil
 }
 
+// tlsConfig is how the session, and ProbeConnect, meet the broker at host
+// and port.
+func (cfg *Config) tlsConfig(host string, port int) *tls.Config {
+	tlsCfg := &tls.Config{
+		RootCAs:              cfg.RootCAs,
+		ServerName:           cmpOr(cfg.ServerName, host),
+		GetClientCertificate: cfg.GetClientCertificate,
+		MinVersion:           tls.VersionTLS12,
+	}
+	if tlsCfg.GetClientCertificate == nil {
+		cert := cfg.Certificate
+		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+		// A fixed identity: a reconnect may resume the TLS session (no
+		// certificate chain, no signature by the device key) where the
+		// broker allows it. A GetClientCertificate may change identities
+		// unseen by a resumed session, so it gets full handshakes.
+		tlsCfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+	}
+	tlsCfg.NextProtos = NextProtos(port)
+	return tlsCfg
+}
+
 func setDefault(d *time.Duration, v time.Duration) {
 	if *d <= 0 {
 		*d = v
@@ -269,9 +287,9 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-// splitEndpoint returns the host and port of a validated Config.Endpoint; a
+// SplitEndpoint returns the host and port of a validated Config.Endpoint; a
 // port in it wins over Config.Port, and DefaultPort stands in for none.
-func splitEndpoint(ep string, port int) (string, int) {
+func SplitEndpoint(ep string, port int) (string, int) {
 	e, _ := endpoint.Parse(ep)
 	if e.Port != 0 {
 		port = e.Port
@@ -460,6 +478,30 @@ func (s *Session) Status() Status {
 	}
 	st.Inflight = s.d.inflight()
 	return st
+}
+
+// publishLatencyBounds are the buckets of PublishLatency, in seconds: from
+// a broker on the same network to an outbox drained after an hour offline.
+var publishLatencyBounds = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600}
+
+// PublishLatency is the histogram of the time from a message's acceptance
+// (Publish returned: it is durable) to its delivery (the broker's PUBACK
+// for QoS 1; written to the connection for QoS 0), in seconds, for the
+// messages this session delivered. The time a message waits in the outbox
+// while the session is offline counts, since that is what its reader
+// waits; a message enqueued before a restart counts from its first
+// acceptance.
+func (s *Session) PublishLatency() openmetrics.HistogramSnapshot {
+	return s.latency.Snapshot()
+}
+
+// observeLatency records a delivery of a message enqueued at enq. A clock
+// stepped back between the two counts as no wait.
+func (s *Session) observeLatency(enq, now time.Time) {
+	if enq.IsZero() {
+		return
+	}
+	s.latency.Observe(max(0, now.Sub(enq).Seconds()))
 }
 
 // Close disconnects cleanly, ends every local subscription and stops the

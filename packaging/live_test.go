@@ -60,12 +60,7 @@ const (
 func TestLiveSystemd(t *testing.T) {
 	current, previous := liveDebs(t)
 	r := nspawntest.Boot(t, nspawntest.Options{Packages: []string{"softhsm2"}})
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := r.Exec(context.Background(), "journalctl", "--no-pager", "-n", "60", "-u", "tether.service", "-u", "tether.socket")
-			t.Logf("the units' journal:\n%s", out)
-		}
-	})
+	r.LogJournalOnFailure(t, "tether.service", "tether.socket")
 
 	iot, err := iotcredtest.NewServer(iotcredtest.WithRoleAlias("gateway-role", time.Hour))
 	require.NoError(t, err)

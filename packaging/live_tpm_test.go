@@ -1,7 +1,6 @@
 package packaging
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -28,12 +27,7 @@ import (
 func TestLiveSystemdTPM(t *testing.T) {
 	current, _ := liveDebs(t)
 	r := nspawntest.Boot(t, nspawntest.Options{Packages: []string{"tpm-udev"}})
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := r.Exec(context.Background(), "journalctl", "--no-pager", "-n", "60", "-u", "tether.service")
-			t.Logf("the unit's journal:\n%s", out)
-		}
-	})
+	r.LogJournalOnFailure(t, "tether.service")
 	iot, err := iotcredtest.NewServer(iotcredtest.WithRoleAlias("gateway-role", time.Hour))
 	require.NoError(t, err)
 	defer iot.Close()

@@ -37,7 +37,11 @@ var packageFiles = []string{
 	"/usr/share/doc/tether/packaging.md",
 	"/usr/share/doc/tether/examples/pkcs11-pin.conf",
 	"/usr/share/doc/tether/examples/tpm2.conf",
+	"/usr/share/doc/tether/examples/workloads.conf",
 	"/usr/share/doc/tether/examples/local-endpoints.conf",
+	"/usr/share/doc/tether/examples/tether-metrics.service",
+	"/usr/share/doc/tether/examples/tether-metrics.timer",
+	"/usr/share/doc/tether/metrics.md",
 	"/usr/share/man/man1/tether.1.gz",
 }
 

@@ -90,6 +90,7 @@ var unitCases = []struct {
 	{"with the pkcs11 PIN drop-in", []string{"pkcs11-pin.conf"}},
 	{"with the TPM drop-in", []string{"tpm2.conf"}},
 	{"with both drop-ins", []string{"pkcs11-pin.conf", "tpm2.conf"}},
+	{"with the workloads drop-in", []string{"workloads.conf"}},
 	{"with the local endpoints drop-in", []string{"local-endpoints.conf"}},
 }
 

@@ -66,3 +66,27 @@ func TestProcessCgroup(t *testing.T) {
 	_, err = platform.CgroupByID(1 << 62)
 	assert.Error(t, err)
 }
+
+// TestPeersHidden ensures that a process in the initial user namespace with
+// a plain /proc is told it sees its peers, and one in a user namespace of
+// its own (as under PrivateUsers=yes) is told why it does not.
+func TestPeersHidden(t *testing.T) {
+	if os.Getenv("TETHER_PEERS_HIDDEN_CHILD") == "1" {
+		if err := platform.PeersHidden(); err != nil {
+			os.Stdout.WriteString(err.Error())
+		}
+		os.Exit(0)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to compare with a user namespace of its own")
+	}
+	require.NoError(t, platform.PeersHidden(), "this test runs as root on the host")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestPeersHidden$")
+	cmd.Env = append(os.Environ(), "TETHER_PEERS_HIDDEN_CHILD=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}}}
+	out, err := cmd.Output()
+	require.NoError(t, err)
+	assert.Contains(t, string(out), "PrivateUsers=yes")
+}

@@ -104,8 +104,9 @@ func WithRoleAlias(name string, lifetime time.Duration) Option {
 	return func(s *Server) { s.aliases[name] = lifetime }
 }
 
-// WithClock makes the server compute expirations from now instead of
-// time.Now.
+// WithClock makes the server compute expirations, and the Date header of
+// its answers, from now instead of time.Now: a skewed now is a server whose
+// clock disagrees with the device's.
 func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
 
 // WithHandshakeVerification rejects client certificates that do not chain to
@@ -359,6 +360,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	s.log.Info("request", "path", r.URL.Path, "thing", thing, "fault", fault)
+	w.Header().Set("Date", s.now().UTC().Format(http.TimeFormat))
 
 	switch fault {
 	case FaultInternalError:

@@ -188,6 +188,22 @@ func (r *Root) Journal(t testing.TB, unit string) string {
 	return r.Run(t, "journalctl", "--no-pager", "-o", "cat", "-u", unit)
 }
 
+// LogJournalOnFailure logs the last 60 lines of the units' journal when t
+// has failed by the end of the test: what a failed step needs explained.
+func (r *Root) LogJournalOnFailure(t testing.TB, units ...string) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		argv := []string{"journalctl", "--no-pager", "-n", "60"}
+		for _, u := range units {
+			argv = append(argv, "-u", u)
+		}
+		out, _ := r.Exec(context.Background(), argv...)
+		t.Logf("the units' journal:\n%s", out)
+	})
+}
+
 // HostPID maps a PID inside the root to the host's PID of the same process,
 // for /proc inspection from the host.
 func (r *Root) HostPID(t testing.TB, pid string) int {

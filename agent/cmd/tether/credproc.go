@@ -33,7 +33,7 @@ const defaultSocket = "/run/tether/tether.sock"
 // running agent through its socket, or with --direct by fetching itself.
 func runCredentialProcess(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("credential-process", stderr)
-	role := fs.String("role", agent.DeviceRole, "role `name` ([[role]] name, or device)")
+	role := fs.String("role", "", "role `name` ([[role]] name, or device; default: this program's [[workload]] role, else device)")
 	socket := fs.String("socket", defaultSocket, "the agent's Unix socket `path`")
 	direct := fs.Bool("direct", false, "fetch from the credentials provider without an agent")
 	file := fs.String("c", agent.DefaultConfigPath, "configuration `file` (with --direct)")
@@ -81,7 +81,7 @@ func directCredentials(ctx context.Context, file, role string, timeout time.Dura
 		reportConfigError(stderr, err)
 		return creds, exitUsage
 	}
-	if role != agent.DeviceRole {
+	if role != "" && role != agent.DeviceRole {
 		fmt.Fprintf(stderr, "tether credential-process: --direct serves the device role only; ask the running agent for role %q\n", role)
 		return creds, exitUsage
 	}

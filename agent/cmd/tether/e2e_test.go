@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -412,7 +413,14 @@ func TestSocketActivation(t *testing.T) {
 	}
 	t.Cleanup(stop)
 	// The socket exists before the agent runs; the first request starts it.
-	waitFor(t, func() bool { _, err := os.Stat(sock); return err == nil })
+	// It is listening only a moment after its file appears.
+	waitFor(t, func() bool {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
 	c, err := agent.FetchCredentials(context.Background(), sock, "device")
 	require.NoError(t, err)
 	assert.Equal(t, e.Sim.Grants()[0].AccessKeyID, c.AccessKeyID)

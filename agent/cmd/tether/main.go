@@ -38,6 +38,7 @@ Usage:
   tether mqtt publish|subscribe ...          use the agent's MQTT session
   tether provision [-c FILE]                 get the device identity by claim (fleet provisioning)
   tether identity rotate [--socket PATH]     have the running agent rotate its certificate now
+  tether doctor [-c FILE] [--json]           check why this gateway does or does not get credentials
   tether version                             print the version
 
 The configuration defaults to /etc/tether/tether.toml.
@@ -83,6 +84,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return runProvision(ctx, rest, stdout, stderr)
 	case "identity":
 		return runIdentity(ctx, rest, stdout, stderr)
+	case "doctor":
+		return runDoctor(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":
 		pkcs11 := "in-process and through p11-kit"
 		if !hsm.PKCS11InProcess {

@@ -58,6 +58,9 @@ func printStatus(w io.Writer, st *agent.Status, now time.Time) {
 		if r.LastError != "" {
 			fmt.Fprintf(tw, "  last error\t%s (%d failures)\n", r.LastError, r.Failures)
 		}
+		if r.Fix != "" {
+			fmt.Fprintf(tw, "  fix\t%s\n", r.Fix)
+		}
 		if r.ClockError != "" {
 			fmt.Fprintf(tw, "  clock\t%s\n", r.ClockError)
 		}
