@@ -23,8 +23,8 @@ COLD         := github.com/aws/... github.com/pelletier/... github.com/gorilla/.
                 crypto/mlkem crypto/ed25519 crypto/des crypto/dsa crypto/internal/fips140/mlkem \
                 crypto/internal/fips140/rsa crypto/internal/fips140/ecdsa crypto/internal/fips140/nistec \
                 crypto/internal/fips140/edwards25519/... crypto/internal/fips140/ed25519 \
-                os/user os/exec mime/... flag text/... compress/... container/list log/slog/... \
-                github.com/tetherd/tether/hsm/...
+                os/user os/exec mime/... flag text/... compress/... container/list log/slog/... fmt \
+                go.yaml.in/... github.com/tetherd/tether/hsm/... github.com/tetherd/tether/agent/greengrass
 COLDFLAGS    := $(foreach p,$(COLD),-gcflags=$(p)=-l)
 GOFLAGS_BUILD:= -trimpath -tags '$(GOTAGS)' $(COLDFLAGS) -ldflags '$(LDFLAGS)'
 # The cgo builds go into glibc distributions' packages: position independent,
@@ -174,3 +174,7 @@ test-release: deps
 
 clean:
 	rm -rf bin dist .demo
+
+# print-VAR prints a variable (softhsm-test/bench.sh builds with COLDFLAGS).
+print-%:
+	@echo '$($*)'

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
@@ -50,8 +49,6 @@ const (
 	DefaultFallback = 7 * 24 * time.Hour
 )
 
-var templateNameRE = regexp.MustCompile(`^[0-9A-Za-z_-]{1,36}$`)
-
 func (c *Config) validateLifecycle(v *validator) {
 	id := &c.Identity
 	if id.RotateBefore.IsSet() {
@@ -60,7 +57,7 @@ func (c *Config) validateLifecycle(v *validator) {
 	if id.RotateAt != 0 && (id.RotateAt < 0.1 || id.RotateAt > 0.99) {
 		v.fail("identity.rotate_at", "%v is out of range; use a fraction of the certificate's lifetime between 0.1 and 0.99, e.g. 0.8", id.RotateAt)
 	}
-	if id.RotationTemplate != "" && !templateNameRE.MatchString(id.RotationTemplate) {
+	if id.RotationTemplate != "" && !validName(id.RotationTemplate, 36) {
 		v.fail("identity.rotation_template", "%q is not a provisioning template name (1-36 of A-Z a-z 0-9 _ -)", id.RotationTemplate)
 	}
 	if id.RetiredTopic != "" {
@@ -81,7 +78,7 @@ func (c *Config) validateLifecycle(v *validator) {
 	}
 	if p.Template == "" {
 		v.fail("provision.template", "missing; set the fleet provisioning template's name")
-	} else if !templateNameRE.MatchString(p.Template) {
+	} else if !validName(p.Template, 36) {
 		v.fail("provision.template", "%q is not a provisioning template name (1-36 of A-Z a-z 0-9 _ -)", p.Template)
 	}
 	for k, val := range p.Parameters {
@@ -324,6 +321,13 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
+// isKeyLine reports whether line assigns key (`key = …`, spaces allowed).
+func isKeyLine(line, key string) bool {
+	const space = " \t\r\n\f"
+	rest, ok := strings.CutPrefix(strings.TrimLeft(line, space), key)
+	return ok && strings.HasPrefix(strings.TrimLeft(rest, space), "=")
+}
+
 // setTOMLKey sets key = "value" in [section] of a TOML document, keeping
 // every other line (comments included): it replaces the key's line, or
 // adds one after the section header, or adds the section.
@@ -331,7 +335,6 @@ func setTOMLKey(doc []byte, section, key, value string) []byte {
 	lines := strings.Split(string(doc), "\n")
 	line := fmt.Sprintf("%s = %q", key, value)
 	in, header := false, -1
-	keyRE := regexp.MustCompile(`^\s*` + regexp.QuoteMeta(key) + `\s*=`)
 	for i, l := range lines {
 		t := strings.TrimSpace(l)
 		if strings.HasPrefix(t, "[") {
@@ -341,7 +344,7 @@ func setTOMLKey(doc []byte, section, key, value string) []byte {
 			}
 			continue
 		}
-		if in && keyRE.MatchString(l) {
+		if in && isKeyLine(l, key) {
 			lines[i] = line
 			return []byte(strings.Join(lines, "\n"))
 		}

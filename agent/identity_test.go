@@ -38,6 +38,17 @@ func TestRotateAt(t *testing.T) {
 	}
 }
 
+// TestValidName ensures that the agent's names are 1 to maxLen of a-z A-Z
+// 0-9 _ - and nothing else.
+func TestValidName(t *testing.T) {
+	for _, s := range []string{"a", "telemetry", "Role_1-x", strings.Repeat("r", 64)} {
+		assert.True(t, validName(s, 64), s)
+	}
+	for _, s := range []string{"", strings.Repeat("r", 65), "a b", "a/b", "a.b", "é", "a\n", "a:b", "a@b"} {
+		assert.False(t, validName(s, 64), s)
+	}
+}
+
 // TestSetTOMLKey ensures that the thing name lands in [identity], replacing
 // a line that is there, keeping every other line and comment.
 func TestSetTOMLKey(t *testing.T) {
@@ -47,6 +58,8 @@ func TestSetTOMLKey(t *testing.T) {
 		{"replaces", "[identity]\n  thing_name = \"old\" # comment\n[aws]\nthing_name = \"not this\"\n",
 			"[identity]\nthing_name = \"gw-1\"\n[aws]\nthing_name = \"not this\"\n"},
 		{"adds the section", "[aws]\nregion = \"x\"\n", "[aws]\nregion = \"x\"\n\n[identity]\nthing_name = \"gw-1\"\n"},
+		{"not a longer key", "[identity]\nthing_name_old = \"a\"\n\tthing_name\t=\"b\"\n",
+			"[identity]\nthing_name_old = \"a\"\nthing_name = \"gw-1\"\n"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

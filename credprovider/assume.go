@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -67,22 +65,6 @@ func (o STSOptions) client(creds aws.CredentialsProvider) (*sts.Client, error) {
 	}
 	return sts.New(so), nil
 }
-
-var (
-	regionRE  = lazyRegexp(`^[a-z]{2}(-[a-z]+)+-\d$`)
-	roleARNRE = lazyRegexp(`^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$`)
-	sessionRE = lazyRegexp(`^[\w+=,.@-]{2,64}$`)
-)
-
-// ValidRegion reports whether s has the form of an AWS region name (eu-west-1).
-func ValidRegion(s string) bool { return regionRE().MatchString(s) }
-
-// ValidRoleARN reports whether s is an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME).
-func ValidRoleARN(s string) bool { return roleARNRE().MatchString(s) }
-
-// ValidSessionName reports whether s is a valid RoleSessionName (2-64 of
-// letters, digits and +=,.@-_).
-func ValidSessionName(s string) bool { return sessionRE().MatchString(s) }
 
 // AssumeRoleOptions configures an AssumeRole provider. Every AssumeRole
 // parameter of STS has a field.
@@ -246,10 +228,4 @@ func (e *RoleError) Retryable() bool {
 		}
 	}
 	return retry.IsErrorRetryables(retry.DefaultRetryables).IsErrorRetryable(e.Err) == aws.TrueTernary
-}
-
-// lazyRegexp compiles the expression on first use, keeping program start-up
-// free of the cost.
-func lazyRegexp(expr string) func() *regexp.Regexp {
-	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
 }

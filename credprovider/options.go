@@ -62,22 +62,9 @@ const (
 	MaxTagValueLength     = 256
 )
 
-var (
-	thingNameRE      = lazyRegexp(`^[a-zA-Z0-9:_-]{1,128}$`)
-	roleAliasRE      = lazyRegexp(`^[\w=,@-]{1,128}$`)
-	policyARNRE      = lazyRegexp(`^arn:aws[a-z-]*:iam::(aws|\d{12}):policy/[\w+=,.@/-]{1,512}$`)
-	mfaSerialRE      = lazyRegexp(`^[\w+=/:,.@-]{9,256}$`)
-	externalIDRE     = lazyRegexp(`^[\w+=,.@:/-]{2,1000}$`)
-	sourceIdentityRE = lazyRegexp(`^[\w+=,.@-]{2,64}$`)
-	// Session tags: letters, spaces, numbers and _.:/=+-@ (counted in
-	// characters, as STS counts them).
-	tagKeyRE   = lazyRegexp(`^[\p{L}\p{Z}\p{N}_.:/=+\-@]{1,128}$`)
-	tagValueRE = lazyRegexp(`^[\p{L}\p{Z}\p{N}_.:/=+\-@]{0,256}$`)
-)
-
 // ValidSourceIdentity reports whether s is a SourceIdentity STS accepts:
 // 2-64 of letters, digits and +=,.@-_.
-func ValidSourceIdentity(s string) bool { return sourceIdentityRE().MatchString(s) }
+func ValidSourceIdentity(s string) bool { return nameOf(s, 2, 64, "+=,.@-") }
 
 // SourceIdentityOf makes a SourceIdentity (and RoleSessionName) of any
 // text, such as a systemd unit or a thing name: every character STS does not
@@ -129,11 +116,11 @@ func (l *optionErrors) tags(field string, tags map[string]string, transitive []s
 	for _, k := range sortedKeys(tags) {
 		v := tags[k]
 		switch {
-		case !tagKeyRE().MatchString(k):
+		case !validTag(k, 1, MaxTagKeyLength):
 			l.add(field+"Tags", "key %q: keys are 1-%d of letters, numbers, spaces and _.:/=+-@", k, MaxTagKeyLength)
 		case strings.HasPrefix(strings.ToLower(k), "aws:"):
 			l.add(field+"Tags", "key %q: the aws: prefix is reserved for AWS", k)
-		case !tagValueRE().MatchString(v):
+		case !validTag(v, 0, MaxTagValueLength):
 			l.add(field+"Tags", "tag %q: values are at most %d of letters, numbers, spaces and _.:/=+-@", k, MaxTagValueLength)
 		}
 		if prev, dup := folded[strings.ToLower(k)]; dup {
@@ -192,10 +179,10 @@ func (o IoTOptions) Validate() error {
 	switch {
 	case o.RoleAlias == "":
 		l.add("IoTOptions.RoleAlias", "is empty: give the IoT role alias the device certificate's policy allows")
-	case !roleAliasRE().MatchString(o.RoleAlias):
+	case !validRoleAlias(o.RoleAlias):
 		l.add("IoTOptions.RoleAlias", "%q is not a valid role alias (1-128 of letters, digits and =,@-_)", o.RoleAlias)
 	}
-	if o.ThingName != "" && !thingNameRE().MatchString(o.ThingName) {
+	if o.ThingName != "" && !validThingName(o.ThingName) {
 		l.add("IoTOptions.ThingName", "%q is not a valid thing name (1-128 of a-z A-Z 0-9 : _ -)", o.ThingName)
 	}
 	if d := o.Duration; d != 0 && (d < MinIoTDuration || d > MaxIoTDuration || d%time.Second != 0) {
@@ -271,7 +258,7 @@ func (l *optionErrors) policies(typ, policy string, arns []string) {
 		l.add(typ+".PolicyARNs", "has %d ARNs; STS accepts at most %d", len(arns), MaxPolicyARNs)
 	}
 	for _, arn := range arns {
-		if !policyARNRE().MatchString(arn) {
+		if !validPolicyARN(arn) {
 			l.add(typ+".PolicyARNs", "%q is not an IAM policy ARN", arn)
 		}
 	}
@@ -284,7 +271,7 @@ func (o AssumeRoleOptions) Validate() error {
 	var l optionErrors
 	o.STSOptions.validate(&l)
 	l.role("AssumeRoleOptions", o.RoleARN, o.SessionName, o.Duration)
-	if o.ExternalID != "" && !externalIDRE().MatchString(o.ExternalID) {
+	if o.ExternalID != "" && !validExternalID(o.ExternalID) {
 		// Not quoted: an external id is a shared secret of sorts.
 		l.add("AssumeRoleOptions.ExternalID", "is not valid (2-1000 of letters, digits and +=,.@:/-)")
 	}
@@ -294,7 +281,7 @@ func (o AssumeRoleOptions) Validate() error {
 		l.add("AssumeRoleOptions.SourceIdentity", "%q is not valid (2-64 of letters, digits and +=,.@-)", o.SourceIdentity)
 	}
 	switch {
-	case o.MFASerial != "" && !mfaSerialRE().MatchString(o.MFASerial):
+	case o.MFASerial != "" && !validMFASerial(o.MFASerial):
 		l.add("AssumeRoleOptions.MFASerial", "%q is not an MFA device serial or ARN", o.MFASerial)
 	case o.MFASerial != "" && o.MFAToken == nil:
 		l.add("AssumeRoleOptions.MFASerial", "is set but there is no token source")

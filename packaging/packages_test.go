@@ -42,6 +42,9 @@ var packageFiles = []string{
 	"/usr/share/doc/tether/examples/tether-metrics.service",
 	"/usr/share/doc/tether/examples/tether-metrics.timer",
 	"/usr/share/doc/tether/metrics.md",
+	"/usr/share/doc/tether/doctor.md",
+	"/usr/share/doc/tether/workloads.md",
+	"/usr/share/doc/tether/identity.md",
 	"/usr/share/man/man1/tether.1.gz",
 }
 

@@ -30,6 +30,41 @@ p11kit_share() {
 	rm -rf "$tmp"
 }
 
+# module_sizes: what each dependency (and tether itself) takes of the static
+# arm64 binary built the way `make static` builds it: its symbols' bytes
+# (text, read-only data, data) from `go tool nm -size` of an unstripped
+# build. The stripped file is larger than the sum (pclntab, type links and
+# 64 KB segment alignment add ~70 %), so a module's real cost is about
+# 1.7x its symbols; docs/footprint.md has the with/without builds.
+module_sizes() {
+	local tmp
+	tmp=$(mktemp -d)
+	# shellcheck disable=SC2046 # the flags are words
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -trimpath -tags "$(make -s print-GOTAGS)" $(make -s print-COLDFLAGS) \
+		-o "$tmp/unstripped" ./agent/cmd/tether
+	echo "== static arm64 symbols by module (KB; Makefile flags, unstripped)" | tee -a "$out"
+	go tool nm -size "$tmp/unstripped" | awk '
+		$3 !~ /^[Bb]$/ && $2 < 1000000 {
+			n = $4; sub(/^\(\*?/, "", n); sub(/\[.*/, "", n)
+			if (n ~ /^(go:|type:)/) { m = "runtime metadata (go:, type:)" }
+			else if (n ~ /^main\./) { m = "github.com/tetherd/tether" }
+			else if (n ~ /^[^\/.]+\.[^\/]+\//) {
+				# the package: up to the first dot after the last slash;
+				# the module: its first three elements (five for the SDK
+				# services, credential providers and features)
+				i = match(n, /\/[^\/]*$/); j = index(substr(n, i + 1), ".")
+				k = split(substr(n, 1, j ? i + j - 1 : length(n)), p, "/")
+				depth = n ~ /^github.com\/aws\/aws-sdk-go-v2\/(service|credentials|feature)\// ? 5 : 3
+				m = p[1]
+				for (i = 2; i <= depth && i <= k; i++) m = m "/" p[i]
+			} else { m = "standard library" }
+			s[m] += $2; t += $2
+		}
+		END { for (m in s) if (s[m] >= 20000) printf "%8.1f %s\n", s[m] / 1000, m; printf "%8.1f total\n", t / 1000 }' |
+		sort -rn | tee -a "$out"
+	rm -rf "$tmp"
+}
+
 # BenchmarkRolesAnywhere compares with the IAM Roles Anywhere credential
 # helper's `serve`, which is not part of tether and is never built here:
 # RAH_BIN names its binary, built outside this tree.
@@ -63,4 +98,5 @@ run -bench . -timeout 30m ./softhsm-test/...
 cat "$TETHER_BENCH_DIR/fleet.md" | tee -a "$out"
 echo "fleet plot: $TETHER_BENCH_DIR/fleet.png" | tee -a "$out"
 p11kit_share
+module_sizes
 echo "figures written to $out"

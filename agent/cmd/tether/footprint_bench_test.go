@@ -168,9 +168,13 @@ func readSmaps(b *testing.B, pid int) smaps {
 // BenchmarkMemory: the agent idle with credentials and an MQTT session
 // connected to mosquitto (mTLS, MQTT v5), from /proc/PID/smaps_rollup (RSS,
 // PSS and its anonymous and file-backed parts) and the Go runtime's own
-// figures from /v1/status; then, warmed up by 10,000 requests, its RSS growth
-// after 1,000,000 more from the load generator. The baseline is a bare net/http server on a Unix socket,
-// idle, in the same run. Goals: PSS ≤ 8 MB, anonymous ≤ 3 MB, growth ≤ 1 MB.
+// breakdown from /v1/status; then, warmed up by 10,000 requests, its growth
+// after 1,000,000 more from the load generator, what it holds right after
+// them ("after-burst") and once it has trimmed itself at the next quiet
+// period ("after-idle-trim", agent.idleTrimDue); and the same agent's idle
+// figures with the trim off (TETHER_TRIM=off, "untrimmed"). The baseline is
+// a bare net/http server on a Unix socket, idle, in the same run. Goals:
+// PSS ≤ 8 MB, anonymous ≤ 3 MB, growth ≤ 1 MB.
 func BenchmarkMemory(b *testing.B) {
 	builds := [][2]string{{"cgo", tetherBin}}
 	if dist := os.Getenv("TETHER_DIST"); dist != "" {
@@ -186,17 +190,39 @@ func BenchmarkMemory(b *testing.B) {
 	}
 	for _, build := range builds {
 		b.Run("build="+build[0], func(b *testing.B) {
-			e := agenttest.New(b, time.Hour, "")
-			// One test PKI for both: the broker trusts the simulator's device.
-			broker := mqtttest.NewBroker(b, mqtttest.Options{PKI: e.Sim.PKI})
-			e.WriteConfig(fmt.Sprintf("\n[mqtt]\nendpoint = %q\nca_file = %q\n", broker.Addr, broker.CAFile))
-			p := startAgentBin(b, e, build[1])
-			waitStatus(b, e.Socket, func(st *agent.Status) bool { return st.MQTT != nil && st.MQTT.State == "connected" })
 			for b.Loop() {
+				p, e := startMemoryAgent(b, build[1], nil)
 				memoryRun(b, p.Process.Pid, base.Process.Pid, e.Socket, load, n)
+				stopAgentB(p)
+				p, e = startMemoryAgent(b, build[1], []string{"TETHER_TRIM=off"})
+				time.Sleep(20 * time.Second)
+				m := readSmaps(b, p.Process.Pid)
+				b.ReportMetric(m.rss/1024, "untrimmed-idle-rss-MB")
+				b.ReportMetric(m.pss/1024, "untrimmed-idle-pss-MB")
+				b.ReportMetric(m.anon/1024, "untrimmed-idle-anon-MB")
+				stopAgentB(p)
 			}
 		})
 	}
+}
+
+// startMemoryAgent starts bin with credentials and an MQTT session to a
+// broker of its own, with env added to the agent's environment, and waits
+// until the session is connected.
+func startMemoryAgent(b *testing.B, bin string, env []string) (*exec.Cmd, *agenttest.Env) {
+	e := agenttest.New(b, time.Hour, "")
+	// One test PKI for both: the broker trusts the simulator's device.
+	broker := mqtttest.NewBroker(b, mqtttest.Options{PKI: e.Sim.PKI})
+	e.WriteConfig(fmt.Sprintf("\n[mqtt]\nendpoint = %q\nca_file = %q\n", broker.Addr, broker.CAFile))
+	cmd := exec.Command(bin, "run", "-c", e.Config)
+	cmd.Env = append(os.Environ(), env...)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { stopAgentB(cmd) })
+	e.WaitNotify("READY=1")
+	waitStatus(b, e.Socket, func(st *agent.Status) bool { return st.MQTT != nil && st.MQTT.State == "connected" })
+	return cmd, e
 }
 
 func memoryRun(b *testing.B, pid, basePid int, socket, load string, n int) {
@@ -207,12 +233,17 @@ func memoryRun(b *testing.B, pid, basePid int, socket, load string, n int) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	mb := func(v uint64) float64 { return float64(v) / (1 << 20) }
 	b.ReportMetric(m.rss/1024, "idle-rss-MB")
 	b.ReportMetric(m.pss/1024, "idle-pss-MB")
 	b.ReportMetric(m.pssFile/1024, "idle-pss-file-MB")
 	b.ReportMetric(m.anon/1024, "idle-anon-MB")
-	b.ReportMetric(float64(st.Memory.HeapInUse)/(1<<20), "idle-heap-in-use-MB")
-	b.ReportMetric(float64(st.Memory.Mapped)/(1<<20), "idle-go-mapped-MB")
+	b.ReportMetric(mb(st.Memory.HeapInUse), "idle-heap-in-use-MB")
+	b.ReportMetric(mb(st.Memory.HeapFree+st.Memory.HeapUnused), "idle-heap-free-MB")
+	b.ReportMetric(mb(st.Memory.Stacks), "idle-stacks-MB")
+	b.ReportMetric(mb(st.Memory.Metadata), "idle-runtime-metadata-mapped-MB")
+	b.ReportMetric(float64(st.Memory.Goroutines), "idle-goroutines")
+	b.ReportMetric(mb(st.Memory.Mapped), "idle-go-mapped-MB")
 	b.ReportMetric(bm.pss/1024, "bare-server-pss-MB")
 	b.ReportMetric(bm.anon/1024, "bare-server-anon-MB")
 	b.ReportMetric(m.pss/bm.pss, "pss-ratio")
@@ -228,6 +259,21 @@ func memoryRun(b *testing.B, pid, basePid int, socket, load string, n int) {
 	b.ReportMetric(float64(r.Requests), "requests")
 	b.ReportMetric((after.rss-warm.rss)/1024, "rss-growth-MB")
 	b.ReportMetric((after.anon-warm.anon)/1024, "anon-growth-MB")
+	b.ReportMetric(after.rss/1024, "after-burst-rss-MB")
+	b.ReportMetric(after.pss/1024, "after-burst-pss-MB")
+	b.ReportMetric(after.anon/1024, "after-burst-anon-MB")
+	// The agent trims at the end of the first quiet period after the burst
+	// (agent.idleTrimPeriod, 30 s): within two periods.
+	start := time.Now()
+	trimmed := after
+	for time.Since(start) < 75*time.Second && trimmed.pss > after.pss*0.8 {
+		time.Sleep(5 * time.Second)
+		trimmed = readSmaps(b, pid)
+	}
+	b.ReportMetric(trimmed.rss/1024, "after-idle-trim-rss-MB")
+	b.ReportMetric(trimmed.pss/1024, "after-idle-trim-pss-MB")
+	b.ReportMetric(trimmed.anon/1024, "after-idle-trim-anon-MB")
+	b.ReportMetric(time.Since(start).Seconds(), "idle-trim-after-s")
 }
 
 // BenchmarkBinarySize: the static release binaries that `make static` left

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tetherd/tether/agent/agenttest"
+	"github.com/tetherd/tether/credprovider/imds"
 )
 
 // BenchmarkRolesAnywhere: credentials over loopback TCP from tether and
@@ -186,7 +187,6 @@ func httpGet(b *testing.B, args []string) []byte {
 // it serves, and returns the load generator's arguments for that role's
 // credentials.
 func imdsTarget(b *testing.B, addr string) []string {
-	const credentials = "/latest/meta-data/iam/security-credentials/"
 	do := func(method, path string, h http.Header) string {
 		req, err := http.NewRequest(method, "http://"+addr+path, nil)
 		if err != nil {
@@ -204,9 +204,9 @@ func imdsTarget(b *testing.B, addr string) []string {
 		}
 		return strings.TrimSpace(string(body))
 	}
-	tok := do(http.MethodPut, "/latest/api/token", http.Header{"X-Aws-Ec2-Metadata-Token-Ttl-Seconds": {"21600"}})
-	h := http.Header{"X-Aws-Ec2-Metadata-Token": {tok}}
-	role := do(http.MethodGet, credentials, h)
-	do(http.MethodGet, credentials+role, h)
-	return []string{"-tcp", addr, "-path", credentials + role, "-header", "X-Aws-Ec2-Metadata-Token: " + tok}
+	tok := do(http.MethodPut, imds.TokenPath, http.Header{imds.TTLHeader: {"21600"}})
+	h := http.Header{imds.TokenHeader: {tok}}
+	role := do(http.MethodGet, imds.CredentialsPath, h)
+	do(http.MethodGet, imds.CredentialsPath+role, h)
+	return []string{"-tcp", addr, "-path", imds.CredentialsPath + role, "-header", imds.TokenHeader + ": " + tok}
 }
