@@ -72,10 +72,7 @@ func ValidSourceIdentity(s string) bool { return nameOf(s, 2, 64, "+=,.@-") }
 func SourceIdentityOf(s string) string {
 	b := []byte(s)
 	for i, c := range b {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case strings.IndexByte("_+=,.@-", c) >= 0:
-		default:
+		if !word(c) && strings.IndexByte("+=,.@-", c) < 0 {
 			b[i] = '_'
 		}
 	}
