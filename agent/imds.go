@@ -61,7 +61,8 @@ func (a *Agent) openIMDS(prev *Agent) error {
 // imdsRoutes builds the IMDS endpoint's handler for this generation.
 func (a *Agent) imdsRoutes(allow func() AllowList) http.Handler {
 	src := &imdsSource{roleFor: a.roleFor, log: a.d.refusals, refused: &a.d.refused.imds}
-	h := &imds.Handler{Tokens: a.imds.tokens, Source: src, Region: a.cfg.AWS.Region}
+	h := &imds.Handler{Tokens: a.imds.tokens, Source: src, Region: a.cfg.AWS.Region,
+		Refused: func(r *http.Request) { src.refused.count(refusedBadToken, peerFrom(r.Context())) }}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !fromThisHost(r) {
 			// Only an address on lo that the network can reach, under the

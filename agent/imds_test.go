@@ -92,7 +92,7 @@ func TestIMDSEndpoint(t *testing.T) {
 	}
 	// The refusals are counted under their reasons (docs/metrics.md).
 	fams := h.scrape()
-	for reason, want := range map[string]float64{"forwarded": 1, "bad_host": 1, "not_allowed": 1, "not_local": 0} {
+	for reason, want := range map[string]float64{"forwarded": 1, "bad_host": 1, "not_allowed": 1, "bad_token": 2, "not_local": 0} {
 		assert.Equal(t, want, metric(fams, "tether_peers_refused", `tether_peers_refused_total{endpoint="imds",reason="`+reason+`"}`), reason)
 	}
 	// A uid in the allow list gets a token of its own.

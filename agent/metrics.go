@@ -184,7 +184,7 @@ func (a *Agent) metrics(f openmetrics.Format) ([]byte, error) {
 		{"container", a.container != nil, &a.d.refused.container, []refusalReason{refusedNotAllowed, refusedRoleNotAllowed, refusedWorkloadRole, refusedUnknownPeer, refusedOverLimit,
 			refusedForwarded, refusedBadHost, refusedBadToken}},
 		{"imds", a.imds != nil, &a.d.refused.imds, []refusalReason{refusedNotAllowed, refusedRoleNotAllowed, refusedWorkloadRole, refusedUnknownPeer, refusedOverLimit,
-			refusedForwarded, refusedBadHost, refusedNotLocal}},
+			refusedForwarded, refusedBadHost, refusedBadToken, refusedNotLocal}},
 	} {
 		if !ep.on {
 			continue

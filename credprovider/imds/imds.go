@@ -94,8 +94,19 @@ type Handler struct {
 	// instance identity document, at IdentityDocumentPath; "" leaves both
 	// not found. Nothing else of the document is known off EC2.
 	Region string
+	// Refused, when set, is told of each request refused for its session
+	// token (none, expired, unknown or another owner's), so the caller can
+	// count them; the others are the Source's refusals, which it sees.
+	Refused func(r *http.Request)
 
 	last atomic.Pointer[answer]
+}
+
+// refused tells Refused of r, if it is set.
+func (h *Handler) refused(r *http.Request) {
+	if h.Refused != nil {
+		h.Refused(r)
+	}
 }
 
 // ServeHTTP implements http.Handler. Answers are text/plain, as the
@@ -114,10 +125,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tok := r.Header.Get(TokenHeader)
 	if tok == "" {
 		// IMDSv1.
+		h.refused(r)
 		text(w, http.StatusUnauthorized, "a session token is required (IMDSv2): PUT "+TokenPath+" first, then send it in "+TokenHeader)
 		return
 	}
 	if !h.Tokens.Valid(h.Source.Owner(r), tok) {
+		h.refused(r)
 		text(w, http.StatusUnauthorized, "the session token is expired, unknown or issued to another user; PUT "+TokenPath+" for a new one")
 		return
 	}
