@@ -101,12 +101,11 @@ func (a *Agent) closeIMDS() {
 	}
 }
 
-// fromThisHost reports whether r came from a socket on this host (see
-// localPeer).
+// fromThisHost reports whether r came from a socket on this host, as
+// tcpConnContext found when its connection was accepted.
 func fromThisHost(r *http.Request) bool {
-	local, ok1 := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr)
-	remote, err := net.ResolveTCPAddr("tcp", r.RemoteAddr)
-	return ok1 && err == nil && localPeer(local, remote)
+	on, _ := r.Context().Value(onHostKey{}).(bool)
+	return on
 }
 
 // imdsSource answers package imds's questions with the agent's one rule

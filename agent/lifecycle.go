@@ -562,7 +562,7 @@ func (a *Agent) serveContainer() {
 // refused counts the connections over them.
 func (a *Agent) serveTCP(e *endpoint, ln net.Listener, refused *refusalCounts, pick func(*Agent) http.Handler) {
 	srv := a.d.newServer(pick)
-	srv.ConnContext = connContext
+	srv.ConnContext = tcpConnContext
 	e.srv = srv
 	tln := newLimitListener(ln, tcpPeer, a.d.refusals)
 	tln.overLimit = &refused[refusedOverLimit]

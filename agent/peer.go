@@ -136,6 +136,19 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 	return peerContext(ctx, c, false)
 }
 
+// onHostKey is the request context's key for whether a TCP peer is on this
+// host (localPeer), decided once per connection.
+type onHostKey struct{}
+
+// tcpConnContext is connContext for the TCP endpoints; it also records
+// whether the peer is on this host, so no request parses its address again.
+func tcpConnContext(ctx context.Context, c net.Conn) context.Context {
+	local, ok1 := c.LocalAddr().(*net.TCPAddr)
+	remote, ok2 := c.RemoteAddr().(*net.TCPAddr)
+	ctx = context.WithValue(ctx, onHostKey{}, ok1 && ok2 && localPeer(local, remote))
+	return connContext(ctx, c)
+}
+
 // connContext is the Unix socket's: it reads the peer's unit too while the
 // current generation has [[workload]]s that name units.
 func (d *daemon) connContext(ctx context.Context, c net.Conn) context.Context {
