@@ -321,25 +321,37 @@ func TestRotationWhenDue(t *testing.T) {
 	f.directFetch(t)
 }
 
+// inFallback provisions f with a one-hour fallback period, starts its agent
+// and rotates, returning once the new identity runs and the previous one is
+// kept (phase fallback): the previous certificate and its id.
+func inFallback(t *testing.T, f *fleet) ([]byte, string) {
+	t.Helper()
+	f.writeConfigWith(strings.Replace(rotationSettings, `fallback          = "0s"`, `fallback = "1h"`, 1), "")
+	code, _, stderr := tether(t, nil, "provision", "-c", f.Config)
+	require.Equal(t, 0, code, stderr)
+	oldCert, _ := os.ReadFile(f.cert)
+	oldID := fleetprovtest.CertificateID(mustParseCert(t, oldCert))
+	startAgentEnv(t, f)
+	waitStatus(t, f.Socket, func(st *agent.Status) bool { return st.MQTT != nil && st.MQTT.State == "connected" })
+	code, _, stderr = tether(t, nil, "identity", "rotate", "--socket", f.Socket)
+	require.Equal(t, 0, code, stderr)
+	waitStatus(t, f.Socket, func(s *agent.Status) bool {
+		return s.Rotation != nil && s.Rotation.Phase == "fallback" && s.Identity.CertificateID != oldID
+	})
+	return oldCert, oldID
+}
+
 // TestRotationKeepsFallback ensures that during the fallback period the
 // previous identity stays complete (its certificate in certificate.prev,
 // its key in the key file, its certificate ACTIVE in the cloud), while the
 // agent already runs the new one.
 func TestRotationKeepsFallback(t *testing.T) {
 	f := newFleet(t, "")
-	f.writeConfigWith(strings.Replace(rotationSettings, `fallback          = "0s"`, `fallback = "1h"`, 1), "")
-	code, _, stderr := tether(t, nil, "provision", "-c", f.Config)
-	require.Equal(t, 0, code, stderr)
-	oldCert, _ := os.ReadFile(f.cert)
-	startAgentEnv(t, f)
-	waitStatus(t, f.Socket, func(st *agent.Status) bool { return st.MQTT != nil && st.MQTT.State == "connected" })
-	code, _, stderr = tether(t, nil, "identity", "rotate", "--socket", f.Socket)
-	require.Equal(t, 0, code, stderr)
+	oldCert, _ := inFallback(t, f)
 	var st *agent.Status
 	waitStatus(t, f.Socket, func(s *agent.Status) bool {
 		st = s
-		return s.Rotation != nil && s.Rotation.Phase == "fallback" && s.MQTT != nil && s.MQTT.State == "connected" &&
-			s.Identity.CertificateID != fleetprovtest.CertificateID(mustParseCert(t, oldCert))
+		return s.MQTT != nil && s.MQTT.State == "connected"
 	})
 	assert.WithinDuration(t, time.Now().Add(time.Hour), st.Rotation.FallbackUntil, 5*time.Minute)
 	prev, err := os.ReadFile(f.cert + ".prev")
@@ -360,20 +372,8 @@ func TestRotationKeepsFallback(t *testing.T) {
 // with it again.
 func TestRotationFallsBack(t *testing.T) {
 	f := newFleetLifetime(t, "", time.Minute)
-	f.writeConfigWith(strings.Replace(rotationSettings, `fallback          = "0s"`, `fallback = "1h"`, 1), "")
-	code, _, stderr := tether(t, nil, "provision", "-c", f.Config)
-	require.Equal(t, 0, code, stderr)
-	oldCert, _ := os.ReadFile(f.cert)
-	oldID := fleetprovtest.CertificateID(mustParseCert(t, oldCert))
-	startAgentEnv(t, f)
-	waitStatus(t, f.Socket, func(st *agent.Status) bool { return st.MQTT != nil && st.MQTT.State == "connected" })
-	code, _, stderr = tether(t, nil, "identity", "rotate", "--socket", f.Socket)
-	require.Equal(t, 0, code, stderr)
-	var newID string
-	waitStatus(t, f.Socket, func(s *agent.Status) bool {
-		newID = s.Identity.CertificateID
-		return s.Rotation != nil && s.Rotation.Phase == "fallback" && newID != oldID
-	})
+	oldCert, oldID := inFallback(t, f)
+	newID := status(t, f.Socket).Identity.CertificateID
 	require.NoError(t, f.prov.SetStatus(newID, fleetprovtest.Inactive))
 	// The credentials of the new identity run out and cannot be renewed;
 	// the rotator notices on its next look (each minute), or at once when
@@ -382,7 +382,7 @@ func TestRotationFallsBack(t *testing.T) {
 		return s.Identity.CertificateID == oldID || (len(s.Roles) > 0 && !s.Roles[0].Valid && strings.Contains(s.Roles[0].LastError, "403"))
 	})
 	if status(t, f.Socket).Identity.CertificateID != oldID {
-		code, _, stderr = tether(t, nil, "identity", "rotate", "--socket", f.Socket)
+		code, _, stderr := tether(t, nil, "identity", "rotate", "--socket", f.Socket)
 		require.Equal(t, 0, code, stderr)
 	}
 	var st *agent.Status
@@ -405,19 +405,8 @@ func TestRotationFallsBack(t *testing.T) {
 // whose credentials it serves.
 func TestRotationFallsBackOnBrokerRefusal(t *testing.T) {
 	f := newFleetLifetime(t, "", time.Hour)
-	f.writeConfigWith(strings.Replace(rotationSettings, `fallback          = "0s"`, `fallback = "1h"`, 1), "")
-	code, _, stderr := tether(t, nil, "provision", "-c", f.Config)
-	require.Equal(t, 0, code, stderr)
-	oldCert, _ := os.ReadFile(f.cert)
-	oldID := fleetprovtest.CertificateID(mustParseCert(t, oldCert))
-	startAgentEnv(t, f)
-	waitStatus(t, f.Socket, func(st *agent.Status) bool { return st.MQTT != nil && st.MQTT.State == "connected" })
-	code, _, stderr = tether(t, nil, "identity", "rotate", "--socket", f.Socket)
-	require.Equal(t, 0, code, stderr)
-	waitStatus(t, f.Socket, func(s *agent.Status) bool {
-		return s.Rotation != nil && s.Rotation.Phase == "fallback" && s.Identity.CertificateID != oldID &&
-			s.MQTT != nil && s.MQTT.State == "connected"
-	})
+	oldCert, oldID := inFallback(t, f)
+	waitStatus(t, f.Socket, func(s *agent.Status) bool { return s.MQTT != nil && s.MQTT.State == "connected" })
 	newCert, err := os.ReadFile(f.cert)
 	require.NoError(t, err)
 	require.NoError(t, f.broker.RefuseCertificates([]*big.Int{mustParseCert(t, newCert).SerialNumber}))
@@ -428,7 +417,7 @@ func TestRotationFallsBackOnBrokerRefusal(t *testing.T) {
 	// broker's refusal can send the agent back.
 	assert.True(t, status(t, f.Socket).Roles[0].Valid)
 	// The rotator looks each minute during the fallback, or at once when asked.
-	code, _, stderr = tether(t, nil, "identity", "rotate", "--socket", f.Socket)
+	code, _, stderr := tether(t, nil, "identity", "rotate", "--socket", f.Socket)
 	require.Equal(t, 0, code, stderr)
 	var st *agent.Status
 	waitStatusFor(t, f.Socket, time.Minute, func(s *agent.Status) bool {
