@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"math/big"
 	"os"
@@ -59,6 +60,18 @@ func startAgentEnv(t *testing.T, f *fleet, env ...string) (*exec.Cmd, <-chan str
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
+		if t.Failed() {
+			// What the agent thought when the test gave up: its status and
+			// every goroutine (SIGQUIT), in the log below.
+			if st, err := agent.FetchStatus(context.Background(), f.Socket); err == nil {
+				b, _ := json.Marshal(st)
+				t.Logf("agent status: %s", b)
+			}
+			if errs := f.prov.Errors(); len(errs) > 0 {
+				t.Logf("simulator errors: %v", errs)
+			}
+			cmd.Process.Signal(syscall.SIGQUIT)
+		}
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
