@@ -60,7 +60,13 @@ func startAgentEnv(t *testing.T, f *fleet, env ...string) (*exec.Cmd, <-chan str
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		if t.Failed() {
+		running := true
+		select {
+		case <-exited:
+			running = false // killed at a failpoint: the socket is the next agent's
+		default:
+		}
+		if t.Failed() && running {
 			// What the agent thought when the test gave up: its status and
 			// every goroutine (SIGQUIT), in the log below.
 			if st, err := agent.FetchStatus(context.Background(), f.Socket); err == nil {
