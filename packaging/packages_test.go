@@ -69,7 +69,7 @@ var elfMachines = [3]elf.Machine{elf.EM_X86_64, elf.EM_AARCH64, elf.EM_ARM}
 // formats, three architectures) lists the binary, units, sysusers and
 // tmpfiles files, the configuration (as a file an upgrade keeps when
 // changed), docs and licence, its maintainer scripts, and carries the build
-// docs/packaging.md names for its format.
+// docs/packaging.md names for its format; the .deb suggests tpm-udev.
 func TestPackageContents(t *testing.T) {
 	dir := packagesDir(t)
 	for _, f := range formats {
@@ -84,6 +84,11 @@ func TestPackageContents(t *testing.T) {
 					assert.Contains(t, files, want)
 				}
 				assert.Contains(t, conffiles, "/etc/tether/tether.toml", "a config file, kept when changed")
+				if f.ext == ".deb" {
+					out, err := exec.Command("dpkg-deb", "-f", pkg, "Suggests").Output()
+					require.NoError(t, err)
+					assert.Equal(t, "tpm-udev", strings.TrimSpace(string(out)), "the TPM drop-in's group tss comes with tpm-udev")
+				}
 				for _, s := range []string{"systemd-sysusers", "try-restart tether.service", "disable --now tether.service tether.socket"} {
 					assert.Contains(t, scripts, s)
 				}
