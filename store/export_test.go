@@ -8,16 +8,6 @@ func (o *Outbox) FailBeforeLogReset(f func() error) {
 	o.wmu.Unlock()
 }
 
-// NoLogOutbox returns opts committing every group to bbolt, as before
-// the outbox log.
-func NoLogOutbox(opts OutboxOptions) OutboxOptions {
-	opts.noLog = true
-	return opts
-}
-
-// OutboxLogPath is where the outbox log of the state file at path lives.
-var OutboxLogPath = outboxLogPath
-
 // Drain moves the outbox log into bbolt now, as the committer does when
 // the log is full or idle.
 func (o *Outbox) Drain() error {
