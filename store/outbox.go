@@ -866,6 +866,9 @@ func (o *Outbox) drainLocked() error {
 			return err
 		}
 	}
+	if cap(o.buf) > 64<<10 {
+		o.buf = nil // a large commit's frames
+	}
 	if err := o.wal.reset(); err != nil {
 		// Everything is in bbolt; the log's records would only be
 		// replayed again at the next start, which is harmless.
@@ -949,7 +952,8 @@ func (o *Outbox) moveToBolt() (moved bool, err error) {
 			o.bytes -= int64(len(e.rec))
 		}
 	}
-	o.mem, o.memAcks = o.mem[:0], o.memAcks[:0]
+	// Let go of the records: an idle outbox holds none in memory.
+	o.mem, o.memAcks = nil, nil
 	o.memFirst = lastSeq + 1
 	o.drains++
 	return true, nil
