@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -274,8 +275,7 @@ func (o *Outbox) openLog() error {
 	l, recs, err := openOutboxLog(path, drained+1)
 	damaged := errors.Is(err, errLogDamaged)
 	if err != nil && !damaged {
-		db.log.Error("outbox log unusable; committing every message to the state file instead (slower)", "path", path, "err", err)
-		db.setErr(err)
+		logUnusable(db, path, err)
 		return nil
 	}
 	if l != nil && l.gen <= drained {
@@ -299,28 +299,31 @@ func (o *Outbox) openLog() error {
 		}
 		aside, rerr := moveAside(path)
 		if rerr != nil {
-			db.log.Error("outbox log damaged and could not be moved aside; committing every message to the state file instead (slower)",
-				"path", path, "err", err, "rename_err", rerr)
-			db.setErr(err)
+			logUnusable(db, path, fmt.Errorf("%w; moving it aside: %w", err, rerr))
 			return nil
 		}
 		db.log.Error("outbox log damaged; what could be read was kept, the file moved aside", "path", path, "moved_to", aside, "err", err, "messages_kept", countMessages(recs))
 		db.setErr(err)
 		if l, err = createOutboxLog(path, max(drained, l.genOrZero())+1); err != nil {
-			db.log.Error("outbox log unusable; committing every message to the state file instead (slower)", "path", path, "err", err)
+			logUnusable(db, path, err)
 			return nil
 		}
 	} else if !l.empty() || l.gen <= drained {
 		if err := l.resetTo(max(l.gen, drained) + 1); err != nil {
 			l.close()
-			db.log.Error("outbox log unusable; committing every message to the state file instead (slower)", "path", path, "err", err)
-			db.setErr(err)
+			logUnusable(db, path, err)
 			return nil
 		}
 	}
 	tightenMode(path, "outbox log", db.log)
 	o.wal = l
 	return nil
+}
+
+// logUnusable reports, in one line, that the outbox goes on without its log.
+func logUnusable(db *DB, path string, err error) {
+	db.log.Error("outbox log unusable; committing every message to the state file instead (slower)", "path", path, "err", err)
+	db.setErr(err)
 }
 
 func countMessages(recs []logRecord) (n int) {
@@ -728,8 +731,15 @@ func (o *Outbox) commit(batch []*enqueueReq) (queued int) {
 		return o.answer(batch, fmt.Errorf("%w: commit to %s: %w", ErrOutboxUnavailable, o.db.path, ErrClosed))
 	}
 	results, fr, recs, acks := o.frame(batch)
-	if refusedAny(results) && o.acksInBolt() {
-		// Acknowledged messages in bbolt are deleted by a drain only.
+	// Acknowledged messages in bbolt are deleted by a drain only, and a
+	// full log is emptied by one: drain, then frame the batch again.
+	for _, drain := range []func() bool{
+		func() bool { return refusedAny(results) && o.acksInBolt() },
+		func() bool { return int64(len(fr.buf)) > o.wal.free() },
+	} {
+		if !drain() {
+			continue
+		}
 		if err := o.drainLocked(); err != nil {
 			return o.answer(batch, err)
 		}
@@ -739,19 +749,12 @@ func (o *Outbox) commit(batch []*enqueueReq) (queued int) {
 		results, fr, recs, acks = o.frame(batch)
 	}
 	if int64(len(fr.buf)) > o.wal.free() {
-		// Full: move it into bbolt and start again on an empty log.
-		if err := o.drainLocked(); err != nil {
-			return o.answer(batch, err)
-		}
-		if o.wal == nil {
-			return o.commitBolt(batch)
-		}
-		results, fr, recs, acks = o.frame(batch)
-		if int64(len(fr.buf)) > o.wal.free() {
-			// Larger than the whole log: bbolt takes it, and every
-			// sequence in bbolt is still below those of the log.
-			return o.commitBolt(batch)
-		}
+		// Larger than the whole log: bbolt takes it, after the drain
+		// above, so every sequence in bbolt is still below the log's.
+		return o.commitBolt(batch)
+	}
+	if len(fr.buf) == 0 { // every message refused, no ack to write
+		return o.answerAll(batch, results)
 	}
 	if err := o.wal.append(fr); err != nil {
 		o.fail(fmt.Errorf("%w: %w", ErrOutboxUnavailable, err))
@@ -844,6 +847,18 @@ func (o *Outbox) fullError(depth int, bytes int64) error {
 		ErrOutboxFull, depth, bytes, o.opts.MaxMessages, o.opts.MaxBytes)
 }
 
+// answerAll answers the requests of a commit that wrote nothing.
+func (o *Outbox) answerAll(batch []*enqueueReq, results []enqueueRes) (queued int) {
+	o.mu.Lock()
+	o.refused += uint64(len(batch))
+	o.mu.Unlock()
+	queued = len(o.reqs)
+	for i, r := range batch {
+		r.res <- results[i]
+	}
+	return queued
+}
+
 // answer fails every request of batch with err.
 func (o *Outbox) answer(batch []*enqueueReq, err error) (queued int) {
 	o.fail(err)
@@ -888,10 +903,7 @@ func (o *Outbox) moveToBolt() (moved bool, err error) {
 	for i, e := range mem {
 		acked[i] = e.acked
 	}
-	backs := make([]uint64, 0, len(o.acks))
-	for s := range o.acks {
-		backs = append(backs, s)
-	}
+	backs := slices.Collect(maps.Keys(o.acks))
 	lastSeq := o.lastSeq
 	o.mu.Unlock()
 	if len(mem) == 0 && len(backs) == 0 && o.wal.empty() {
@@ -903,16 +915,9 @@ func (o *Outbox) moveToBolt() (moved bool, err error) {
 	var deleted int
 	err = o.db.update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketOutbox)
-		freed, deleted = 0, 0
-		for _, s := range backs {
-			k := seqKey(s)
-			if v := b.Get(k); v != nil {
-				freed += int64(len(v))
-				deleted++
-				if err := b.Delete(k); err != nil {
-					return err
-				}
-			}
+		var err error
+		if deleted, freed, err = deleteAcked(b, backs); err != nil {
+			return err
 		}
 		for i, e := range mem {
 			if !acked[i] {
@@ -996,10 +1001,7 @@ func (o *Outbox) closeLog() {
 // below those in the log). o.wmu is held.
 func (o *Outbox) commitBolt(batch []*enqueueReq) (queued int) {
 	o.mu.Lock()
-	acks := make([]uint64, 0, len(o.acks))
-	for s := range o.acks {
-		acks = append(acks, s)
-	}
+	acks := slices.Collect(maps.Keys(o.acks))
 	depth, bytes := o.depth, o.bytes
 	o.mu.Unlock()
 	if len(batch) == 0 && len(acks) == 0 {
@@ -1011,16 +1013,9 @@ func (o *Outbox) commitBolt(batch []*enqueueReq) (queued int) {
 	var deleted int
 	err := o.db.update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketOutbox)
-		freed, deleted = 0, 0
-		for _, s := range acks {
-			k := seqKey(s)
-			if v := b.Get(k); v != nil {
-				freed += int64(len(v))
-				deleted++
-				if err := b.Delete(k); err != nil {
-					return err
-				}
-			}
+		var err error
+		if deleted, freed, err = deleteAcked(b, acks); err != nil {
+			return err
 		}
 		d, sz := depth-deleted, bytes-freed
 		for i, r := range batch {
@@ -1103,6 +1098,22 @@ func (o *Outbox) reset(tx *bbolt.Tx) error {
 	o.acks = make(map[uint64]struct{})
 	o.mu.Unlock()
 	return tx.Bucket(bucketOutbox).SetSequence(seq)
+}
+
+// deleteAcked deletes the acknowledged messages seqs from b and says how
+// many were there and their size.
+func deleteAcked(b *bbolt.Bucket, seqs []uint64) (deleted int, freed int64, err error) {
+	for _, s := range seqs {
+		k := seqKey(s)
+		if v := b.Get(k); v != nil {
+			freed += int64(len(v))
+			deleted++
+			if err := b.Delete(k); err != nil {
+				return 0, 0, err
+			}
+		}
+	}
+	return deleted, freed, nil
 }
 
 func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }

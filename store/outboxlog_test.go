@@ -48,27 +48,12 @@ func contents(t *testing.T, ob *Outbox) []string {
 	}
 }
 
-// logLines collects what the store logs.
-type logLines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+func count(b *syncBuffer, s string) int { return strings.Count(b.String(), s) }
 
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logLines) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.buf.String(), s)
-}
-
-func openLogged(t *testing.T, path string, opts OutboxOptions) (*DB, *Outbox, *logLines) {
+// openLogged opens an outbox on path and returns what the store logs.
+func openLogged(t *testing.T, path string, opts OutboxOptions) (*DB, *Outbox, *syncBuffer) {
 	t.Helper()
-	lines := &logLines{}
+	lines := &syncBuffer{}
 	db, err := Open(path, Options{Logger: slog.New(slog.NewTextHandler(lines, nil))})
 	require.NoError(t, err)
 	ob, err := db.Outbox(opts)
@@ -182,10 +167,10 @@ func TestOutboxLogRecovery(t *testing.T) {
 			assert.Equal(t, len(want), ob.Stats().Depth)
 			aside, _ := filepath.Glob(outboxLogPath(p) + ".corrupt-*")
 			if c.damaged {
-				assert.Equal(t, 1, lines.count(`msg="outbox log damaged`), "one clear line")
+				assert.Equal(t, 1, count(lines, `msg="outbox log damaged`), "one clear line")
 				assert.Len(t, aside, 1, "the damaged log is kept for inspection")
 			} else {
-				assert.Zero(t, lines.count("level=ERROR"))
+				assert.Zero(t, count(lines, "level=ERROR"))
 				assert.Empty(t, aside)
 			}
 			seq, err := ob.Enqueue(ctx, "after", nil, 1)
@@ -202,7 +187,7 @@ func TestOutboxLogRecovery(t *testing.T) {
 			for _, q := range []string{again, p} {
 				_, ob2, lines2 := openLogged(t, q, OutboxOptions{})
 				assert.Equal(t, want, contents(t, ob2))
-				assert.Zero(t, lines2.count("level=ERROR"))
+				assert.Zero(t, count(lines2, "level=ERROR"))
 			}
 		})
 	}
@@ -257,7 +242,7 @@ func TestOutboxLogReplayIdempotent(t *testing.T) {
 				db, ob, lines := openLogged(t, path, OutboxOptions{})
 				assert.Equal(t, want, contents(t, ob))
 				assert.Equal(t, len(want), ob.Stats().Depth)
-				assert.Zero(t, lines.count("level=ERROR"))
+				assert.Zero(t, count(lines, "level=ERROR"))
 				require.NoError(t, ob.Close())
 				require.NoError(t, db.Close())
 			}
@@ -367,7 +352,7 @@ func TestOutboxLogUnusable(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	require.NoError(t, os.Mkdir(outboxLogPath(path), 0o700))
 	db, ob, lines := openLogged(t, path, OutboxOptions{})
-	assert.Equal(t, 1, lines.count("outbox log unusable"))
+	assert.Equal(t, 1, count(lines, "outbox log unusable"))
 	assert.NotEmpty(t, db.Health().LastError)
 	seq, err := ob.Enqueue(ctx, "t", []byte("x"), 1)
 	require.NoError(t, err)
