@@ -133,14 +133,15 @@ type Outbox struct {
 	acks          map[uint64]struct{} // acknowledged in bbolt, deletion not yet committed
 	// The messages in the log, seq memFirst+i, and those of them
 	// acknowledged whose ack is not yet in the log (memAcks, in Ack order).
-	mem      []memEntry
-	memFirst uint64
-	memAcks  []uint64
-	notify   chan struct{} // closed on the next commit that adds messages
-	commits  uint64
-	drains   uint64
-	refused  uint64
-	lastErr  error
+	// Those from logFirst to memFirst were acknowledged for good and let go.
+	mem                []memEntry
+	logFirst, memFirst uint64
+	memAcks            []uint64
+	notify             chan struct{} // closed on the next commit that adds messages
+	commits            uint64
+	drains             uint64
+	refused            uint64
+	lastErr            error
 	// lastSeq is the highest sequence given out, so a fresh file that
 	// replaces a damaged one goes on from there (delivery keeps a cursor).
 	lastSeq uint64
@@ -246,7 +247,7 @@ func (db *DB) Outbox(opts OutboxOptions) (*Outbox, error) {
 		}
 	}
 	o.inBolt = o.depth
-	o.memFirst = o.lastSeq + 1
+	o.logFirst, o.memFirst = o.lastSeq+1, o.lastSeq+1
 	if err := o.countDeadLetters(); err != nil {
 		o.closeLog()
 		return nil, fmt.Errorf("%w: read dead letters in %s: %w", ErrOutboxUnavailable, db.path, err)
@@ -501,6 +502,9 @@ func (o *Outbox) Ack(seqs ...uint64) {
 	}
 	o.mu.Lock()
 	for _, s := range seqs {
+		if s >= o.logFirst && s < o.memFirst {
+			continue // acknowledged for good already
+		}
 		if s >= o.memFirst && s-o.memFirst < uint64(len(o.mem)) {
 			if e := &o.mem[s-o.memFirst]; !e.acked {
 				e.acked = true
@@ -768,8 +772,17 @@ func (o *Outbox) commit(batch []*enqueueReq) (queued int) {
 		e.durable = true
 		o.depth--
 		o.bytes -= int64(len(e.rec))
+		e.rec = nil // never read again: only the log's frames remember it
 	}
 	o.memAcks = o.memAcks[len(acks):]
+	// Let go of the messages acknowledged for good at the head, so that a
+	// steady trickle acknowledged as it goes holds next to nothing.
+	n := 0
+	for n < len(o.mem) && o.mem[n].durable {
+		n++
+	}
+	o.mem = o.mem[n:]
+	o.memFirst += uint64(n)
 	added := 0
 	for i, r := range recs {
 		if r == nil {
@@ -898,15 +911,19 @@ func (o *Outbox) drainLocked() error {
 // is held.
 func (o *Outbox) moveToBolt() (moved bool, err error) {
 	o.mu.Lock()
-	first, mem := o.memFirst, o.mem
-	acked := make([]bool, len(mem))
-	for i, e := range mem {
-		acked[i] = e.acked
+	// Ack writes the entries while the transaction runs: take what it needs.
+	first := o.memFirst
+	put := make([][]byte, len(o.mem)) // nil: acknowledged
+	acked := make([]bool, len(o.mem))
+	for i, e := range o.mem {
+		if acked[i] = e.acked; !e.acked {
+			put[i] = e.rec
+		}
 	}
 	backs := slices.Collect(maps.Keys(o.acks))
 	lastSeq := o.lastSeq
 	o.mu.Unlock()
-	if len(mem) == 0 && len(backs) == 0 && o.wal.empty() {
+	if len(put) == 0 && len(backs) == 0 && o.wal.empty() {
 		return false, nil
 	}
 	gen := o.wal.gen
@@ -919,9 +936,9 @@ func (o *Outbox) moveToBolt() (moved bool, err error) {
 		if deleted, freed, err = deleteAcked(b, backs); err != nil {
 			return err
 		}
-		for i, e := range mem {
-			if !acked[i] {
-				if err := b.Put(seqKey(first+uint64(i)), e.rec); err != nil {
+		for i, rec := range put {
+			if rec != nil {
+				if err := b.Put(seqKey(first+uint64(i)), rec); err != nil {
 					return err
 				}
 			}
@@ -959,7 +976,7 @@ func (o *Outbox) moveToBolt() (moved bool, err error) {
 	}
 	// Let go of the records: an idle outbox holds none in memory.
 	o.mem, o.memAcks = nil, nil
-	o.memFirst = lastSeq + 1
+	o.logFirst, o.memFirst = lastSeq+1, lastSeq+1
 	o.drains++
 	return true, nil
 }
@@ -1064,7 +1081,7 @@ func (o *Outbox) commitBolt(batch []*enqueueReq) (queued int) {
 			o.inBolt++
 			o.bytes += recordSize(r.topic, r.payload)
 		}
-		o.memFirst = o.lastSeq + 1
+		o.logFirst, o.memFirst = o.lastSeq+1, o.lastSeq+1
 		if added > 0 {
 			o.commits++
 			close(o.notify)
