@@ -53,7 +53,7 @@ type OutboxOptions struct {
 	// baseline for benchmarks.
 	OneCommitPerMessage bool
 	// noLog commits every group to bbolt, as before the outbox log; a
-	// baseline for the store's benchmark (export_test.go).
+	// baseline for the store's benchmark (BenchmarkOutboxEnqueue).
 	noLog bool
 }
 
