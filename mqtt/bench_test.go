@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,7 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tetherd/tether/mqtt/mqtttest"
-	"github.com/tetherd/tether/store"
 )
 
 // BenchmarkQoS1Throughput: 8 local publishers → Session (durable outbox) →
@@ -167,36 +165,4 @@ func BenchmarkReconnect(b *testing.B) {
 	b.ReportMetric(float64(reconnect.Milliseconds())/float64(b.N), "reconnect-ms")
 	b.ReportMetric(float64(fresh.Milliseconds())/float64(b.N), "fresh-connect-ms")
 	b.ReportMetric(reconnect.Seconds()/max(fresh.Seconds(), 1e-9), "ratio")
-}
-
-// BenchmarkOutboxCommit: durable enqueues per second from 8 concurrent
-// publishers with group commit, against one fsync per message.
-func BenchmarkOutboxCommit(b *testing.B) {
-	const writers, each = 8, 250
-	run := func(opts store.OutboxOptions) time.Duration {
-		_, ob := openOutbox(b, filepath.Join(b.TempDir(), "s.db"), opts)
-		start := time.Now()
-		var wg sync.WaitGroup
-		for range writers {
-			wg.Go(func() {
-				for range each {
-					if _, err := ob.Enqueue(context.Background(), "dt/gw/x", make([]byte, 200), 1); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		return time.Since(start)
-	}
-	var group, single time.Duration
-	for b.Loop() {
-		group += run(store.OutboxOptions{})
-		single += run(store.OutboxOptions{OneCommitPerMessage: true})
-	}
-	total := float64(writers * each * b.N)
-	b.ReportMetric(total/group.Seconds(), "group-msg/s")
-	b.ReportMetric(total/single.Seconds(), "single-msg/s")
-	b.ReportMetric(single.Seconds()/group.Seconds(), "ratio")
 }

@@ -45,6 +45,11 @@ type delivery struct {
 	enq    map[uint16]time.Time // packet id → when its message was enqueued (publish latency)
 	pkts   map[uint16][]byte    // packet id → serialised packet, for resends
 	order  []uint16             // packet ids in Put order
+	// ready is the message Wait found after cursor readyAfter, so that the
+	// Peek that follows (autopaho calls both for every message) does not
+	// look it up again.
+	ready      *store.OutboxMessage
+	readyAfter uint64
 	// What tells a poisonous message from a flaky network: when the
 	// connection came up and the last message was handed to the broker,
 	// and how often each message was the oldest in flight when the broker
@@ -102,7 +107,14 @@ func (d *delivery) Wait() chan struct{} {
 	d.mu.Lock()
 	w, cursor := d.wake, d.cursor
 	d.mu.Unlock()
-	if _, ok, err := d.ob.Next(cursor); ok || err != nil {
+	if m, ok, err := d.ob.Next(cursor); ok || err != nil {
+		if ok {
+			d.mu.Lock()
+			if d.cursor == cursor {
+				d.ready, d.readyAfter = &m, cursor
+			}
+			d.mu.Unlock()
+		}
 		// On an error let Peek report it (autopaho logs and retries).
 		c := make(chan struct{})
 		close(c)
@@ -120,14 +132,21 @@ func (d *delivery) Enqueue(io.Reader) error {
 // Peek implements queue.Queue.
 func (d *delivery) Peek() (queue.Entry, error) {
 	d.mu.Lock()
-	cursor := d.cursor
+	cursor, ready := d.cursor, d.ready
+	fresh := ready != nil && d.readyAfter == cursor
+	d.ready = nil
 	d.mu.Unlock()
-	m, ok, err := d.ob.Next(cursor)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, queue.ErrEmpty
+	var m store.OutboxMessage
+	if fresh {
+		m = *ready
+	} else {
+		var ok bool
+		var err error
+		if m, ok, err = d.ob.Next(cursor); err != nil {
+			return nil, err
+		} else if !ok {
+			return nil, queue.ErrEmpty
+		}
 	}
 	var buf bytes.Buffer
 	p := &paho.Publish{Topic: m.Topic, QoS: m.QoS, Payload: m.Payload}
@@ -245,7 +264,7 @@ func (c clientStore) Quarantine(id uint16) error {
 	d.mu.Lock()
 	d.forget(id)
 	// The message is still in the outbox: send it again from the start.
-	d.cursor = 0
+	d.cursor, d.ready = 0, nil
 	d.mu.Unlock()
 	d.wakeUp()
 	return nil
@@ -266,7 +285,7 @@ func (c clientStore) Reset() error {
 	d.enq = make(map[uint16]time.Time)
 	d.pkts = make(map[uint16][]byte)
 	d.order = nil
-	d.cursor = 0
+	d.cursor, d.ready = 0, nil
 	d.mu.Unlock()
 	d.wakeUp()
 	return nil

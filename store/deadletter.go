@@ -77,6 +77,16 @@ func (o *Outbox) DeadLetter(seq uint64, reason string) error {
 		return ErrOutboxClosed
 	}
 	reason = boundReason(reason)
+	o.wmu.Lock()
+	defer o.wmu.Unlock()
+	if o.wal != nil && o.inLog(seq) {
+		// Dead letters are rare: move the log into bbolt, then move the
+		// message from there as any other.
+		if err := o.drainLocked(); err != nil {
+			o.fail(err)
+			return err
+		}
+	}
 	var (
 		moved bool
 		freed int64
@@ -124,6 +134,7 @@ func (o *Outbox) DeadLetter(seq uint64, reason string) error {
 	if moved {
 		o.mu.Lock()
 		o.depth--
+		o.inBolt--
 		o.bytes -= freed
 		o.deadLetters = count
 		o.deadLettered++
@@ -131,6 +142,13 @@ func (o *Outbox) DeadLetter(seq uint64, reason string) error {
 		o.mu.Unlock()
 	}
 	return nil
+}
+
+// inLog reports whether message seq is in the outbox log.
+func (o *Outbox) inLog(seq uint64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return seq >= o.memFirst && seq-o.memFirst < uint64(len(o.mem))
 }
 
 // DeadLetters returns the dead letters, oldest first.

@@ -15,14 +15,7 @@ import (
 
 func openOutbox(t *testing.T, path string, opts OutboxOptions) (*DB, *Outbox) {
 	t.Helper()
-	db, err := Open(path, Options{})
-	require.NoError(t, err)
-	ob, err := db.Outbox(opts)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_ = ob.Close()
-		_ = db.Close()
-	})
+	db, ob, _ := openLogged(t, path, opts)
 	return db, ob
 }
 

@@ -43,6 +43,9 @@ var (
 	bucketDeadLetters = []byte("mqtt-dead-letters")
 
 	keySchema = []byte("schema")
+	// keyLogDrained holds the last outbox log generation drained into
+	// bucket outbox (outboxlog.go).
+	keyLogDrained = []byte("outbox-log-drained")
 )
 
 // allBuckets is created by every Open so callers never meet a missing bucket.
@@ -145,7 +148,7 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 	db.bolt, db.file = b, f
 	db.schema = schema
-	tightenMode(path, log)
+	tightenMode(path, "state file", log)
 	return db, nil
 }
 
@@ -189,7 +192,7 @@ func openBolt(path string, timeout time.Duration, log *slog.Logger) (b *bbolt.DB
 			err = fmt.Errorf("%w: %s: bbolt: %v", errCorrupt, path, r)
 		}
 	}()
-	b, err = bbolt.Open(path, 0o600, &bbolt.Options{
+	b, err = bbolt.Open(path, stateFileMode, &bbolt.Options{
 		Timeout: timeout,
 		OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
 			f, err := os.OpenFile(name, flag, mode)
@@ -288,18 +291,22 @@ var migrations = [SchemaVersion]func(*bbolt.Tx) error{
 	0: func(*bbolt.Tx) error { return nil },
 }
 
-// tightenMode makes an existing file 0600; bbolt only applies the mode when it
-// creates the file.
-func tightenMode(path string, log *slog.Logger) {
+// stateFileMode is the mode of every file the store writes (the state file,
+// the outbox log): they hold queued messages and sealed credentials.
+const stateFileMode os.FileMode = 0o600
+
+// tightenMode makes an existing file (what names it in the log) 0600, as
+// bbolt and the outbox log apply stateFileMode only when they create one.
+func tightenMode(path, what string, log *slog.Logger) {
 	fi, err := os.Stat(path)
 	if err != nil || fi.Mode().Perm()&0o077 == 0 {
 		return
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		log.Warn("state file is readable by others and could not be restricted", "path", path, "mode", fi.Mode().Perm().String(), "err", err)
+	if err := os.Chmod(path, stateFileMode); err != nil {
+		log.Warn(what+" is readable by others and could not be restricted", "path", path, "mode", fi.Mode().Perm().String(), "err", err)
 		return
 	}
-	log.Info("state file permissions restricted to 0600", "path", path, "was", fi.Mode().Perm().String())
+	log.Info(what+" permissions restricted to 0600", "path", path, "was", fi.Mode().Perm().String())
 }
 
 // setErr records the last error for Health.
@@ -310,6 +317,12 @@ func (db *DB) setErr(err error) {
 	db.mu.Lock()
 	db.lastErr = err
 	db.mu.Unlock()
+}
+
+func (db *DB) isClosed() bool {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.closed
 }
 
 // Path returns the file the store was opened on.
