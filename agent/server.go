@@ -59,6 +59,8 @@ type role struct {
 	// ones the provider returns: a local program may ask for them
 	// thousands of times between two refreshes.
 	answer atomic.Pointer[answer]
+	// imdsAnswer is the same for the IMDS endpoint (imdsEncoded).
+	imdsAnswer atomic.Pointer[imdsAnswer]
 }
 
 // answer is one set of credentials as the endpoints send it.
