@@ -144,7 +144,7 @@ func TestRoutesAnswerWrongMethodsAndPaths(t *testing.T) {
 
 // TestBodyDeadlineCutsSlowBodies ensures that a request body sent too
 // slowly, with a Content-Length or chunked, is cut off at the body
-// deadline, while a bodyless GET on the same kind of server is answered and
+// deadline, and headers that never end at the header timeout, while a bodyless GET on the same kind of server is answered and
 // its connection kept for the next request.
 func TestBodyDeadlineCutsSlowBodies(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -155,11 +155,14 @@ func TestBodyDeadlineCutsSlowBodies(t *testing.T) {
 		}
 		io.WriteString(w, "ok")
 	})), slog.New(slog.DiscardHandler))
-	go srv.Serve(ln)
+	// Through the endpoints' limitListener, as the endpoints serve.
+	go srv.Serve(newLimitListener(ln, func(net.Conn) (*Peer, error) { return &Peer{}, nil }, slog.New(slog.DiscardHandler)))
 	t.Cleanup(func() { srv.Close() })
 	for name, head := range map[string]string{
 		"Content-Length": "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\nx",
 		"chunked":        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n",
+		// ReadHeaderTimeout (5 s) cuts headers that never end.
+		"slow headers": "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			c, err := net.Dial("tcp", ln.Addr().String())
