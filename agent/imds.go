@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -132,7 +131,7 @@ func (s *imdsSource) Role(r *http.Request) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return strings.TrimSuffix(rl.name, "/"+rl.workload), nil
+	return rl.servedAs(), nil
 }
 
 // resolve is roleFor for the peer of r, its refusals in package imds's
@@ -158,12 +157,16 @@ func (s *imdsSource) resolve(r *http.Request, name string) (*role, error) {
 	return nil, &imds.Error{Status: rf.Status, Message: msg}
 }
 
-// Credentials are the current ones of the role the peer gets under name,
-// never expired ones: 503 with Retry-After while there are none.
-func (s *imdsSource) Credentials(r *http.Request, name string) (aws.Credentials, time.Time, error) {
-	rl, err := s.resolve(r, name)
+// Credentials are the current ones of the role the peer gets, served under
+// its name (Role) only, never expired ones: 503 with Retry-After while
+// there are none. The answer is the role's encoded one (imdsEncoded).
+func (s *imdsSource) Credentials(r *http.Request, name string) (*imds.Answer, error) {
+	rl, err := s.resolve(r, "")
 	if err != nil {
-		return aws.Credentials{}, time.Time{}, err
+		return nil, err
+	}
+	if rl.servedAs() != name {
+		return nil, &imds.Error{Status: http.StatusNotFound, Message: "not found"}
 	}
 	c, err := rl.ref.Retrieve(r.Context())
 	if err != nil {
@@ -172,14 +175,43 @@ func (s *imdsSource) Credentials(r *http.Request, name string) (aws.Credentials,
 			retry = d
 		}
 		// The reason may quote a helper's output: it is in `tether status`.
-		return aws.Credentials{}, time.Time{}, &imds.Error{Status: http.StatusServiceUnavailable, RetryAfter: retry,
+		return nil, &imds.Error{Status: http.StatusServiceUnavailable, RetryAfter: retry,
 			Message: "no valid credentials for role " + strconv.Quote(name) + " yet; `tether status` says why"}
 	}
-	if !c.CanExpire {
-		// As toJSON: SDKs read a zero Expiration as expired.
+	a, err := rl.imdsEncoded(c)
+	if err != nil {
+		return nil, &imds.Error{Status: http.StatusInternalServerError, Message: "cannot encode the credentials"}
+	}
+	return a, nil
+}
+
+// imdsAnswer is a role's credentials as the IMDS endpoint sends them.
+type imdsAnswer struct {
+	creds aws.Credentials
+	a     *imds.Answer
+}
+
+// imdsEncoded returns c in the IMDS shape, from the role's last answer
+// when c is the same credentials, as encoded does for the socket; the
+// refresher's Status (LastUpdated) is read only when they are new.
+func (rl *role) imdsEncoded(c aws.Credentials) (*imds.Answer, error) {
+	if e := rl.imdsAnswer.Load(); e != nil && e.creds == c {
+		return e.a, nil
+	}
+	cached := c.CanExpire
+	if !cached {
+		// As toJSON: SDKs read a zero Expiration as expired; such
+		// credentials get a new Expiration each time.
 		c.Expires = time.Now().Add(credprovider.DefaultAdvisoryWindow)
 	}
-	return c, rl.ref.Status().LastRefresh, nil
+	a, err := imds.NewAnswer(c, rl.ref.Status().LastRefresh)
+	if err != nil {
+		return nil, err
+	}
+	if cached {
+		rl.imdsAnswer.Store(&imdsAnswer{creds: c, a: a})
+	}
+	return a, nil
 }
 
 func (s *imdsSource) refuse(w http.ResponseWriter, r *http.Request, p *Peer) {

@@ -145,9 +145,18 @@ func (c *limitedConn) Close() error {
 // bodyDeadline gives a request that carries a body bodyTimeout to send it,
 // so a client cannot hold a connection by sending its body slowly.
 func bodyDeadline(next http.Handler) http.Handler {
+	return bodyDeadlineAfter(bodyTimeout, next)
+}
+
+// bodyDeadlineAfter is bodyDeadline with d for bodyTimeout. A request
+// without a body (Content-Length 0 and no Transfer-Encoding: net/http says
+// ContentLength -1 for a chunked one) sets no deadline: it has nothing left
+// to read, ReadHeaderTimeout bounded its headers and IdleTimeout bounds
+// the wait for the next request, so skipping it weakens no limit.
+func bodyDeadlineAfter(d time.Duration, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength != 0 {
-			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyTimeout))
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
 		}
 		next.ServeHTTP(w, r)
 	})

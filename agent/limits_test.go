@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"log/slog"
@@ -138,5 +139,56 @@ func TestRoutesAnswerWrongMethodsAndPaths(t *testing.T) {
 		if tc.want != http.StatusOK {
 			assert.NotContains(t, string(body), "SecretAccessKey")
 		}
+	}
+}
+
+// TestBodyDeadlineCutsSlowBodies ensures that a request body sent too
+// slowly, with a Content-Length or chunked, is cut off at the body
+// deadline, and headers that never end at the header timeout, while a bodyless GET on the same kind of server is answered and
+// its connection kept for the next request.
+func TestBodyDeadlineCutsSlowBodies(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := newHTTPServer(bodyDeadlineAfter(200*time.Millisecond, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.ReadAll(r.Body); err != nil {
+			return
+		}
+		io.WriteString(w, "ok")
+	})), slog.New(slog.DiscardHandler))
+	// Through the endpoints' limitListener, as the endpoints serve.
+	go srv.Serve(newLimitListener(ln, func(net.Conn) (*Peer, error) { return &Peer{}, nil }, slog.New(slog.DiscardHandler)))
+	t.Cleanup(func() { srv.Close() })
+	for name, head := range map[string]string{
+		"Content-Length": "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\nx",
+		"chunked":        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n",
+		// ReadHeaderTimeout (5 s) cuts headers that never end.
+		"slow headers": "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			require.NoError(t, err)
+			defer c.Close()
+			_, err = io.WriteString(c, head)
+			require.NoError(t, err)
+			// The rest of the body never comes: the server must close the
+			// connection (the test's own bound is only a guard).
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			got, err := io.ReadAll(c)
+			require.NoError(t, err, "the server did not cut the slow body off")
+			assert.NotContains(t, string(got), "ok")
+		})
+	}
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for range 2 {
+		_, err = io.WriteString(c, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(br, nil)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, "ok", string(body), "a bodyless GET is answered on a kept connection")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -58,6 +59,8 @@ type role struct {
 	// ones the provider returns: a local program may ask for them
 	// thousands of times between two refreshes.
 	answer atomic.Pointer[answer]
+	// imdsAnswer is the same for the IMDS endpoint (imdsEncoded).
+	imdsAnswer atomic.Pointer[imdsAnswer]
 }
 
 // answer is one set of credentials as the endpoints send it.
@@ -408,7 +411,9 @@ func (c *containerAPI) refusePeer(w http.ResponseWriter, r *http.Request, p *Pee
 // neither loopback nor the address the endpoint listens on (DNS
 // rebinding). what names the endpoint in the log.
 func refuseIndirect(w http.ResponseWriter, r *http.Request, log *slog.Logger, refused *refusalCounts, what string) bool {
-	if len(r.Header.Values("X-Forwarded-For")) > 0 || len(r.Header.Values("Forwarded")) > 0 {
+	// The keys are canonical: indexing the map spares canonicalising them
+	// on every request.
+	if len(r.Header["X-Forwarded-For"]) > 0 || len(r.Header["Forwarded"]) > 0 {
 		refused.count(refusedForwarded, nil)
 		log.Warn(what+" refused a forwarded request", "remote", r.RemoteAddr)
 		w.Header().Set("Connection", "close")
@@ -432,25 +437,36 @@ func listenHost(r *http.Request) bool {
 	if !ok {
 		return false
 	}
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.Equal(local.IP)
+	ip, ok := hostAddr(r.Host)
+	return ok && ip == local.AddrPort().Addr().Unmap()
 }
 
 func loopbackHost(hostport string) bool {
+	host := hostOf(hostport)
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, ok := hostAddr(hostport)
+	return ok && ip.IsLoopback()
+}
+
+// hostAddr is the IP address hostport names, if it is one (without a zone).
+func hostAddr(hostport string) (netip.Addr, bool) {
+	ip, err := netip.ParseAddr(hostOf(hostport))
+	if err != nil || ip.Zone() != "" {
+		return netip.Addr{}, false
+	}
+	return ip.Unmap(), true
+}
+
+// hostOf is the host of a Host header: without its port and brackets.
+// netip, unlike net.ParseIP, parses it without allocating.
+func hostOf(hostport string) string {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h
 	}
-	host = strings.Trim(host, "[]")
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return strings.Trim(host, "[]")
 }
 
 // newHTTPServer returns a server with the limits a daemon needs against slow

@@ -29,8 +29,14 @@ type source struct {
 
 func (s *source) Owner(r *http.Request) string       { return r.Header.Get("Test-Owner") }
 func (s *source) Role(*http.Request) (string, error) { return s.role, nil }
-func (s *source) Credentials(*http.Request, string) (aws.Credentials, time.Time, error) {
-	return s.creds, t0.Add(-time.Minute), s.err
+func (s *source) Credentials(_ *http.Request, role string) (*imds.Answer, error) {
+	if role != s.role {
+		return nil, &imds.Error{Status: http.StatusNotFound, Message: "not found"}
+	}
+	if s.err != nil {
+		return nil, s.err
+	}
+	return imds.NewAnswer(s.creds, t0.Add(-time.Minute))
 }
 
 func newHandler(clock *clocktest.Clock) (*imds.Handler, *source) {
@@ -189,6 +195,8 @@ func TestCredentials(t *testing.T) {
 	require.Equal(t, http.StatusOK, w.Code)
 	assert.Equal(t, "application/json", w.Header().Get("Content-Type"))
 	assert.Equal(t, "no-store", w.Header().Get("Cache-Control"))
+	assert.Equal(t, []string(nil), w.Header()["Date"], "Date is suppressed")
+	assert.Contains(t, w.Header(), "Date", "Date is suppressed")
 	var got map[string]string
 	require.NoError(t, json.Unmarshal(w.Body.Bytes(), &got))
 	assert.Equal(t, map[string]string{
@@ -209,8 +217,8 @@ func TestCredentials(t *testing.T) {
 	assert.Equal(t, "no credentials yet", w.Body.String())
 }
 
-// TestCredentialsFollowRefresh ensures that the answer, encoded once per
-// set of credentials, changes as soon as the source's credentials do.
+// TestCredentialsFollowRefresh ensures that the answer changes as soon as
+// the source's credentials do, with its Content-Length.
 func TestCredentialsFollowRefresh(t *testing.T) {
 	h, src := newHandler(clocktest.New(t0))
 	hdr := map[string]string{imds.TokenHeader: token(t, h, "0", 60), "Test-Owner": "0"}
