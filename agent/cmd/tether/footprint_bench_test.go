@@ -175,6 +175,11 @@ func readSmaps(b *testing.B, pid int) smaps {
 // figures with the trim off (TETHER_TRIM=off, "untrimmed"). The baseline is
 // a bare net/http server on a Unix socket, idle, in the same run. Goals:
 // PSS ≤ 8 MB, anonymous ≤ 3 MB, growth ≤ 1 MB.
+//
+// TETHER_BENCH_REQUESTS=N sends N requests instead of 1,000,000;
+// TETHER_BENCH_REQUESTS=0 measures idle only (the trimmed and untrimmed
+// idle figures, no warm-up, burst or idle trim after it), about a minute a
+// build, for quick iterations on idle memory.
 func BenchmarkMemory(b *testing.B) {
 	builds := [][2]string{{"cgo", tetherBin}}
 	if dist := os.Getenv("TETHER_DIST"); dist != "" {
@@ -186,7 +191,10 @@ func BenchmarkMemory(b *testing.B) {
 	load := buildSockload(b)
 	n := 1_000_000
 	if s := os.Getenv("TETHER_BENCH_REQUESTS"); s != "" {
-		n, _ = strconv.Atoi(s)
+		var err error
+		if n, err = strconv.Atoi(s); err != nil || n < 0 {
+			b.Fatalf("TETHER_BENCH_REQUESTS=%q: want a number of requests, 0 for idle only", s)
+		}
 	}
 	for _, build := range builds {
 		b.Run("build="+build[0], func(b *testing.B) {
@@ -246,8 +254,12 @@ func memoryRun(b *testing.B, pid, basePid int, socket, load string, n int) {
 	b.ReportMetric(mb(st.Memory.Mapped), "idle-go-mapped-MB")
 	b.ReportMetric(bm.pss/1024, "bare-server-pss-MB")
 	b.ReportMetric(bm.anon/1024, "bare-server-anon-MB")
+	b.ReportMetric(bm.pssFile/1024, "bare-server-pss-file-MB")
 	b.ReportMetric(m.pss/bm.pss, "pss-ratio")
 	b.ReportMetric(m.anon/bm.anon, "anon-ratio")
+	if n == 0 {
+		return // TETHER_BENCH_REQUESTS=0: idle only
+	}
 	// Growth is measured from a warmed-up agent: the first requests fault
 	// back in the request path's code that the trim gave back.
 	sockload(b, load, socket, "/v1/credentials", 8, time.Hour, 10_000)
