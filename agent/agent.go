@@ -25,6 +25,7 @@ import (
 	"github.com/tetherd/tether/credprovider"
 	"github.com/tetherd/tether/hsm"
 	"github.com/tetherd/tether/platform"
+	"github.com/tetherd/tether/platform/atomicfile"
 	"github.com/tetherd/tether/store"
 )
 
@@ -359,25 +360,10 @@ func writeToken(path string) ([]byte, error) {
 
 // writeTokenFile replaces path with token, atomically, mode 0640.
 func writeTokenFile(path string, token []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".token-*")
-	if err != nil {
-		return runtimeFailure("serve.token_file: cannot write in %s: %w; make it writable or set serve.token_file", filepath.Dir(path), unwrapSyscall(err))
+	if err := atomicfile.WriteFile(path, token, 0o640); err != nil {
+		return runtimeFailure("serve.token_file: cannot write %s: %w; make its directory writable or set serve.token_file", path, unwrapSyscall(err))
 	}
-	defer os.Remove(tmp.Name())
-	if err = tmp.Chmod(0o640); err == nil {
-		_, err = tmp.Write(token)
-		if err == nil {
-			err = tmp.Close()
-		}
-		if err == nil {
-			err = os.Rename(tmp.Name(), path)
-		}
-		if err == nil {
-			return nil
-		}
-	}
-	tmp.Close()
-	return runtimeFailure("serve.token_file: cannot write %s: %w; make its directory writable or set serve.token_file", path, unwrapSyscall(err))
+	return nil
 }
 
 func unwrapSyscall(err error) error {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tetherd/tether/hsm"
 	"github.com/tetherd/tether/mqtt/fleetprov"
+	"github.com/tetherd/tether/platform/atomicfile"
 	"github.com/tetherd/tether/store"
 )
 
@@ -216,7 +217,7 @@ func (p *provisioner) commit(ctx context.Context) error {
 		}
 		failpoint("provision:commit-key")
 	}
-	if err := writeFileAtomic(id.Certificate, []byte(p.rec.CertificatePEM), 0o644); err != nil {
+	if err := atomicfile.WriteFile(id.Certificate, []byte(p.rec.CertificatePEM), 0o644); err != nil {
 		return runtimeFailure("identity.certificate: cannot write %s: %w", id.Certificate, unwrapPathError(err))
 	}
 	if err := setThingName(p.cfg.File, p.rec.ThingName); err != nil {
@@ -336,7 +337,7 @@ func linkStaged(staged, final string) error {
 	if err := os.Rename(staged, final); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(final))
+	return atomicfile.SyncDir(filepath.Dir(final))
 }
 
 func setThingName(file, thing string) error {
@@ -348,7 +349,7 @@ func setThingName(file, thing string) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(file, setTOMLKey(b, "identity", "thing_name", thing), st.Mode().Perm())
+	return atomicfile.WriteFile(file, setTOMLKey(b, "identity", "thing_name", thing), st.Mode().Perm())
 }
 
 func certificateRequest(key crypto.Signer) ([]byte, error) {

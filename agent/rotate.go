@@ -28,6 +28,7 @@ import (
 	"github.com/tetherd/tether/hsm"
 	"github.com/tetherd/tether/hsm/tpm"
 	"github.com/tetherd/tether/mqtt/fleetprov"
+	"github.com/tetherd/tether/platform/atomicfile"
 	"github.com/tetherd/tether/store"
 )
 
@@ -305,7 +306,7 @@ func (r *rotator) step(ctx context.Context, rec *store.Rotation) error {
 		if err := matchesKey([]byte(cert.CertificatePEM), key.Public()); err != nil {
 			return err
 		}
-		if err := writeFileAtomic(r.pendingCert(), []byte(cert.CertificatePEM), 0o644); err != nil {
+		if err := atomicfile.WriteFile(r.pendingCert(), []byte(cert.CertificatePEM), 0o644); err != nil {
 			return fmt.Errorf("pending certificate: %w", err)
 		}
 		rec.CertificatePEM, rec.CertificateID, rec.OwnershipToken, rec.Issued = cert.CertificatePEM, cert.CertificateID, cert.CertificateOwnershipToken, time.Now().UTC()
@@ -407,7 +408,7 @@ func (r *rotator) commit(ctx context.Context, rec *store.Rotation) error {
 			return err
 		}
 	}
-	if err := writeFileAtomic(id.Certificate+".prev", []byte(rec.PreviousCertificatePEM), 0o644); err != nil {
+	if err := atomicfile.WriteFile(id.Certificate+".prev", []byte(rec.PreviousCertificatePEM), 0o644); err != nil {
 		return fmt.Errorf("fallback certificate: %w", err)
 	}
 	if isPEMKey(rec.Key) {
@@ -426,7 +427,7 @@ func (r *rotator) commit(ctx context.Context, rec *store.Rotation) error {
 	}
 	defer pend.Close()
 	r.reseal(ctx, pend)
-	if err := writeFileAtomic(id.Certificate, []byte(rec.CertificatePEM), 0o644); err != nil {
+	if err := atomicfile.WriteFile(id.Certificate, []byte(rec.CertificatePEM), 0o644); err != nil {
 		return fmt.Errorf("identity.certificate: %w", err)
 	}
 	failpoint("rotation:commit-cert")
@@ -449,7 +450,7 @@ func (r *rotator) commit(ctx context.Context, rec *store.Rotation) error {
 // record when a crash took it.
 func (r *rotator) pendingCertOr(rec *store.Rotation) string {
 	if _, err := os.Stat(r.pendingCert()); err != nil {
-		_ = writeFileAtomic(r.pendingCert(), []byte(rec.CertificatePEM), 0o644)
+		_ = atomicfile.WriteFile(r.pendingCert(), []byte(rec.CertificatePEM), 0o644)
 	}
 	return r.pendingCert()
 }
@@ -608,7 +609,7 @@ func (r *rotator) refusedBy(ctx context.Context, dev *credprovider.Refresher, re
 func (r *rotator) previousConnects(ctx context.Context, rec *store.Rotation) error {
 	prevCert := r.a.cfg.Identity.Certificate + ".prev"
 	if _, err := os.Stat(prevCert); err != nil {
-		if err := writeFileAtomic(prevCert, []byte(rec.PreviousCertificatePEM), 0o644); err != nil {
+		if err := atomicfile.WriteFile(prevCert, []byte(rec.PreviousCertificatePEM), 0o644); err != nil {
 			return fmt.Errorf("fallback certificate: %w", err)
 		}
 	}
@@ -642,7 +643,7 @@ func (r *rotator) dial(ctx context.Context, ident *hsm.Identity) error {
 // ends the generation so the next one runs the previous identity.
 func (r *rotator) revert(ctx context.Context, rec *store.Rotation, who string) bool {
 	r.log.Error(who+" refuses the new certificate; going back to the previous one", "certificate_id", rec.CertificateID)
-	if err := writeFileAtomic(r.a.cfg.Identity.Certificate, []byte(rec.PreviousCertificatePEM), 0o644); err != nil {
+	if err := atomicfile.WriteFile(r.a.cfg.Identity.Certificate, []byte(rec.PreviousCertificatePEM), 0o644); err != nil {
 		r.log.Error("rollback failed", "err", err)
 		return false
 	}
@@ -708,7 +709,7 @@ func (r *rotator) renameTPMKey(rec *store.Rotation) (bool, error) {
 	if err := os.Rename(next, cur); err != nil {
 		return false, err
 	}
-	return true, syncDir(filepath.Dir(cur))
+	return true, atomicfile.SyncDir(filepath.Dir(cur))
 }
 
 // pendingKeyRef is where a rotation generates the new key: beside the PEM
@@ -740,7 +741,7 @@ func (r *rotator) rollback(cause error) {
 	if err != nil || !ok || rec.Phase != store.RotationFallback || rec.PreviousCertificatePEM == "" {
 		return
 	}
-	if err := writeFileAtomic(r.a.cfg.Identity.Certificate, []byte(rec.PreviousCertificatePEM), 0o644); err != nil {
+	if err := atomicfile.WriteFile(r.a.cfg.Identity.Certificate, []byte(rec.PreviousCertificatePEM), 0o644); err != nil {
 		r.log.Error("rollback failed", "err", err)
 		return
 	}

@@ -11,12 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
+
+	"github.com/tetherd/tether/platform/atomicfile"
 )
 
 // GeneratePEMKey creates a key of type kt in a new PEM file (PKCS#8, mode
 // 0600) and returns its public key. The file appears complete or not at
-// all: it is written beside path, synced and renamed. An existing file is
+// all: it is written beside path, synced and linked into place. An existing file is
 // never overwritten.
 func GeneratePEMKey(path string, kt KeyType) (crypto.PublicKey, error) {
 	var key crypto.Signer
@@ -45,32 +46,10 @@ func GeneratePEMKey(path string, kt KeyType) (crypto.PublicKey, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("keygen: %w", err)
 	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return nil, fmt.Errorf("keygen: cannot write in %s: %w", dir, err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
+	// Create links, not renames: it fails instead of replacing a key file
+	// that appeared meanwhile. It writes mode 0600.
+	err = atomicfile.Create(path, data, 0o600)
 	clear(data)
-	if err == nil {
-		err = tmp.Sync() // CreateTemp made it 0600
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		// Link, not rename: it fails instead of replacing a file that
-		// appeared meanwhile.
-		err = os.Link(tmp.Name(), path)
-	}
-	if err == nil {
-		var d *os.File
-		if d, err = os.Open(dir); err == nil {
-			err = d.Sync()
-			d.Close()
-		}
-	}
 	if err != nil {
 		return nil, fmt.Errorf("keygen %s: %w", path, err)
 	}
@@ -166,30 +145,8 @@ func pemKeyBlocks(file string) ([]pemKeyBlock, error) {
 
 // replaceKeyFile writes data over file atomically with mode 0600.
 func replaceKeyFile(file string, data []byte) error {
-	dir := filepath.Dir(file)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(file)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("private key %s: %w", file, err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
+	err := atomicfile.WriteFile(file, data, 0o600)
 	clear(data)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), file)
-	}
-	if err == nil {
-		var d *os.File
-		if d, err = os.Open(dir); err == nil {
-			err = d.Sync()
-			d.Close()
-		}
-	}
 	if err != nil {
 		return fmt.Errorf("private key %s: %w", file, err)
 	}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/tetherd/tether/platform/atomicfile"
 )
 
 // The outbox's write-ahead log: a file beside the state file that makes a
@@ -221,7 +223,7 @@ func createOutboxLog(path string, gen uint64) (*outboxLog, error) {
 		err = os.Rename(tmp, path)
 	}
 	if err == nil {
-		err = syncDir(filepath.Dir(path))
+		err = atomicfile.SyncDir(filepath.Dir(path))
 	}
 	if err != nil {
 		f.Close()
@@ -229,15 +231,6 @@ func createOutboxLog(path string, gen uint64) (*outboxLog, error) {
 		return nil, fmt.Errorf("create outbox log %s: %w", path, err)
 	}
 	return &outboxLog{f: f, path: path, size: outboxLogSize, gen: gen, off: logDataStart, num: 1}, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // openOutboxLog opens the log at path, creating it at generation gen when
