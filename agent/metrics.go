@@ -131,6 +131,8 @@ var (
 		Help: "age of the oldest message in the outbox; 0 when it is empty"}
 	famOutboxRefused = openmetrics.Family{Name: "tether_mqtt_outbox_full_refusals", Type: openmetrics.TypeCounter,
 		Help: "publishes refused because the outbox was full"}
+	famOutboxLog = openmetrics.Family{Name: "tether_mqtt_outbox_log", Type: openmetrics.TypeGauge,
+		Help: "1 while the outbox commits to its log; 0 when every commit is a state-file transaction (slower: see the agent's log)"}
 	famDeadLetters = openmetrics.Family{Name: "tether_mqtt_dead_letters", Type: openmetrics.TypeGauge,
 		Help: "messages kept in the dead letters (refused by the broker or by the client)"}
 	famDeadLettered = openmetrics.Family{Name: "tether_mqtt_dead_lettered", Type: openmetrics.TypeCounter,
@@ -286,6 +288,8 @@ func outboxMetrics(e *openmetrics.Encoder, ob store.OutboxStats, now time.Time) 
 	e.Sample(age)
 	e.Begin(famOutboxRefused)
 	e.Sample(float64(ob.Refused))
+	e.Begin(famOutboxLog)
+	e.Sample(b2f(ob.Log))
 	e.Begin(famDeadLetters)
 	e.Sample(float64(ob.DeadLetters))
 	e.Begin(famDeadLettered)

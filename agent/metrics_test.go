@@ -156,6 +156,7 @@ print(s.makefile("rb").readline().decode())`, h.Socket, path)
 	fams = h.scrape()
 	assert.Equal(t, 1.0, metric(fams, "tether_mqtt_outbox_messages", "tether_mqtt_outbox_messages"))
 	assert.Greater(t, metric(fams, "tether_mqtt_outbox_bytes", "tether_mqtt_outbox_bytes"), 5.0)
+	assert.Equal(t, 1.0, metric(fams, "tether_mqtt_outbox_log", "tether_mqtt_outbox_log"), "the outbox commits to its log")
 	assert.Equal(t, 0.0, metric(fams, "tether_mqtt_publish_latency_seconds", "tether_mqtt_publish_latency_seconds_count"))
 
 	require.NoError(t, broker.Start())

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -75,6 +76,11 @@ type OutboxStats struct {
 	Drains  uint64    `json:"drains"`          // times the outbox log was moved into bbolt
 	Refused uint64    `json:"refused"`         // Enqueue calls answered with ErrOutboxFull
 	Error   string    `json:"error,omitempty"` // last commit error
+	// Log is true while commits go to the outbox log; false when every
+	// commit is a bbolt transaction (slower): the log could not be used or
+	// failed, which the store's last error and the log say, or
+	// OneCommitPerMessage asked for it.
+	Log bool `json:"log"`
 	// DeadLetters counts the messages kept in the dead-letter bucket;
 	// DeadLettered counts those moved there since the outbox was opened,
 	// LastDeadLetter is the reason of the last one.
@@ -118,7 +124,10 @@ type Outbox struct {
 	// and DeadLetter. wal (nil: commits go to bbolt) is guarded by it.
 	wmu sync.Mutex
 	wal *outboxLog
-	buf []byte // frames of the commit being written
+	// logOn mirrors wal != nil for Stats, which does not take wmu (a
+	// commit or a drain may hold it for a while).
+	logOn atomic.Bool
+	buf   []byte // frames of the commit being written
 	// failBeforeReset, set by tests (export_test.go), is called between a
 	// drain's bbolt transaction and the log's reset; an error stops the
 	// drain there, as a crash would.
@@ -318,6 +327,7 @@ func (o *Outbox) openLog() error {
 	}
 	tightenMode(path, "outbox log", db.log)
 	o.wal = l
+	o.logOn.Store(true)
 	return nil
 }
 
@@ -538,6 +548,7 @@ func (o *Outbox) Stats() OutboxStats {
 		Commits: o.commits,
 		Drains:  o.drains,
 		Refused: o.refused,
+		Log:     o.logOn.Load(),
 
 		DeadLetters:    o.deadLetters,
 		DeadLettered:   o.deadLettered,
@@ -1003,6 +1014,7 @@ func (o *Outbox) closeLogLocked() {
 	if o.wal != nil {
 		o.wal.close()
 		o.wal = nil
+		o.logOn.Store(false)
 	}
 }
 

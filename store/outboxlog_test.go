@@ -268,6 +268,7 @@ func TestOutboxLogFullWhileNothingIsAcknowledged(t *testing.T) {
 	}
 	st := ob.Stats()
 	assert.GreaterOrEqual(t, st.Drains, uint64(3), "the log filled and was drained")
+	assert.True(t, st.Log, "commits go to the log")
 	assert.Equal(t, n, st.Depth)
 	assert.Equal(t, want, contents(t, ob), "served from bbolt and from the log, in order")
 	image := crashImage(t, path)
@@ -354,6 +355,7 @@ func TestOutboxLogUnusable(t *testing.T) {
 	db, ob, lines := openLogged(t, path, OutboxOptions{})
 	assert.Equal(t, 1, count(lines, "outbox log unusable"))
 	assert.NotEmpty(t, db.Health().LastError)
+	assert.False(t, ob.Stats().Log, "the stats say the log is not in use")
 	seq, err := ob.Enqueue(ctx, "t", []byte("x"), 1)
 	require.NoError(t, err)
 	require.NoError(t, ob.Close())
