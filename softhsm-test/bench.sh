@@ -8,7 +8,8 @@ out=${BENCH_OUT:-bench.out}
 : > "$out"
 run() {
 	echo "== $*" | tee -a "$out"
-	go test -run '^$' -count=1 "$@" 2>&1 | grep -E '^(Benchmark|ok|FAIL|---|panic)' | tee -a "$out"
+	# The figures, and the lines a benchmark logs (a failure's reason).
+	go test -run '^$' -count=1 "$@" 2>&1 | grep -E '^(Benchmark|ok|FAIL|---|panic)|^ +[A-Za-z0-9_]+\.go:[0-9]+: ' | tee -a "$out"
 }
 # The agent's process benchmarks measure the release build (make build, which
 # make bench runs first) and the static binaries.

@@ -3,7 +3,7 @@
 # what is missing; otherwise it names what is missing and fails.
 set -eu
 
-packages="softhsm2 p11-kit opensc gnutls-bin openssl mosquitto mosquitto-clients awscli python3-boto3 systemd util-linux ca-certificates debootstrap systemd-container rpm rpm2cpio cpio lintian swtpm swtpm-tools tpm2-tools tpm2-openssl curl iproute2 python3-prometheus-client prometheus"
+packages="softhsm2 p11-kit opensc gnutls-bin openssl mosquitto mosquitto-clients awscli python3-boto3 systemd util-linux ca-certificates debootstrap systemd-container rpm rpm2cpio cpio lintian swtpm swtpm-tools tpm2-tools tpm2-openssl curl iproute2 python3-prometheus-client prometheus gnuplot-nox"
 cross="gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross qemu-user-static"
 # make check-layers: bitbake's host tools and locale, Buildroot's check-package, kas's schema.
 layers="chrpath cpio diffstat gawk lz4 zstd file texinfo wget git locales python3-magic flake8 shellcheck python3-jsonschema python3-yaml kas"
