@@ -207,6 +207,9 @@ func readHeader(slot []byte) uint64 {
 }
 
 // createOutboxLog makes a fresh, zeroed log of generation gen at path.
+// It does not use atomicfile.WriteFile: its temporary file has one fixed
+// name, so a crash while it is written leaves at most one 512 KiB file,
+// which the next start removes, and it keeps the file open for appends.
 func createOutboxLog(path string, gen uint64) (*outboxLog, error) {
 	tmp := path + ".tmp"
 	_ = os.Remove(tmp)

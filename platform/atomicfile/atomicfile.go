@@ -1,9 +1,11 @@
 // Package atomicfile holds the one way tether writes a file that must
 // survive a crash or a power cut whole: certificates, key files, the
-// configuration's thing name, the socket's token, the outbox log. The data
-// goes to a temporary file beside the target, is synced, moved into place
-// and the directory synced, so that after a reboot the path holds the old
-// content or the new one, never a part or nothing.
+// configuration's thing name, the socket's token. The data goes to a
+// temporary file beside the target, is synced, moved into place and the
+// directory synced, so that after a reboot the path holds the old content
+// or the new one, never a part or nothing. SyncDir alone serves what
+// renames a file of its own (a staged certificate, a TPM key, the outbox
+// log).
 package atomicfile
 
 import (
