@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 )
 
@@ -50,12 +51,21 @@ func withReceiveMaximum(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
 // keep-alive already proves the connection alive, and Go's default probes
 // every 15 s of idleness would double an idle session's traffic on a metered
 // link. autopaho hands AttemptConnection its parent context, so the connect
-// timeout is applied here.
+// timeout is applied here. The connection is wrapped as autopaho's own
+// dialers wrap theirs (packets.NewThreadSafeConn): paho writes a packet in
+// several Writes and holds the connection's lock around them only when it
+// is a sync.Locker, and its pinger, the acknowledgements and the publishes
+// write from different goroutines; a bare tls.Conn let a PINGREQ land
+// inside a PUBLISH.
 func dialer(tlsCfg *tls.Config, timeout time.Duration) func(context.Context, autopaho.ClientConfig, *url.URL) (net.Conn, error) {
 	return func(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		d := tls.Dialer{NetDialer: &net.Dialer{KeepAlive: -1}, Config: tlsCfg}
-		return d.DialContext(ctx, "tcp", u.Host)
+		conn, err := d.DialContext(ctx, "tcp", u.Host)
+		if err != nil {
+			return nil, err
+		}
+		return packets.NewThreadSafeConn(conn), nil
 	}
 }
